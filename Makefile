@@ -1,0 +1,72 @@
+# metricx — every operator task is a target here.  The two a newcomer needs:
+#   make demo   install everything, start the services, create the schema, run the live demo
+#   make test   install everything, start the services, run the whole suite, stop the services
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+METRICX := $(BIN)/metricx
+PYTEST_ARGS ?=
+
+include deploy/services.mk
+include deploy/timescale-lite/tslite.mk
+
+.PHONY: help setup python migrate pipeline poller serve demo test test-unit bench lint typecheck clean
+
+help:
+	@echo "make demo      simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL (Ctrl-C to stop)"
+	@echo "make test      the whole test suite against real services (started and stopped here)"
+	@echo "make bench     throughput, latency and memory figures"
+	@echo "make setup | services-up | services-down | migrate | topics | pipeline | poller | serve"
+
+## Python environment (pinned in pyproject.toml), system packages, Kafka jars, the TimescaleDB lane
+setup: python services-install tslite-install
+
+python: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "metricx needs Python 3.11, found " + sys.version.split()[0]'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+migrate: python services-up
+	$(METRICX) migrate
+
+pipeline: python services-up migrate topics
+	$(METRICX) pipeline
+
+poller: python services-up topics
+	$(METRICX) poller --sim
+
+serve: python services-up migrate
+	$(METRICX) serve
+
+demo: setup services-up migrate topics
+	$(METRICX) demo
+
+## the whole suite; services are stopped afterwards whatever the outcome
+test: setup
+	@bash deploy/services.sh up
+	@status=0; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	bash deploy/services.sh down; \
+	exit $$status
+
+## pure-logic tests only (no services), for a quick loop while editing
+test-unit: python
+	$(BIN)/python -m pytest tests/pipelines tests/schemas tests/connectors -q
+
+bench: setup services-up migrate topics
+	$(BIN)/python -m tests.bench.run_bench $(BENCH_ARGS)
+
+lint: python
+	$(BIN)/ruff check metricx pipelines connectors schemas serving tests
+
+typecheck: python
+	$(BIN)/mypy
+
+clean: services-down
+	rm -rf .data $(VENV)

@@ -1,0 +1,215 @@
+"""Kafka transport: the one producer path every publisher uses, and topic admin.
+
+Why our own producer wrapper: a fire-and-forget ``produce`` loses messages silently
+when the broker rejects them or the local queue overflows.  Here every message gets a
+delivery callback, failures are counted and surfaced by :meth:`Producer.flush`, and the
+producer is idempotent (``enable.idempotence``), so librdkafka's own retries never
+duplicate or reorder a partition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Producer as _RdProducer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.envelope import DEADLETTER_TOPIC, DeadLetter, deadletter_headers
+from schemas.insight import RAW_TOPIC, Snapshot, insight_key
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class DeliveryError(RuntimeError):
+    """Some messages were not acknowledged by the broker."""
+
+
+@dataclass
+class DeliveryStats:
+    delivered: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Producer:
+    """An idempotent producer that never loses a message without saying so."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "metricx",
+        linger_ms: int = 5,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+            "message.timeout.ms": 120_000,
+        }
+        config.update(extra or {})
+        self._producer = _RdProducer(config)
+        self.stats = DeliveryStats()
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.stats.delivered += 1
+            return
+        self.stats.failed += 1
+        text = f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}"
+        if len(self.stats.errors) < 20:
+            self.stats.errors.append(text)
+        log.error("kafka delivery failed", extra={"topic": msg.topic(), "error": err.str()})
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers) if headers else None,
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:
+                # Local queue full: serve callbacks until there is room, never drop.
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> DeliveryStats:
+        """Wait for every outstanding message; raise if any was not delivered."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise DeliveryError(f"{remaining} messages still undelivered after {timeout}s")
+        if self.stats.failed:
+            raise DeliveryError(
+                f"{self.stats.failed} messages failed delivery: " + "; ".join(self.stats.errors)
+            )
+        return self.stats
+
+    def pending(self) -> int:
+        return len(self._producer)
+
+
+def encode_snapshot(snapshot: Snapshot) -> tuple[bytes, bytes]:
+    """(key, value) of a snapshot on ``metricx.insights.raw``."""
+    key = insight_key(snapshot.provider, snapshot.account_id, snapshot.entity_id)
+    value = json.dumps(snapshot.to_event(), separators=(",", ":")).encode()
+    return key.encode(), value
+
+
+def publish_snapshots(producer: Producer, snapshots: Iterable[Snapshot], topic: str = RAW_TOPIC) -> int:
+    n = 0
+    for snap in snapshots:
+        key, value = encode_snapshot(snap)
+        producer.send(topic, value, key)
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
+    """Create missing topics; an existing topic with fewer partitions is grown."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = admin.list_topics(timeout=timeout).topics
+    new = [
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=dict(s.config))
+        for s in specs
+        if s.name not in existing
+    ]
+    if new:
+        for name, fut in admin.create_topics(new, operation_timeout=timeout).items():
+            try:
+                fut.result(timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            log.info("created topic", extra={"topic": name})
+    # Wait until metadata shows every topic with its partitions (creation is async).
+    deadline = time.monotonic() + timeout
+    names = {s.name: s.partitions for s in specs}
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=timeout).topics
+        if all(n in md and len(md[n].partitions) >= p and md[n].error is None for n, p in names.items()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"topics not ready after {timeout}s: {sorted(names)}")
+
+
+def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = list(names)
+    existing = admin.list_topics(timeout=timeout).topics
+    todo = [n for n in names if n in existing]
+    if not todo:
+        return
+    for _, fut in admin.delete_topics(todo, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not set(todo) & set(admin.list_topics(timeout=timeout).topics):
+            return
+        time.sleep(0.2)
+
+
+def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
+    """Fail fast with a message naming the setting when Kafka is not there."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 3000})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ConnectionError(
+            f"METRICX_KAFKA_BOOTSTRAP={bootstrap}: Kafka is not reachable ({exc.args[0].str()}); "
+            "start it with `make services-up` or fix the setting"
+        ) from None
+
+
+def send_dead_letter(producer: Producer, dl: DeadLetter, topic: str = DEADLETTER_TOPIC) -> None:
+    env = dl.envelope
+    log.warning(
+        "dead-lettered",
+        extra={
+            "topic": env.topic,
+            "partition": env.partition,
+            "offset": env.offset,
+            "stage": dl.stage,
+            "reason": dl.reason,
+        },
+    )
+    producer.send(
+        topic,
+        env.value if env.value is not None else b"",
+        env.key,
+        deadletter_headers(dl, datetime.now(timezone.utc)),
+    )

@@ -1,0 +1,61 @@
+"""The same flow as a plain Python consumer loop: no framework, one process.
+
+It exists as the benchmark's ceiling (what the logic costs without Bytewax) and as
+proof that the steps are engine-agnostic.  It has no recovery: state lives in memory
+and the loop reads its partitions from the beginning, so it is not for production.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
+
+from metricx.settings import Settings
+from pipelines.commit import Committer
+from pipelines.deltas import EntityState
+from pipelines.steps import SinkItem, fold, is_refused, to_dead_letter, validate
+from schemas.envelope import DeadLetter, Envelope
+
+
+def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "plain") -> None:
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "metricx-plain-ignored",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 20,
+            "queued.min.messages": 20000,
+        }
+    )
+    parts = c.list_topics(settings.raw_topic, timeout=10).topics[settings.raw_topic].partitions
+    c.assign([TopicPartition(settings.raw_topic, p, OFFSET_BEGINNING) for p in parts])
+    committer = Committer(settings, consumer=consumer)
+    states: dict[str, EntityState] = {}
+    window = settings.restatement_window_days
+    try:
+        while not stop():
+            msgs = c.consume(settings.kafka_batch_size, 0.05)
+            if not msgs:
+                continue
+            now = datetime.now(timezone.utc)
+            items: list[SinkItem] = []
+            for m in msgs:
+                if m.error() is not None:
+                    raise RuntimeError(str(m.error()))
+                ts_type, ts = m.timestamp()
+                produced = None if ts_type == TIMESTAMP_NOT_AVAILABLE else datetime.fromtimestamp(ts / 1000, timezone.utc)
+                env = Envelope(m.key(), m.value(), m.topic(), m.partition(), m.offset(), produced)
+                checked = validate(env, now)
+                if isinstance(checked, DeadLetter):
+                    items.append(checked)
+                    continue
+                key = checked[0].entity_key
+                states[key], out = fold(states.get(key), checked, window)
+                items.append(to_dead_letter(out) if is_refused(out) else out)  # type: ignore[arg-type]
+            committer.commit(items)
+    finally:
+        c.close()
+        committer.close()
+

@@ -1,0 +1,61 @@
+"""Start the insight dataflow with Bytewax recovery (the ``metricx pipeline`` command)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax._bytewax import cli_main
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from metricx.settings import Settings
+from pipelines.flow import build_flow
+
+log = logging.getLogger("metricx.pipeline")
+
+# Recovery partitions are fixed when the store is created; state keys are spread over
+# them. More than the worker count lets a later run add workers without re-creating it.
+RECOVERY_PARTITIONS = 4
+
+
+def ensure_recovery_dir(path: Path, partitions: int = RECOVERY_PARTITIONS) -> None:
+    if any(path.glob("part-*.sqlite3")):
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    init_db_dir(path, partitions)
+    log.info("created recovery store", extra={"dir": str(path), "partitions": partitions})
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    workers: int = 1,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+    recovery: bool = True,
+    consumer: str = "pipeline",
+) -> None:
+    flow = build_flow(settings, consumer=consumer)
+    recovery_config = None
+    if recovery:
+        ensure_recovery_dir(settings.recovery_dir)
+        recovery_config = RecoveryConfig(settings.recovery_dir, backup_interval=timedelta(0))
+    log.info(
+        "pipeline starting",
+        extra={
+            "topic": settings.raw_topic,
+            "workers": workers,
+            "process_id": process_id,
+            "recovery_dir": str(settings.recovery_dir) if recovery else None,
+            "snapshot_interval_s": settings.snapshot_interval_s,
+        },
+    )
+    cli_main(
+        flow,
+        workers_per_process=workers,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+        recovery_config=recovery_config,
+    )

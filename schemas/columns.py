@@ -1,0 +1,36 @@
+"""Column order of every table the pipeline writes, shared by the pure row builder and
+the database writer (and checked against the migrations by a test).  No I/O here."""
+
+from __future__ import annotations
+
+IDENTITY = (
+    "workspace_id",
+    "provider",
+    "account_id",
+    "entity_level",
+    "entity_id",
+    "campaign_id",
+    "adset_id",
+    "report_date",
+)
+MEASURES = ("spend", "impressions", "clicks", "conversions", "revenue")
+
+SNAPSHOT_COLUMNS = (
+    *IDENTITY,
+    "timezone",
+    "currency",
+    "captured_at",
+    *MEASURES,
+    "source_partition",
+    "source_offset",
+    "produced_at",
+)
+DELTA_COLUMNS = (*IDENTITY, "currency", "captured_at", "bucket_start", *MEASURES)
+BUCKET_COLUMNS = (*IDENTITY, "currency", "bucket_start", *MEASURES, "last_captured_at")
+DAILY_COLUMNS = (*IDENTITY, "timezone", "currency", *MEASURES, "last_captured_at")
+PROGRESS_COLUMNS = ("consumer", "topic", "partition", "next_offset")
+
+SERIES_KEY = ("workspace_id", "provider", "account_id", "entity_id", "report_date")
+SNAPSHOT_KEY = (*SERIES_KEY, "captured_at")
+BUCKET_KEY = (*SERIES_KEY, "bucket_start")
+PROGRESS_KEY = ("consumer", "topic", "partition")

@@ -1,0 +1,114 @@
+"""SQLAlchemy Core definitions of the storage, for queries (serving, tests, analysts'
+tools).  The DDL itself lives in the Alembic migrations, which also create the
+TimescaleDB-specific parts; ``tests/schemas/test_migrations.py`` checks the two agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import UUID
+
+metadata = MetaData()
+
+MONEY = Numeric(24, 6)
+
+
+def _identity(pk: bool) -> list[Column[object]]:
+    return [
+        Column("workspace_id", UUID(as_uuid=True), primary_key=pk, nullable=False),
+        Column("provider", Text, primary_key=pk, nullable=False),
+        Column("account_id", Text, primary_key=pk, nullable=False),
+        Column("entity_level", Text, nullable=False),
+        Column("entity_id", Text, primary_key=pk, nullable=False),
+        Column("campaign_id", Text, nullable=False),
+        Column("adset_id", Text, nullable=True),
+        Column("report_date", Date, primary_key=pk, nullable=False),
+    ]
+
+
+def _measures() -> list[Column[object]]:
+    return [
+        Column("spend", MONEY, nullable=False),
+        Column("impressions", BigInteger, nullable=False),
+        Column("clicks", BigInteger, nullable=False),
+        Column("conversions", MONEY, nullable=False),
+        Column("revenue", MONEY, nullable=False),
+    ]
+
+
+TS = DateTime(timezone=True)
+
+insight_snapshots = Table(
+    "insight_snapshots",
+    metadata,
+    *_identity(pk=True),
+    Column("timezone", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("captured_at", TS, primary_key=True, nullable=False),
+    *_measures(),
+    Column("source_partition", Integer),
+    Column("source_offset", BigInteger),
+    Column("produced_at", TS),
+    Column("ingested_at", TS, nullable=False),
+)
+
+metric_deltas = Table(
+    "metric_deltas",
+    metadata,
+    *_identity(pk=True),
+    Column("currency", Text, nullable=False),
+    Column("captured_at", TS, primary_key=True, nullable=False),
+    Column("bucket_start", TS, nullable=False),
+    *_measures(),
+)
+
+metrics_15m = Table(
+    "metrics_15m",
+    metadata,
+    *_identity(pk=True),
+    Column("currency", Text, nullable=False),
+    Column("bucket_start", TS, primary_key=True, nullable=False),
+    *_measures(),
+    Column("last_captured_at", TS, nullable=False),
+)
+
+metrics_daily = Table(
+    "metrics_daily",
+    metadata,
+    *_identity(pk=True),
+    Column("timezone", Text, nullable=False),
+    Column("currency", Text, nullable=False),
+    *_measures(),
+    Column("last_captured_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+# A view (plain PostgreSQL) or a continuous aggregate (TimescaleDB): read-only here.
+metrics_hourly = Table(
+    "metrics_hourly",
+    metadata,
+    *_identity(pk=False),
+    Column("currency", Text),
+    Column("bucket_start", TS),
+    *_measures(),
+    info={"is_view": True},
+)
+
+pipeline_progress = Table(
+    "pipeline_progress",
+    metadata,
+    Column("consumer", Text, primary_key=True),
+    Column("topic", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("committed_at", TS, nullable=False),
+)

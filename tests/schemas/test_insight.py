@@ -1,0 +1,96 @@
+"""The event contract refuses what it must, with reasons a human can act on."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from schemas.insight import InvalidInsight, parse_insight
+
+GOOD: dict[str, Any] = {
+    "schema": "metricx.insight.v1",
+    "workspace_id": "6f1c2a8e-3b1d-4c5e-9f00-0a1b2c3d4e5f",
+    "provider": "meta",
+    "account_id": "act_1001",
+    "entity_level": "ad",
+    "entity_id": "2385001",
+    "campaign_id": "2384001",
+    "adset_id": None,
+    "report_date": "2026-11-24",
+    "timezone": "America/Los_Angeles",
+    "currency": "USD",
+    "captured_at": "2026-11-25T07:59:00Z",
+    "spend": "12.34",
+    "impressions": 1234,
+    "clicks": 12,
+    "conversions": "3",
+    "revenue": "120.50",
+}
+
+
+def enc(d: dict[str, Any]) -> bytes:
+    return json.dumps(d).encode()
+
+
+def test_money_as_strings_or_numbers_is_decimal_exactly() -> None:
+    a = parse_insight(enc(GOOD))
+    b = parse_insight(enc({**GOOD, "spend": 12.34, "revenue": 120.5, "conversions": 0.1}))
+    assert a.metrics.spend == b.metrics.spend == Decimal("12.34")
+    assert b.metrics.conversions == Decimal("0.1")  # not 0.1000000000000000055...
+    assert a.captured_at == datetime(2026, 11, 25, 7, 59, tzinfo=timezone.utc)
+
+
+def test_offsets_are_normalised_to_utc() -> None:
+    s = parse_insight(enc({**GOOD, "captured_at": "2026-11-24T23:59:00-08:00"}))
+    assert s.captured_at == datetime(2026, 11, 25, 7, 59, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (enc({**GOOD, "schema": "metricx.insight.v0"}), "schema"),
+        (enc({k: v for k, v in GOOD.items() if k != "spend"}), "spend: Field required"),
+        (enc({**GOOD, "impressions": "many"}), "impressions"),
+        (enc({**GOOD, "spend": "-5"}), "greater than or equal to 0"),
+        (enc({**GOOD, "spend": "1e300"}), "spend"),
+        (enc({**GOOD, "spend": "NaN"}), "finite"),
+        (enc({**GOOD, "timezone": "Mars/Olympus"}), "unknown IANA timezone"),
+        (enc({**GOOD, "currency": "usd"}), "currency"),
+        (enc({**GOOD, "provider": "myspace"}), "provider"),
+        (enc({**GOOD, "workspace_id": "ws-1"}), "workspace_id"),
+        (enc({**GOOD, "captured_at": "2026-11-25T07:59:00"}), "captured_at"),
+        (enc({**GOOD, "report_date": "2026-11-26"}), "has not begun"),
+        (enc({**GOOD, "report_date": "2024-01-01"}), "more than 400 days"),
+        (enc({**GOOD, "clicks": 5000}), "exceed impressions"),
+        (enc({**GOOD, "entity_id": "a:b"}), "entity_id"),
+        (enc({**GOOD, "extra": 1}), "extra"),
+        (None, "no value"),
+    ],
+)
+def test_bad_input_is_refused_with_a_reason(value: bytes | None, fragment: str) -> None:
+    with pytest.raises(InvalidInsight) as err:
+        parse_insight(value)
+    assert fragment in err.value.reason
+
+
+def test_key_must_match_the_payload() -> None:
+    parse_insight(enc(GOOD), b"meta:act_1001:2385001")
+    with pytest.raises(InvalidInsight, match="does not match"):
+        parse_insight(enc(GOOD), b"meta:act_1001:other")
+
+
+def test_snapshots_from_the_future_are_refused() -> None:
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+    with pytest.raises(InvalidInsight, match="future"):
+        parse_insight(enc(GOOD), now=now)
+
+
+def test_round_trip_through_the_wire_form() -> None:
+    s = parse_insight(enc(GOOD))
+    assert parse_insight(json.dumps(s.to_event()).encode()) == s
