@@ -32,16 +32,25 @@ class Committer:
         self._dl_topic = settings.deadletter_topic
         self._worker = worker
         self._counts: Counter[str] = Counter()
+        self._timings: Counter[str] = Counter()
         self._last_log = time.monotonic()
 
     def commit(self, items: Iterable[SinkItem]) -> Batch:
+        t0 = time.perf_counter()
         batch = build_batch(items)
+        t1 = time.perf_counter()
         if batch.dead:
             for dl in batch.dead:
                 send_dead_letter(self._producer, dl, self._dl_topic)
             self._producer.flush()
         self._store.write_with_retry(batch)
+        t2 = time.perf_counter()
         self._live.publish(live_messages(batch, datetime.now(timezone.utc)))
+        t3 = time.perf_counter()
+        self._timings["build_ms"] += (t1 - t0) * 1000
+        self._timings["write_ms"] += (t2 - t1) * 1000
+        self._timings["live_ms"] += (t3 - t2) * 1000
+        self._counts["commits"] += 1
         self._count(batch)
         return batch
 
@@ -56,11 +65,13 @@ class Committer:
                 extra={
                     "worker": self._worker,
                     **self._counts,
+                    **{k: round(v) for k, v in self._timings.items()},
                     "written_per_s": round(self._counts["written"] / (now - self._last_log)),
                     "next_offsets": {f"{t}[{p}]": o for (t, p), o in sorted(batch.progress.items())},
                 },
             )
             self._counts.clear()
+            self._timings.clear()
             self._last_log = now
 
     def close(self) -> None:

@@ -59,3 +59,27 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
         c.close()
         committer.close()
 
+
+
+def main() -> None:
+    """``python -m pipelines.plain``: run until SIGINT/SIGTERM (benchmarks start it)."""
+    import signal
+
+    from metricx import logs
+    from metricx.settings import load_settings
+
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    run_plain(settings, stop=lambda: stopping)
+
+
+if __name__ == "__main__":
+    main()

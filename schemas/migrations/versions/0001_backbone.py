@@ -190,4 +190,9 @@ def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS metrics_hourly")
     for t in ("pipeline_progress", "metrics_daily", "metrics_15m", "metric_deltas", "insight_snapshots"):
         op.execute(f"DROP TABLE IF EXISTS {t} CASCADE")
-    op.execute("DROP FUNCTION IF EXISTS time_bucket(interval, timestamptz)")
+    if not is_cagg:
+        # Our stand-in exists on plain PostgreSQL only; TimescaleDB's own belongs to the
+        # extension and must not (cannot) be dropped.
+        has_ts = bind.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").first()
+        if not has_ts:
+            op.execute("DROP FUNCTION IF EXISTS time_bucket(interval, timestamptz)")

@@ -1,0 +1,235 @@
+"""``make bench``: the backbone's figures, printed (never asserted).
+
+1. 1,000,000 simulated snapshots over 50,000 entities are produced into a fresh topic.
+2. The Bytewax pipeline (recovery on, as in production) consumes them into an empty
+   database: snapshots/s end to end and peak RSS.
+3. The same logic as a plain Python consumer loop (``pipelines.plain``) consumes the
+   same topic into another empty database: the no-framework ceiling, and the ratio.
+4. Latency: a fresh topic fed at a steady 10,000 snapshots/s while the pipeline runs;
+   per snapshot, produce (Kafka timestamp) -> row inserted in the commit transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
+from connectors.sim.poller import run_bulk
+from connectors.sim.world import build_world_for_entities
+from metricx.settings import REPO_ROOT, Settings, load_settings
+from schemas.migrate import upgrade
+
+
+@dataclass
+class RunResult:
+    engine: str
+    snapshots: int
+    seconds: float
+    per_s: float
+    steady_per_s: float
+    peak_rss_mb: float
+
+
+def fresh_database(settings: Settings, tag: str) -> str:
+    name = f"metricx_bench_{tag}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = settings.libpq_url.rsplit("/", 1)[0] + "/" + name
+    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1), settings.timescaledb)
+    return url
+
+
+def drop_database(settings: Settings, url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def progress(url: str, topic: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM pipeline_progress WHERE topic = %s", (topic,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_engine(engine: str, cmd: list[str], env: dict[str, str], url: str, topic: str, total: int,
+               log: Path, timeout: float = 900) -> RunResult:
+    with open(log, "wb") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        marks: dict[float, float] = {}
+        done = 0
+        try:
+            while done < total:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{engine} exited with {proc.returncode}; see {log}")
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"{engine} did not finish in {timeout}s ({done}/{total}); see {log}")
+                peak = max(peak, tree_rss(ps))
+                done = progress(url, topic)
+                for frac in (0.1, 0.9):
+                    if frac not in marks and done >= frac * total:
+                        marks[frac] = time.monotonic()
+                time.sleep(0.2)
+            elapsed = time.monotonic() - started
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    steady = 0.8 * total / max(1e-9, marks[0.9] - marks[0.1])
+    return RunResult(engine, total, round(elapsed, 1), round(total / elapsed), round(steady), round(peak / 2**20))
+
+
+def latency(settings: Settings, env: dict[str, str], workdir: Path, rate: float, seconds: float,
+            entities: int) -> dict[str, float]:
+    topic = f"metricx.bench.lat.{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4)])
+    url = fresh_database(settings, "lat")
+    total = int(rate * seconds)
+    try:
+        env = {**env, "METRICX_DATABASE_URL": url, "METRICX_RAW_TOPIC": topic,
+               "METRICX_DATA_DIR": str(workdir / "lat")}
+        log = workdir / "latency-pipeline.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "pipeline"], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+            try:
+                deadline = time.monotonic() + 60
+                while "kafka partition assigned" not in log.read_text(errors="replace"):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"pipeline did not start; see {log}")
+                    time.sleep(0.2)
+                time.sleep(1)
+                producer = Producer(settings.kafka_bootstrap, client_id="bench-latency", linger_ms=1)
+                world = build_world_for_entities(7, entities)
+                began = time.monotonic()
+                run_bulk(producer, world, snapshots=total, seed=7, end_utc=datetime.now(timezone.utc),
+                         rate=rate, topic=topic)
+                achieved = total / (time.monotonic() - began)
+                deadline = time.monotonic() + 300
+                while progress(url, topic) < total:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"pipeline did not catch up; see {log}")
+                    time.sleep(0.2)
+            finally:
+                proc.terminate()
+                proc.wait(20)
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT percentile_cont(ARRAY[0.5, 0.99, 1.0]) WITHIN GROUP "
+                "(ORDER BY extract(epoch FROM ingested_at - produced_at)), count(*) FROM insight_snapshots"
+            ).fetchone()
+        assert row is not None
+        p50, p99, pmax = row[0]
+        return {"rate_target": rate, "rate_achieved": round(achieved), "snapshots": total,
+                "stored": int(row[1]), "p50_ms": round(p50 * 1000, 1), "p99_ms": round(p99 * 1000, 1),
+                "max_ms": round(pmax * 1000, 1)}
+    finally:
+        drop_database(settings, url)
+        delete_topics(settings.kafka_bootstrap, [topic])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--snapshots", type=int, default=1_000_000)
+    ap.add_argument("--entities", type=int, default=50_000)
+    ap.add_argument("--rate", type=float, default=10_000)
+    ap.add_argument("--latency-seconds", type=float, default=30)
+    ap.add_argument("--skip-latency", action="store_true")
+    args = ap.parse_args()
+
+    settings = load_settings()
+    workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-"))
+    topic = f"metricx.bench.raw.{uuid.uuid4().hex[:6]}"
+    dl_topic = f"metricx.bench.dl.{uuid.uuid4().hex[:6]}"
+    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4), TopicSpec(dl_topic, 1)])
+    results: dict[str, object] = {"snapshots": args.snapshots, "entities": args.entities,
+                                  "cpus": os.cpu_count(), "started": datetime.now(timezone.utc).isoformat()}
+    try:
+        print(f"producing {args.snapshots:,} snapshots over {args.entities:,} entities ...", flush=True)
+        t0 = time.monotonic()
+        producer = Producer(settings.kafka_bootstrap, client_id="bench-load")
+        world = build_world_for_entities(7, args.entities)
+        run_bulk(producer, world, snapshots=args.snapshots, seed=7, end_utc=datetime.now(timezone.utc), topic=topic)
+        produce_s = time.monotonic() - t0
+        results["produce"] = {"seconds": round(produce_s, 1), "per_s": round(args.snapshots / produce_s)}
+        print(f"  produced in {produce_s:.1f}s ({args.snapshots / produce_s:,.0f}/s)", flush=True)
+
+        base_env = {**os.environ, "METRICX_RAW_TOPIC": topic, "METRICX_DEADLETTER_TOPIC": dl_topic,
+                    "METRICX_LOG_LEVEL": "INFO"}
+        runs = []
+        for engine, cmd in (
+            ("bytewax", [sys.executable, "-m", "metricx.cli", "pipeline"]),
+            ("plain", [sys.executable, "-m", "pipelines.plain"]),
+        ):
+            url = fresh_database(settings, engine)
+            env = {**base_env, "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / engine)}
+            print(f"running {engine} ...", flush=True)
+            try:
+                r = run_engine(engine, cmd, env, url, topic, args.snapshots, workdir / f"{engine}.log")
+            finally:
+                drop_database(settings, url)
+            print(f"  {r.engine}: {r.per_s:,.0f} snapshots/s end to end ({r.seconds}s), "
+                  f"steady {r.steady_per_s:,.0f}/s, peak RSS {r.peak_rss_mb} MB", flush=True)
+            runs.append(r)
+        results["runs"] = [asdict(r) for r in runs]
+        bw, plain = runs
+        results["ratio_bytewax_to_plain"] = round(bw.per_s / plain.per_s, 3)
+        results["ratio_steady"] = round(bw.steady_per_s / plain.steady_per_s, 3)
+
+        if not args.skip_latency:
+            print(f"latency at a steady {args.rate:,.0f} snapshots/s for {args.latency_seconds:.0f}s ...", flush=True)
+            results["latency"] = latency(settings, base_env, workdir, args.rate, args.latency_seconds, args.entities)
+    finally:
+        delete_topics(settings.kafka_bootstrap, [topic, dl_topic])
+
+    out = settings.data_dir / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "backbone.json").write_text(json.dumps(results, indent=2))
+    print("\n== metricx backbone benchmark ==")
+    print(f"  load: {args.snapshots:,} snapshots, {args.entities:,} entities, {os.cpu_count()} CPUs")
+    for r in runs:
+        print(f"  {r.engine:8} {r.per_s:>8,} /s end to end   {r.steady_per_s:>8,} /s steady   "
+              f"peak RSS {r.peak_rss_mb:>5} MB")
+    print(f"  ratio bytewax/plain: {results['ratio_bytewax_to_plain']} end to end, "
+          f"{results['ratio_steady']} steady   (target >= 0.7)")
+    if "latency" in results:
+        lat = results["latency"]
+        assert isinstance(lat, dict)
+        print(f"  latency produce->committed at {lat['rate_achieved']:,}/s: p50 {lat['p50_ms']} ms, "
+              f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms   (target p99 <= 1000 ms)")
+    print(f"  details: {out / 'backbone.json'}, logs in {workdir}")
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: None  # quiet librdkafka stats threads at exit
+    main()
