@@ -1,13 +1,19 @@
 """Batched, idempotent writes of pipeline output to PostgreSQL / TimescaleDB.
 
-One :class:`~pipelines.batch.Batch` is one transaction: rows are binary-COPYed into
-per-connection temporary staging tables, then moved with ``INSERT ... SELECT ... ON
-CONFLICT``.  Append-only tables ignore rows they already hold (a replay after a crash
-rewrites nothing); rollup tables take the newer row only (``last_captured_at`` guard),
-so a replayed or reordered batch can never move a total backwards.
+One :class:`~pipelines.batch.Batch` is one transaction: its rows are binary-COPYed
+into a per-connection temporary staging table (one row per applied snapshot), then
+four set-based statements move them, in one round trip:
 
-``use_copy=False`` writes the same statements with plain parameterised INSERTs, for
-servers without ``COPY FROM STDIN`` (the PGlite TimescaleDB conformance server).
+- ``insight_snapshots`` and ``metric_deltas``: ``ON CONFLICT DO NOTHING`` (keyed by
+  series and ``captured_at``), so a replay after a crash rewrites nothing;
+- ``metrics_15m`` and ``metrics_daily``: the newest staged row per key (``DISTINCT
+  ON``), absolute values, replacing a stored row only if it is not newer
+  (``last_captured_at`` guard), so a replayed or reordered batch never moves a total
+  backwards.
+
+``use_copy=False`` fills the staging table with plain parameterised INSERTs instead,
+for servers without ``COPY FROM STDIN`` (the PGlite TimescaleDB conformance server);
+everything after staging is the same SQL.
 """
 
 from __future__ import annotations
@@ -15,112 +21,93 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from pipelines.batch import Batch, Row
 from schemas.columns import (
     BUCKET_COLUMNS,
     BUCKET_KEY,
+    BUCKET_MEASURES,
     DAILY_COLUMNS,
     DELTA_COLUMNS,
+    DELTA_MEASURES,
+    IDENTITY,
     MEASURES,
-    PROGRESS_COLUMNS,
-    PROGRESS_KEY,
     SERIES_KEY,
     SNAPSHOT_COLUMNS,
     SNAPSHOT_KEY,
+    STAGE_COLUMNS,
 )
 
 log = logging.getLogger(__name__)
 
-_PG_TYPES = {
+STAGE = "stage_insights"
+_TYPES = {
     "workspace_id": "uuid",
     "report_date": "date",
     "captured_at": "timestamptz",
     "bucket_start": "timestamptz",
-    "last_captured_at": "timestamptz",
     "produced_at": "timestamptz",
-    "spend": "numeric",
-    "conversions": "numeric",
-    "revenue": "numeric",
-    "impressions": "int8",
-    "clicks": "int8",
     "source_partition": "int4",
     "source_offset": "int8",
-    "partition": "int4",
-    "next_offset": "int8",
 }
+for _m in (MEASURES, DELTA_MEASURES, BUCKET_MEASURES):
+    _TYPES.update(zip(_m, ("numeric", "int8", "int8", "numeric", "numeric"), strict=True))
+STAGE_TYPES = [_TYPES.get(c, "text") for c in STAGE_COLUMNS]
 
 
-def _types(columns: Sequence[str]) -> list[str]:
-    return [_PG_TYPES.get(c, "text") for c in columns]
+def _cols(cols: tuple[str, ...]) -> str:
+    return ", ".join(cols)
 
 
-class _Target:
-    """One destination table and how rows already there are treated."""
-
-    def __init__(self, table: str, columns: Sequence[str], key: Sequence[str], update: Sequence[str] = (),
-                 guard: str | None = None, extra_set: str = "") -> None:
-        self.table = table
-        self.stage = f"stage_{table}"
-        self.columns = tuple(columns)
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
-        if update:
-            sets = sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in update
-            )
-            if extra_set:
-                sets = sql.SQL(", ").join([sets, sql.SQL(extra_set)])  # type: ignore[arg-type]
-            conflict = sql.SQL("DO UPDATE SET {sets}").format(sets=sets)
-            if guard:
-                conflict = sql.SQL("{c} WHERE {g}").format(c=conflict, g=sql.SQL(guard))  # type: ignore[arg-type]
-        else:
-            conflict = sql.SQL("DO NOTHING")
-        on_conflict = sql.SQL("ON CONFLICT ({key}) {conflict}").format(
-            key=sql.SQL(", ").join(sql.Identifier(c) for c in key), conflict=conflict
-        )
-        self.create_stage = sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) "
-            "ON COMMIT DELETE ROWS"
-        ).format(stage=sql.Identifier(self.stage), table=sql.Identifier(table))
-        self.copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)").format(
-            stage=sql.Identifier(self.stage), cols=cols
-        )
-        self.move = sql.SQL("INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} {oc}").format(
-            table=sql.Identifier(table), cols=cols, stage=sql.Identifier(self.stage), oc=on_conflict
-        )
-        self.insert = sql.SQL("INSERT INTO {table} ({cols}) VALUES ({ph}) {oc}").format(
-            table=sql.Identifier(table),
-            cols=cols,
-            ph=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-            oc=on_conflict,
-        )
-        self.types = _types(columns)
-
-
-def _rollup(table: str, columns: Sequence[str], key: Sequence[str], extra_set: str = "") -> _Target:
-    update = [c for c in columns if c not in key]
-    return _Target(
-        table, columns, key, update,
-        guard=f"{table}.last_captured_at <= EXCLUDED.last_captured_at",
-        extra_set=extra_set,
+def _upsert_newest(table: str, columns: tuple[str, ...], key: tuple[str, ...], select: str,
+                   extra_set: str = "") -> str:
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({_cols(columns)}) "
+        f"SELECT DISTINCT ON ({_cols(key)}) {select} FROM {STAGE} "
+        f"ORDER BY {_cols(key)}, captured_at DESC "
+        f"ON CONFLICT ({_cols(key)}) DO UPDATE SET {sets}{extra_set} "
+        f"WHERE {table}.last_captured_at <= EXCLUDED.last_captured_at"
     )
 
 
-SNAPSHOTS = _Target("insight_snapshots", SNAPSHOT_COLUMNS, SNAPSHOT_KEY)
-DELTAS = _Target("metric_deltas", DELTA_COLUMNS, SNAPSHOT_KEY)
-BUCKETS = _rollup("metrics_15m", BUCKET_COLUMNS, BUCKET_KEY)
-DAILY = _rollup("metrics_daily", DAILY_COLUMNS, SERIES_KEY, extra_set="updated_at = clock_timestamp()")
-PROGRESS = _Target(
-    "pipeline_progress", PROGRESS_COLUMNS, PROGRESS_KEY, ["next_offset"],
-    guard="pipeline_progress.next_offset <= EXCLUDED.next_offset",
-    extra_set="committed_at = clock_timestamp()",
+_ID = _cols(IDENTITY)
+MOVE = ";\n".join(
+    [
+        f"INSERT INTO insight_snapshots ({_cols(SNAPSHOT_COLUMNS)}) "
+        f"SELECT {_cols(SNAPSHOT_COLUMNS)} FROM {STAGE} ON CONFLICT ({_cols(SNAPSHOT_KEY)}) DO NOTHING",
+        f"INSERT INTO metric_deltas ({_cols(DELTA_COLUMNS)}) "
+        f"SELECT {_ID}, currency, captured_at, bucket_start, {_cols(DELTA_MEASURES)} FROM {STAGE} "
+        f"ON CONFLICT ({_cols(SNAPSHOT_KEY)}) DO NOTHING",
+        _upsert_newest(
+            "metrics_15m", BUCKET_COLUMNS, BUCKET_KEY,
+            f"{_ID}, currency, bucket_start, {_cols(BUCKET_MEASURES)}, captured_at",
+        ),
+        _upsert_newest(
+            "metrics_daily", DAILY_COLUMNS, SERIES_KEY,
+            f"{_ID}, timezone, currency, {_cols(MEASURES)}, captured_at",
+            extra_set=", updated_at = clock_timestamp()",
+        ),
+    ]
 )
-assert set(MEASURES) <= set(BUCKETS.columns)
+assert tuple(c for c in BUCKET_COLUMNS[-1:]) == ("last_captured_at",)
+assert DAILY_COLUMNS[-1] == "last_captured_at"
+
+CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ("
+    + ", ".join(f"{c} {t}" for c, t in zip(STAGE_COLUMNS, STAGE_TYPES, strict=True))
+    + ") ON COMMIT DELETE ROWS"
+)
+COPY_STAGE = f"COPY {STAGE} ({_cols(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+INSERT_STAGE = f"INSERT INTO {STAGE} ({_cols(STAGE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(STAGE_COLUMNS))})"
+UPSERT_PROGRESS = (
+    "INSERT INTO pipeline_progress (consumer, topic, partition, next_offset) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+    "committed_at = clock_timestamp() WHERE pipeline_progress.next_offset <= EXCLUDED.next_offset"
+)
 
 
 class InsightStore:
@@ -136,9 +123,7 @@ class InsightStore:
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             conn = psycopg.connect(self.dsn, autocommit=True)
-            if self.use_copy:
-                for t in (SNAPSHOTS, DELTAS, BUCKETS, DAILY):
-                    conn.execute(t.create_stage)
+            conn.execute(CREATE_STAGE)
             self._conn = conn
         return self._conn
 
@@ -160,27 +145,20 @@ class InsightStore:
 
     def write(self, batch: Batch) -> None:
         progress = [(self.consumer, t, p, o) for (t, p), o in batch.progress.items()]
-        parts = (
-            (SNAPSHOTS, self._ws(batch.snapshots)),
-            (DELTAS, self._ws(batch.deltas)),
-            (BUCKETS, self._ws(list(batch.buckets.values()))),
-            (DAILY, self._ws(list(batch.daily.values()))),
-        )
+        rows = self._ws(batch.rows)
         conn = self._connect()
         with conn.transaction(), conn.cursor() as cur:
-            for target, rows in parts:
-                if not rows:
-                    continue
+            if rows:
                 if self.use_copy:
-                    with cur.copy(target.copy) as copy:
-                        copy.set_types(target.types)
+                    with cur.copy(COPY_STAGE) as copy:
+                        copy.set_types(STAGE_TYPES)
                         for row in rows:
                             copy.write_row(row)
-                    cur.execute(target.move)
                 else:
-                    cur.executemany(target.insert, rows)
+                    cur.executemany(INSERT_STAGE, rows)
+                cur.execute(MOVE)
             if progress:
-                cur.executemany(PROGRESS.insert, progress)
+                cur.executemany(UPSERT_PROGRESS, progress)
 
     def write_with_retry(self, batch: Batch, *, max_wait: float = 30.0) -> None:
         """Retry connection-level failures forever (with backoff) rather than lose or crash:
@@ -193,7 +171,7 @@ class InsightStore:
             except psycopg.OperationalError as exc:
                 log.warning(
                     "database write failed, retrying",
-                    extra={"error": str(exc).strip(), "retry_in_s": delay, "rows": len(batch.snapshots)},
+                    extra={"error": str(exc).strip(), "retry_in_s": delay, "rows": len(batch.rows)},
                 )
                 self.close()
                 time.sleep(delay)

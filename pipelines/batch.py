@@ -1,9 +1,10 @@
 """Applied outcomes -> the rows one database transaction writes, and the live update.
 
-Pure: the writer only transports these rows.  Upserted tables (``metrics_15m``,
-``metrics_daily``) get one row per key per batch, the latest by ``captured_at``, because
-a single ``INSERT ... ON CONFLICT DO UPDATE`` may not touch a row twice; rows carry
-absolute values (never increments), so replaying a batch rewrites the same numbers.
+Pure: the writer only transports these rows.  One row per applied snapshot
+(``schemas.columns.STAGE_COLUMNS``): cumulative values, delta and the bucket's absolute
+value together.  Rollup tables are derived from it in SQL, newest row per key; their
+rows carry absolute values (never increments), so replaying a batch rewrites the same
+numbers.
 """
 
 from __future__ import annotations
@@ -17,74 +18,61 @@ from typing import Any
 
 from pipelines.deltas import Applied, Ignored
 from schemas.envelope import DeadLetter, Envelope
-from schemas.metrics import NO_METRICS, Metrics
+from schemas.metrics import Metrics
 
 Row = tuple[Any, ...]
-SeriesKey = tuple[str, str, str, str, date]
 LiveKey = tuple[str, str, str, date, datetime]  # provider, account, currency, day, bucket
 
 
 @dataclass
 class Batch:
-    snapshots: list[Row] = field(default_factory=list)
-    deltas: list[Row] = field(default_factory=list)
-    buckets: dict[tuple[SeriesKey, datetime], Row] = field(default_factory=dict)
-    daily: dict[SeriesKey, Row] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
     progress: dict[tuple[str, int], int] = field(default_factory=dict)
     live: dict[str, dict[LiveKey, Metrics]] = field(default_factory=dict)
     ignored: Counter[str] = field(default_factory=Counter)
     dead: list[DeadLetter] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.snapshots) + sum(self.ignored.values())
 
 
 def build_batch(items: Iterable[tuple[Applied | Ignored, Envelope] | DeadLetter]) -> Batch:
     """Dead letters travel in the same batch so that the recorded Kafka progress covers
     every message, written or refused (the dead letters are sent before the commit)."""
     batch = Batch()
+    rows = batch.rows
+    progress = batch.progress
+    live = batch.live
     for item in items:
         if isinstance(item, DeadLetter):
             batch.dead.append(item)
             env = item.envelope
-            pos = (env.topic, env.partition)
-            if env.offset + 1 > batch.progress.get(pos, -1):
-                batch.progress[pos] = env.offset + 1
-            continue
-        outcome, env = item
+        else:
+            outcome, env = item
         pos = (env.topic, env.partition)
-        if env.offset + 1 > batch.progress.get(pos, -1):
-            batch.progress[pos] = env.offset + 1
+        if env.offset >= progress.get(pos, 0):
+            progress[pos] = env.offset + 1
+        if isinstance(item, DeadLetter):
+            continue
         if isinstance(outcome, Ignored):
             batch.ignored[outcome.reason] += 1
             continue
         s = outcome.snapshot
-        ident = (
-            s.workspace_id,
-            s.provider,
-            s.account_id,
-            s.entity_level,
-            s.entity_id,
-            s.campaign_id,
-            s.adset_id,
-            s.report_date,
-        )
         m, d, b = s.metrics, outcome.delta, outcome.bucket_value
-        batch.snapshots.append(
-            (*ident, s.timezone, s.currency, s.captured_at, *m.as_tuple(),
-             env.partition, env.offset, env.produced_at)
+        rows.append(
+            (
+                s.workspace_id, s.provider, s.account_id, s.entity_level, s.entity_id,
+                s.campaign_id, s.adset_id, s.report_date, s.timezone, s.currency, s.captured_at,
+                m.spend, m.impressions, m.clicks, m.conversions, m.revenue,
+                d.spend, d.impressions, d.clicks, d.conversions, d.revenue,
+                outcome.bucket_start,
+                b.spend, b.impressions, b.clicks, b.conversions, b.revenue,
+                env.partition, env.offset, env.produced_at,
+            )
         )
-        batch.deltas.append((*ident, s.currency, s.captured_at, outcome.bucket_start, *d.as_tuple()))
-        series: SeriesKey = (s.workspace_id, s.provider, s.account_id, s.entity_id, s.report_date)
-        # Within one entity the stateful step emits in captured_at order, so the last
-        # row seen per key is the newest.
-        batch.buckets[(series, outcome.bucket_start)] = (
-            *ident, s.currency, outcome.bucket_start, *b.as_tuple(), s.captured_at
-        )
-        batch.daily[series] = (*ident, s.timezone, s.currency, *m.as_tuple(), s.captured_at)
-        per_ws = batch.live.setdefault(s.workspace_id, {})
+        per_ws = live.get(s.workspace_id)
+        if per_ws is None:
+            per_ws = live[s.workspace_id] = {}
         lk: LiveKey = (s.provider, s.account_id, s.currency, s.report_date, outcome.bucket_start)
-        per_ws[lk] = per_ws.get(lk, NO_METRICS) + d
+        prev = per_ws.get(lk)
+        per_ws[lk] = d if prev is None else prev + d
     return batch
 
 
@@ -100,27 +88,22 @@ def live_messages(batch: Batch, committed_at: datetime) -> dict[str, dict[str, A
     without a query; money is a decimal string as everywhere else.
     """
     out: dict[str, dict[str, Any]] = {}
+    stamp = committed_at.isoformat().replace("+00:00", "Z")
     for ws, changes in batch.live.items():
-        rows = []
-        for (provider, account, currency, day, bucket), m in changes.items():
-            rows.append(
-                {
-                    "provider": provider,
-                    "account_id": account,
-                    "currency": currency,
-                    "report_date": day.isoformat(),
-                    "bucket_start": bucket.isoformat().replace("+00:00", "Z"),
-                    "spend": _num(m.spend),
-                    "impressions": m.impressions,
-                    "clicks": m.clicks,
-                    "conversions": _num(m.conversions),
-                    "revenue": _num(m.revenue),
-                }
-            )
-        out[ws] = {
-            "schema": "metricx.live.v1",
-            "workspace_id": ws,
-            "committed_at": committed_at.isoformat().replace("+00:00", "Z"),
-            "changes": rows,
-        }
+        rows = [
+            {
+                "provider": provider,
+                "account_id": account,
+                "currency": currency,
+                "report_date": day.isoformat(),
+                "bucket_start": bucket.isoformat().replace("+00:00", "Z"),
+                "spend": _num(m.spend),
+                "impressions": m.impressions,
+                "clicks": m.clicks,
+                "conversions": _num(m.conversions),
+                "revenue": _num(m.revenue),
+            }
+            for (provider, account, currency, day, bucket), m in changes.items()
+        ]
+        out[ws] = {"schema": "metricx.live.v1", "workspace_id": ws, "committed_at": stamp, "changes": rows}
     return out

@@ -55,7 +55,7 @@ class Committer:
         return batch
 
     def _count(self, batch: Batch) -> None:
-        self._counts["written"] += len(batch.snapshots)
+        self._counts["written"] += len(batch.rows)
         self._counts["dead_lettered"] += len(batch.dead)
         self._counts.update(batch.ignored)
         now = time.monotonic()

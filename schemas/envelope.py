@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
     key: bytes | None
     value: bytes | None
@@ -17,7 +17,7 @@ class Envelope:
     produced_at: datetime | None  # the Kafka message timestamp
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLetter:
     envelope: Envelope
     reason: str

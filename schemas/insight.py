@@ -151,7 +151,7 @@ def insight_key(provider: str, account_id: str, entity_id: str) -> str:
     return f"{provider}:{account_id}:{entity_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Snapshot:
     """A validated cumulative snapshot, the unit the pure pipeline logic works on."""
 
@@ -215,16 +215,8 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_insight(
-    value: bytes | None, key: bytes | None = None, now: datetime | None = None
-) -> Snapshot:
-    """Validate one raw Kafka message; raise :class:`InvalidInsight` with a readable reason.
-
-    ``now`` enables the clock check (a snapshot from the future means a broken clock
-    upstream, and would poison the "latest snapshot" of its series forever).
-    """
-    if value is None:
-        raise InvalidInsight("message has no value (tombstone)")
+def _validate_model(value: bytes) -> Snapshot:
+    """The contract's own validation (Pydantic): authoritative, and says why."""
     try:
         model = InsightV1.model_validate_json(value)
     except ValidationError as err:
@@ -233,17 +225,40 @@ def parse_insight(
         if any(e["type"] == "model_type" for e in err.errors()):
             raise InvalidInsight("value is not a JSON object") from None
         raise InvalidInsight(_describe(err)) from None
+    return model.to_snapshot()
+
+
+def parse_insight(
+    value: bytes | None, key: bytes | None = None, now: datetime | None = None
+) -> Snapshot:
+    """Validate one raw Kafka message; raise :class:`InvalidInsight` with a readable reason.
+
+    The common, well-formed message takes a fast path (:func:`schemas.fastpath.fast_parse`)
+    that only ever *accepts* what the Pydantic model accepts; anything it is not sure of
+    goes through the model, which decides and explains.
+
+    ``now`` enables the clock check (a snapshot from the future means a broken clock
+    upstream, and would poison the "latest snapshot" of its series forever).
+    """
+    if value is None:
+        raise InvalidInsight("message has no value (tombstone)")
+    snap = fast_parse(value)
+    if snap is None:
+        snap = _validate_model(value)
     if key is not None:
-        expected = model.key
+        expected = insight_key(snap.provider, snap.account_id, snap.entity_id)
         try:
             got = key.decode()
         except UnicodeDecodeError:
             got = repr(key)
         if got != expected:
             raise InvalidInsight(f"key {got!r} does not match payload key {expected!r}")
-    if now is not None and model.captured_at > now + MAX_CLOCK_SKEW:
+    if now is not None and snap.captured_at > now + MAX_CLOCK_SKEW:
         raise InvalidInsight(
-            f"captured_at {model.captured_at.isoformat()} is in the future "
+            f"captured_at {snap.captured_at.isoformat()} is in the future "
             f"(now {now.isoformat()})"
         )
-    return model.to_snapshot()
+    return snap
+
+
+from schemas.fastpath import fast_parse  # noqa: E402  (fastpath imports this module)

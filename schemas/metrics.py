@@ -13,8 +13,11 @@ ZERO = Decimal(0)
 METRIC_NAMES = ("spend", "impressions", "clicks", "conversions", "revenue")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Metrics:
+    """Treated as immutable (never assigned after construction); not ``frozen`` only
+    because frozen dataclasses are ~3x slower to build, and we build millions."""
+
     spend: Decimal = ZERO
     impressions: int = 0
     clicks: int = 0

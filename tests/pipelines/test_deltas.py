@@ -177,3 +177,22 @@ def test_state_deepcopy_is_independent() -> None:
     apply_snapshot(st_, snap(t + timedelta(hours=1), date(2026, 11, 2), metrics("7")))
     assert frozen.series[date(2026, 11, 2)].cumulative == metrics("1")
     assert st_.series[date(2026, 11, 2)].cumulative == metrics("7")
+
+
+@settings(max_examples=200, deadline=None)
+@given(deliveries())
+def test_state_survives_a_pickle_round_trip(case: tuple[list[Snapshot], list[Snapshot]]) -> None:
+    """Recovery snapshots are pickles: a restored state must behave exactly like the live one."""
+    import pickle
+
+    _, delivered = case
+    live: dict[str, EntityState | None] = defaultdict(lambda: None)
+    for i, s in enumerate(delivered):
+        live[s.entity_key], out = apply_snapshot(live[s.entity_key], s)
+        if i == len(delivered) // 2:
+            restored = {k: pickle.loads(pickle.dumps(v)) for k, v in live.items()}
+            for k, v in live.items():
+                assert restored[k] == v
+            live = defaultdict(lambda: None, restored)
+    for k, v in live.items():
+        assert pickle.loads(pickle.dumps(v)) == v
