@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as _RdProducer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from schemas.envelope import DEADLETTER_TOPIC, DeadLetter, deadletter_headers
 from schemas.insight import RAW_TOPIC, Snapshot, insight_key
@@ -170,7 +170,7 @@ def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -
     todo = [n for n in names if n in existing]
     if not todo:
         return
-    for _, fut in admin.delete_topics(todo, operation_timeout=timeout).items():
+    for fut in admin.delete_topics(todo, operation_timeout=timeout).values():
         try:
             fut.result(timeout)
         except KafkaException as exc:
@@ -211,5 +211,5 @@ def send_dead_letter(producer: Producer, dl: DeadLetter, topic: str = DEADLETTER
         topic,
         env.value if env.value is not None else b"",
         env.key,
-        deadletter_headers(dl, datetime.now(timezone.utc)),
+        deadletter_headers(dl, datetime.now(UTC)),
     )

@@ -9,10 +9,12 @@ checkpoint: nothing is lost, and replayed rows are identical (idempotent writes)
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from connectors.kafka import Producer, send_dead_letter
 from connectors.redis_live import LivePublisher
@@ -25,14 +27,14 @@ log = logging.getLogger("metricx.pipeline")
 
 
 class Committer:
-    def __init__(self, settings: Settings, *, consumer: str = "pipeline", worker: int = 0) -> None:
+    def __init__(self, settings: Settings, *, consumer: str = "pipeline", worker: int | str = 0) -> None:
         self._store = InsightStore(settings.libpq_url, consumer=consumer)
         self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen)
         self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-deadletter")
         self._dl_topic = settings.deadletter_topic
         self._worker = worker
         self._counts: Counter[str] = Counter()
-        self._timings: Counter[str] = Counter()
+        self._timings: dict[str, float] = {"build_ms": 0.0, "write_ms": 0.0, "live_ms": 0.0}
         self._last_log = time.monotonic()
 
     def commit(self, items: Iterable[SinkItem]) -> Batch:
@@ -45,7 +47,7 @@ class Committer:
             self._producer.flush()
         self._store.write_with_retry(batch)
         t2 = time.perf_counter()
-        self._live.publish(live_messages(batch, datetime.now(timezone.utc)))
+        self._live.publish(live_messages(batch, datetime.now(UTC)))
         t3 = time.perf_counter()
         self._timings["build_ms"] += (t1 - t0) * 1000
         self._timings["write_ms"] += (t2 - t1) * 1000
@@ -71,10 +73,80 @@ class Committer:
                 },
             )
             self._counts.clear()
-            self._timings.clear()
+            self._timings = dict.fromkeys(self._timings, 0.0)
             self._last_log = now
 
     def close(self) -> None:
         self._producer.flush()
         self._store.close()
         self._live.close()
+
+
+class BackgroundCommitter:
+    """Runs :meth:`Committer.commit` on a worker thread, so the engine keeps reading,
+    validating and folding while PostgreSQL works (the client mostly waits on the socket,
+    without the GIL).  Batches queued while a commit is in flight are merged into the
+    next one, so commits grow under load instead of queueing up.
+
+    :meth:`drain` is the barrier: it returns once everything submitted is committed, and
+    raises if a commit failed.  The Bytewax sink calls it from its epoch snapshot, so a
+    recovery snapshot is never taken ahead of the database: at-least-once still holds.
+    """
+
+    def __init__(self, committer: Committer, *, depth: int = 8, merge_limit: int = 20_000) -> None:
+        self._committer = committer
+        self._queue: queue.Queue[list[SinkItem] | None] = queue.Queue(maxsize=depth)
+        self._merge_limit = merge_limit
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="metricx-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, items: list[SinkItem]) -> None:
+        self._raise()
+        if items:
+            self._queue.put(items)
+
+    def drain(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        try:
+            self.drain()
+        finally:
+            self._queue.put(None)
+            self._thread.join(timeout=60)
+            self._committer.close()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("a commit failed; the flow must replay from its last snapshot") from self._error
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                return
+            merged, taken, stop = list(first), 1, False
+            while len(merged) < self._merge_limit:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                taken += 1
+                if more is None:
+                    stop = True
+                    break
+                merged.extend(more)
+            try:
+                if self._error is None:
+                    self._committer.commit(merged)
+            except BaseException as exc:  # surfaced to the engine by submit()/drain()
+                log.exception("commit failed", extra={"items": len(merged)})
+                self._error = exc
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
+            if stop:
+                return

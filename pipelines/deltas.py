@@ -24,7 +24,7 @@ operator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -82,7 +82,7 @@ class EntityState:
         return (_restore_entity, (closed, latest, tuple(flat)))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SERIES_FIELDS = 13
 
 

@@ -20,18 +20,18 @@ and replays what followed (at-least-once).  Every write is idempotent (see
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE
 
 from metricx.settings import Settings
-from pipelines.commit import Committer
+from pipelines.commit import BackgroundCommitter, Committer
 from pipelines.steps import SinkItem, fold, is_refused, to_dead_letter, validate
 from schemas.envelope import DeadLetter, Envelope
 
@@ -41,32 +41,49 @@ log = logging.getLogger("metricx.pipeline")
 def envelope(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Envelope:
     produced_at = None
     if msg.timestamp is not None and msg.timestamp[0] != TIMESTAMP_NOT_AVAILABLE:
-        produced_at = datetime.fromtimestamp(msg.timestamp[1] / 1000, timezone.utc)
+        produced_at = datetime.fromtimestamp(msg.timestamp[1] / 1000, UTC)
     return Envelope(msg.key, msg.value, msg.topic or "", msg.partition or 0, msg.offset or 0, produced_at)
 
 
-def _validate_message(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> Any:
-    return validate(envelope(msg), datetime.now(timezone.utc))
+def _validate_message(
+    msg: KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None],
+) -> Any:
+    # raise_on_errors=True (the default) means consumer errors raise in the source and
+    # never arrive here; the union is only the source's declared type.
+    assert isinstance(msg, KafkaSourceMessage)
+    return validate(envelope(msg), datetime.now(UTC))
 
 
-class _CommitPartition(StatelessSinkPartition[SinkItem]):
-    def __init__(self, settings: Settings, consumer: str, worker: int) -> None:
-        self._committer = Committer(settings, consumer=consumer, worker=worker)
+class _CommitPartition(StatefulSinkPartition[SinkItem, None]):
+    def __init__(self, committer: BackgroundCommitter) -> None:
+        self._committer = committer
 
-    def write_batch(self, items: list[SinkItem]) -> None:
-        self._committer.commit(items)
+    def write_batch(self, values: list[SinkItem]) -> None:
+        self._committer.submit(values)
+
+    def snapshot(self) -> None:
+        # Called at the end of every epoch, before Bytewax records the epoch as
+        # recoverable: wait until the database holds everything written so far.
+        self._committer.drain()
 
     def close(self) -> None:
         self._committer.close()
 
 
-class CommitSink(DynamicSink[SinkItem]):
-    def __init__(self, settings: Settings, consumer: str) -> None:
+class CommitSink(FixedPartitionedSink[SinkItem, None]):
+    """Keyed by entity; one partition (connection + commit thread) per worker."""
+
+    def __init__(self, settings: Settings, consumer: str, partitions: int) -> None:
         self._settings = settings
         self._consumer = consumer
+        self._partitions = partitions
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CommitPartition:
-        return _CommitPartition(self._settings, self._consumer, worker_index)
+    def list_parts(self) -> list[str]:
+        return [f"commit-{i}" for i in range(self._partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CommitPartition:
+        committer = Committer(self._settings, consumer=self._consumer, worker=for_part)
+        return _CommitPartition(BackgroundCommitter(committer))
 
 
 class LoggingKafkaSource(KafkaSource):
@@ -80,7 +97,11 @@ class LoggingKafkaSource(KafkaSource):
         return super().build_part(step_id, for_part, resume_state)
 
 
-def build_flow(settings: Settings, *, consumer: str = "pipeline") -> Dataflow:
+def _dead_letter_key(dl: DeadLetter) -> str:
+    return f"{dl.envelope.topic}:{dl.envelope.partition}"
+
+
+def build_flow(settings: Settings, *, consumer: str = "pipeline", commit_partitions: int = 1) -> Dataflow:
     flow = Dataflow("metricx_insights")
     source = LoggingKafkaSource(
         settings.brokers,
@@ -97,9 +118,9 @@ def build_flow(settings: Settings, *, consumer: str = "pipeline") -> Dataflow:
     folded = op.stateful_map(
         "series", keyed, partial(fold, window_days=settings.restatement_window_days)
     )
-    outcomes = op.key_rm("unkey", folded)
-    refused = op.branch("is_refused", outcomes, is_refused)
-    refusals = op.map("refusal", refused.trues, to_dead_letter)
-    everything = op.merge("all", refused.falses, valid.falses, refusals)
-    op.output("commit", everything, CommitSink(settings, consumer))
+    refused = op.branch("is_refused", folded, lambda kv: is_refused(kv[1]))
+    refusals = op.map_value("refusal", refused.trues, to_dead_letter)
+    invalid = op.key_on("dead_letter_key", valid.falses, _dead_letter_key)
+    everything = op.merge("all", refused.falses, invalid, refusals)
+    op.output("commit", everything, CommitSink(settings, consumer, commit_partitions))
     return flow

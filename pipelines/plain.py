@@ -8,12 +8,12 @@ and the loop reads its partitions from the beginning, so it is not for productio
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
 from metricx.settings import Settings
-from pipelines.commit import Committer
+from pipelines.commit import BackgroundCommitter, Committer
 from pipelines.deltas import EntityState
 from pipelines.steps import SinkItem, fold, is_refused, to_dead_letter, validate
 from schemas.envelope import DeadLetter, Envelope
@@ -31,7 +31,7 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
     )
     parts = c.list_topics(settings.raw_topic, timeout=10).topics[settings.raw_topic].partitions
     c.assign([TopicPartition(settings.raw_topic, p, OFFSET_BEGINNING) for p in parts])
-    committer = Committer(settings, consumer=consumer)
+    committer = BackgroundCommitter(Committer(settings, consumer=consumer))
     states: dict[str, EntityState] = {}
     window = settings.restatement_window_days
     try:
@@ -39,14 +39,14 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
             msgs = c.consume(settings.kafka_batch_size, 0.05)
             if not msgs:
                 continue
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             items: list[SinkItem] = []
             for m in msgs:
                 if m.error() is not None:
                     raise RuntimeError(str(m.error()))
                 ts_type, ts = m.timestamp()
-                produced = None if ts_type == TIMESTAMP_NOT_AVAILABLE else datetime.fromtimestamp(ts / 1000, timezone.utc)
-                env = Envelope(m.key(), m.value(), m.topic(), m.partition(), m.offset(), produced)
+                produced = None if ts_type == TIMESTAMP_NOT_AVAILABLE else datetime.fromtimestamp(ts / 1000, UTC)
+                env = Envelope(m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0, produced)
                 checked = validate(env, now)
                 if isinstance(checked, DeadLetter):
                     items.append(checked)
@@ -54,7 +54,7 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
                 key = checked[0].entity_key
                 states[key], out = fold(states.get(key), checked, window)
                 items.append(to_dead_letter(out) if is_refused(out) else out)  # type: ignore[arg-type]
-            committer.commit(items)
+            committer.submit(items)
     finally:
         c.close()
         committer.close()

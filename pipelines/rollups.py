@@ -10,7 +10,7 @@ what the platform reports for that day.
 from __future__ import annotations
 
 import functools
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from schemas.insight import zone
 
@@ -25,15 +25,15 @@ def floor_bucket(ts: datetime) -> datetime:
     buckets are also local-aligned buckets in every account's zone.
     """
     epoch = int(ts.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % BUCKET_SECONDS, timezone.utc)
+    return datetime.fromtimestamp(epoch - epoch % BUCKET_SECONDS, UTC)
 
 
 @functools.lru_cache(maxsize=65536)
 def day_bounds(report_date: date, tz: str) -> tuple[datetime, datetime]:
     """[start, end) of an account-local day in UTC; 23 or 25 hours long across DST."""
     z = zone(tz)
-    start = datetime.combine(report_date, time(0), z).astimezone(timezone.utc)
-    end = datetime.combine(report_date + timedelta(days=1), time(0), z).astimezone(timezone.utc)
+    start = datetime.combine(report_date, time(0), z).astimezone(UTC)
+    end = datetime.combine(report_date + timedelta(days=1), time(0), z).astimezone(UTC)
     return start, end
 
 

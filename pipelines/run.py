@@ -23,7 +23,7 @@ def ensure_recovery_dir(path: Path, partitions: int = RECOVERY_PARTITIONS) -> No
     if any(path.glob("part-*.sqlite3")):
         return
     path.mkdir(parents=True, exist_ok=True)
-    init_db_dir(path, partitions)
+    init_db_dir(path, partitions)  # type: ignore[no-untyped-call]
     log.info("created recovery store", extra={"dir": str(path), "partitions": partitions})
 
 
@@ -36,11 +36,12 @@ def run_pipeline(
     recovery: bool = True,
     consumer: str = "pipeline",
 ) -> None:
-    flow = build_flow(settings, consumer=consumer)
+    processes = len(addresses) if addresses else 1
+    flow = build_flow(settings, consumer=consumer, commit_partitions=processes * workers)
     recovery_config = None
     if recovery:
         ensure_recovery_dir(settings.recovery_dir)
-        recovery_config = RecoveryConfig(settings.recovery_dir, backup_interval=timedelta(0))
+        recovery_config = RecoveryConfig(settings.recovery_dir, backup_interval=timedelta(0))  # type: ignore[no-untyped-call]
     log.info(
         "pipeline starting",
         extra={
@@ -51,7 +52,7 @@ def run_pipeline(
             "snapshot_interval_s": settings.snapshot_interval_s,
         },
     )
-    cli_main(
+    cli_main(  # type: ignore[no-untyped-call]
         flow,
         workers_per_process=workers,
         process_id=process_id,

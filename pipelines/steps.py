@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipelines.deltas import RESTATEMENT_WINDOW_DAYS, Applied, EntityState, Ignored, Outcome, Refused, apply_snapshot
+from pipelines.deltas import (
+    RESTATEMENT_WINDOW_DAYS,
+    Applied,
+    EntityState,
+    Ignored,
+    Outcome,
+    Refused,
+    apply_snapshot,
+)
 from schemas.envelope import DeadLetter, Envelope
 from schemas.insight import InvalidInsight, Snapshot, parse_insight
 

@@ -13,7 +13,7 @@ the two agree on valid messages and on thousands of mutated ones.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfoNotFoundError
 
@@ -134,7 +134,7 @@ def fast_parse(value: bytes) -> Snapshot | None:
         return None
     try:
         report_date = date.fromisoformat(rd)
-        captured_at = datetime.fromisoformat(ca).astimezone(timezone.utc)
+        captured_at = datetime.fromisoformat(ca).astimezone(UTC)
     except ValueError:
         return None
     spend, conversions, revenue = _money(d["spend"]), _money(d["conversions"]), _money(d["revenue"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -74,7 +74,7 @@ def _check_zone(name: str) -> str:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 class InsightV1(BaseModel):
@@ -188,7 +188,7 @@ class Snapshot:
             "report_date": self.report_date.isoformat(),
             "timezone": self.timezone,
             "currency": self.currency,
-            "captured_at": self.captured_at.astimezone(timezone.utc)
+            "captured_at": self.captured_at.astimezone(UTC)
             .isoformat()
             .replace("+00:00", "Z"),
             "spend": str(m.spend),

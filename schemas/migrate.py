@@ -21,7 +21,7 @@ def alembic_config(url: str, timescaledb: str = "auto") -> Config:
     return cfg
 
 
-def upgrade(sqlalchemy_url: str, timescaledb: str = "auto", revision: str = "head") -> str:
+def upgrade(sqlalchemy_url: str, timescaledb: str = "auto", revision: str = "heads") -> str:
     """Migrate to ``revision``; returns the flavour in use ("timescaledb" or "postgresql")."""
     engine = create_engine(sqlalchemy_url, poolclass=pool.NullPool)
     try:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 config = context.config
 connection = config.attributes.get("connection")
 
 
-def _run(conn: object) -> None:
+def _run(conn: Connection) -> None:
     context.configure(connection=conn, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -19,7 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors.kafka import TopicSpec, check_reachable as kafka_ok, delete_topics, ensure_topics
+from connectors.kafka import TopicSpec, delete_topics, ensure_topics
+from connectors.kafka import check_reachable as kafka_ok
 from connectors.redis_live import check_reachable as redis_ok
 from connectors.timescale import check_reachable as db_ok
 from metricx.settings import REPO_ROOT, Settings, load_settings
@@ -83,11 +84,11 @@ class Pipeline:
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         self.runs += 1
-        log = open(self.log_dir / f"pipeline-{self.runs}.log", "wb")
-        p = subprocess.Popen(
-            [sys.executable, "-m", "metricx.cli", "pipeline", *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-        )
+        with open(self.log_dir / f"pipeline-{self.runs}.log", "wb") as log:
+            p = subprocess.Popen(
+                [sys.executable, "-m", "metricx.cli", "pipeline", *args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            )
         self.procs.append(p)
         return p
 

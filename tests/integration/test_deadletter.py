@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer
 
@@ -39,7 +39,7 @@ def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30)
 def test_bad_messages_are_dead_lettered_and_good_ones_counted(
     services: Settings, topics: Topics, database: str, pipeline: Pipeline
 ) -> None:
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     day = now.date()
     good = [snap(now - timedelta(minutes=60 - i), day, metrics(f"{i}.25", 10 * i, i), entity=f"ad-{i % 3}")
             for i in range(1, 13)]

@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -31,7 +31,7 @@ TABLES = ("metric_deltas", "metrics_15m", "metrics_hourly", "metrics_daily")
 
 def simulated(seed: int, hours: int, ads_per_adset: int = 3) -> list[Snapshot]:
     """``hours`` of 15-minute polls ending now, with duplicates, reordering and restatements."""
-    end = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     polls = hours * 4 + 1
     world = build_world(seed, ads_per_adset=ads_per_adset)
     return list(poll_stream(world, end - timedelta(minutes=15 * (polls - 1)), polls, seed=seed))

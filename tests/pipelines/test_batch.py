@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from pipelines.batch import build_batch, live_messages
 from pipelines.deltas import Applied, EntityState, apply_snapshot
@@ -10,7 +10,7 @@ from schemas.columns import STAGE_COLUMNS
 from schemas.envelope import DeadLetter, Envelope
 from tests.factories import metrics, snap
 
-T = datetime(2026, 11, 2, 10, 1, tzinfo=timezone.utc)
+T = datetime(2026, 11, 2, 10, 1, tzinfo=UTC)
 DAY = date(2026, 11, 2)
 
 

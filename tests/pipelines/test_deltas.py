@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -16,7 +16,7 @@ from schemas.insight import Snapshot
 from schemas.metrics import NO_METRICS, Metrics
 from tests.factories import metrics, snap
 
-T0 = datetime(2026, 3, 7, 20, 0, tzinfo=timezone.utc)  # a day before US DST starts
+T0 = datetime(2026, 3, 7, 20, 0, tzinfo=UTC)  # a day before US DST starts
 
 metric_values = st.builds(
     Metrics,
@@ -100,7 +100,7 @@ def test_buckets_partition_each_report_day(case: tuple[list[Snapshot], list[Snap
 
 def test_first_snapshot_is_a_delta_from_zero_and_negative_deltas_are_kept() -> None:
     day = date(2026, 11, 2)
-    t = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     st_, a = apply_snapshot(None, snap(t, day, metrics("10.50", 100, 5, "1", "20")))
     assert isinstance(a, Applied) and a.delta == metrics("10.50", 100, 5, "1", "20")
     st_, b = apply_snapshot(st_, snap(t + timedelta(hours=1), day, metrics("9.00", 90, 5, "2", "45.5")))
@@ -110,7 +110,7 @@ def test_first_snapshot_is_a_delta_from_zero_and_negative_deltas_are_kept() -> N
 
 def test_redelivery_and_stale_snapshots_change_nothing() -> None:
     day = date(2026, 11, 2)
-    t = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     first = snap(t, day, metrics("1"))
     second = snap(t + timedelta(minutes=15), day, metrics("2"))
     st_, _ = apply_snapshot(None, first)
@@ -124,7 +124,7 @@ def test_redelivery_and_stale_snapshots_change_nothing() -> None:
 
 def test_same_capture_time_with_other_numbers_is_refused() -> None:
     day = date(2026, 11, 2)
-    t = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     st_, _ = apply_snapshot(None, snap(t, day, metrics("1")))
     st_, out = apply_snapshot(st_, snap(t, day, metrics("3")))
     assert isinstance(out, Refused) and "conflicting" in out.reason
@@ -133,17 +133,17 @@ def test_same_capture_time_with_other_numbers_is_refused() -> None:
 
 def test_rollover_at_local_midnight_starts_a_new_series() -> None:
     tz = "Asia/Kathmandu"  # UTC+5:45: local midnight is 18:15 UTC
-    before = datetime(2026, 11, 2, 18, 10, tzinfo=timezone.utc)
-    after = datetime(2026, 11, 2, 18, 20, tzinfo=timezone.utc)
-    st_, a = apply_snapshot(None, snap(before, date(2026, 11, 2), metrics("50"), tz=tz))
+    before = datetime(2026, 11, 2, 18, 10, tzinfo=UTC)
+    after = datetime(2026, 11, 2, 18, 20, tzinfo=UTC)
+    st_, _a = apply_snapshot(None, snap(before, date(2026, 11, 2), metrics("50"), tz=tz))
     # Final snapshot of the old day, captured after its end: booked in its last bucket.
     st_, late = apply_snapshot(st_, snap(after, date(2026, 11, 2), metrics("52"), tz=tz))
     st_, new = apply_snapshot(st_, snap(after, date(2026, 11, 3), metrics("1"), tz=tz))
     assert isinstance(late, Applied) and isinstance(new, Applied)
     assert late.delta == metrics("2")
-    assert late.bucket_start == datetime(2026, 11, 2, 18, 0, tzinfo=timezone.utc)
+    assert late.bucket_start == datetime(2026, 11, 2, 18, 0, tzinfo=UTC)
     assert new.delta == metrics("1")  # from zero, not from yesterday's 52
-    assert new.bucket_start == datetime(2026, 11, 2, 18, 15, tzinfo=timezone.utc)
+    assert new.bucket_start == datetime(2026, 11, 2, 18, 15, tzinfo=UTC)
 
 
 def test_dst_day_has_23_hours_of_buckets() -> None:
@@ -152,7 +152,7 @@ def test_dst_day_has_23_hours_of_buckets() -> None:
 
 
 def test_report_dates_outside_the_window_are_refused_not_guessed() -> None:
-    t = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     st_, ok = apply_snapshot(None, snap(t, date(2026, 11, 1), metrics("5")), window_days=35)
     assert isinstance(ok, Applied)
     st_, too_old = apply_snapshot(st_, snap(t, date(2026, 10, 1), metrics("5")), window_days=35)
@@ -171,7 +171,7 @@ def test_report_dates_outside_the_window_are_refused_not_guessed() -> None:
 def test_state_deepcopy_is_independent() -> None:
     import copy
 
-    t = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     st_, _ = apply_snapshot(None, snap(t, date(2026, 11, 2), metrics("1")))
     frozen = copy.deepcopy(st_)
     apply_snapshot(st_, snap(t + timedelta(hours=1), date(2026, 11, 2), metrics("7")))
@@ -188,11 +188,11 @@ def test_state_survives_a_pickle_round_trip(case: tuple[list[Snapshot], list[Sna
     _, delivered = case
     live: dict[str, EntityState | None] = defaultdict(lambda: None)
     for i, s in enumerate(delivered):
-        live[s.entity_key], out = apply_snapshot(live[s.entity_key], s)
+        live[s.entity_key], _out = apply_snapshot(live[s.entity_key], s)
         if i == len(delivered) // 2:
             restored = {k: pickle.loads(pickle.dumps(v)) for k, v in live.items()}
             for k, v in live.items():
                 assert restored[k] == v
             live = defaultdict(lambda: None, restored)
-    for k, v in live.items():
+    for v in live.values():
         assert pickle.loads(pickle.dumps(v)) == v

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from tests.schemas.test_insight import GOOD
 
 def test_agrees_with_the_model_on_simulated_traffic() -> None:
     world = build_world(3)
-    start = datetime.now(timezone.utc) - timedelta(hours=30)
+    start = datetime.now(UTC) - timedelta(hours=30)
     n = 0
     for snap in poll_stream(world, start, 20, seed=3):
         _, value = encode_snapshot(snap)

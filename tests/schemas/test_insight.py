@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -41,12 +41,12 @@ def test_money_as_strings_or_numbers_is_decimal_exactly() -> None:
     b = parse_insight(enc({**GOOD, "spend": 12.34, "revenue": 120.5, "conversions": 0.1}))
     assert a.metrics.spend == b.metrics.spend == Decimal("12.34")
     assert b.metrics.conversions == Decimal("0.1")  # not 0.1000000000000000055...
-    assert a.captured_at == datetime(2026, 11, 25, 7, 59, tzinfo=timezone.utc)
+    assert a.captured_at == datetime(2026, 11, 25, 7, 59, tzinfo=UTC)
 
 
 def test_offsets_are_normalised_to_utc() -> None:
     s = parse_insight(enc({**GOOD, "captured_at": "2026-11-24T23:59:00-08:00"}))
-    assert s.captured_at == datetime(2026, 11, 25, 7, 59, tzinfo=timezone.utc)
+    assert s.captured_at == datetime(2026, 11, 25, 7, 59, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_key_must_match_the_payload() -> None:
 
 
 def test_snapshots_from_the_future_are_refused() -> None:
-    now = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     with pytest.raises(InvalidInsight, match="future"):
         parse_insight(enc(GOOD), now=now)
 
