@@ -109,7 +109,7 @@ def latency(settings: Settings, env: dict[str, str], workdir: Path, rate: float,
     total = int(rate * seconds)
     try:
         env = {**env, "METRICX_DATABASE_URL": url, "METRICX_RAW_TOPIC": topic,
-               "METRICX_DATA_DIR": str(workdir / "lat")}
+               "METRICX_DATA_DIR": str(workdir / f"lat-{int(rate)}")}
         log = workdir / "latency-pipeline.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "pipeline"], env=env,
