@@ -109,7 +109,6 @@ def build_flow(settings: Settings, *, consumer: str = "pipeline", commit_partiti
         tail=True,
         starting_offset=OFFSET_BEGINNING,
         batch_size=settings.kafka_batch_size,
-        add_config={"fetch.wait.max.ms": "20", "queued.min.messages": "20000"},
     )
     raw = op.input("raw", flow, source)
     checked = op.map("validate", raw, _validate_message)
