@@ -98,15 +98,15 @@ class Producer:
         self._producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> DeliveryStats:
-        """Wait for every outstanding message; raise if any was not delivered."""
+        """Wait for every outstanding message; raise if any sent since the last flush was
+        not delivered (each failure is reported once, then the count starts again)."""
         remaining = self._producer.flush(timeout)
         if remaining:
             raise DeliveryError(f"{remaining} messages still undelivered after {timeout}s")
-        if self.stats.failed:
-            raise DeliveryError(
-                f"{self.stats.failed} messages failed delivery: " + "; ".join(self.stats.errors)
-            )
-        return self.stats
+        stats, self.stats = self.stats, DeliveryStats()
+        if stats.failed:
+            raise DeliveryError(f"{stats.failed} messages failed delivery: " + "; ".join(stats.errors))
+        return stats
 
     def pending(self) -> int:
         return len(self._producer)

@@ -4,36 +4,14 @@ everything valid next to it is still counted exactly once."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
-
-from confluent_kafka import Consumer
 
 from connectors.kafka import Producer, encode_snapshot
 from metricx.settings import Settings
 from schemas.envelope import H_OFFSET, H_PARTITION, H_REASON, H_STAGE, H_TOPIC
 from tests.factories import metrics, snap
 from tests.integration.conftest import Pipeline, Topics
-from tests.integration.totals import normalise, per_series, progress, wait_until
-
-
-def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list:  # type: ignore[type-arg]
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    out = []
-    deadline = datetime.now() + timedelta(seconds=timeout)
-    while len(out) < expected and datetime.now() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            out.append(m)
-    # Anything beyond what we expect would be a bug too: read a little longer.
-    extra_deadline = datetime.now() + timedelta(seconds=2)
-    while datetime.now() < extra_deadline:
-        m = c.poll(0.2)
-        if m is not None and m.error() is None:
-            out.append(m)
-    c.close()
-    return out
+from tests.integration.totals import consume_all, normalise, per_series, progress, wait_until
 
 
 def test_bad_messages_are_dead_lettered_and_good_ones_counted(
@@ -81,7 +59,7 @@ def test_bad_messages_are_dead_lettered_and_good_ones_counted(
     pipeline.start()
     wait_until(lambda: progress(database, topics.raw) >= total, 90, "all messages committed", pipeline.assert_running)
 
-    dead = _consume_all(services.kafka_bootstrap, topics.deadletter, len(expected_bad))
+    dead = consume_all(services.kafka_bootstrap, topics.deadletter, len(expected_bad))
     assert len(dead) == len(expected_bad)
     got = sorted(((m.value() or b""), dict(m.headers())[H_STAGE].decode()) for m in dead)
     assert got == sorted(((v or b""), stage) for v, stage in expected_bad)

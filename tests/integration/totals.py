@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
+from confluent_kafka import Consumer, Message
 
 from schemas.metrics import Metrics
 
@@ -61,3 +63,23 @@ def progress(url: str, topic: str) -> int:
             "SELECT coalesce(sum(next_offset), 0) FROM pipeline_progress WHERE topic = %s", (topic,)
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[Message]:
+    """Every message on ``topic`` (at least ``expected``, plus any that arrive 2 s later)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    out = []
+    deadline = datetime.now() + timedelta(seconds=timeout)
+    while len(out) < expected and datetime.now() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            out.append(m)
+    # Anything beyond what we expect would be a bug too: read a little longer.
+    extra_deadline = datetime.now() + timedelta(seconds=2)
+    while datetime.now() < extra_deadline:
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            out.append(m)
+    c.close()
+    return out

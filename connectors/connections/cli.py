@@ -1,0 +1,199 @@
+"""``metricx connections add|status|rotate-key|new-key``, ``metricx backfill`` and the real
+poller service (``metricx poller`` without ``--sim``).  Registered by ``metricx/cli.py``.
+
+Tokens are read as a JSON object from standard input, never from the command line
+(arguments are visible to every user of the machine in ``ps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.connections.crypto import ACTIVE_ENV, KEYS_ENV, Keyring, TokenKeyError, generate_key
+from connectors.google_ads.logic import BASIC_DAILY_OPERATIONS
+from connectors.meta.poller import GRAPH_URL
+
+# Platform endpoints (default: the real ones); staging and the end-to-end tests point
+# them at the protocol-level fakes.
+META_URL_ENV = "METRICX_META_GRAPH_URL"
+GOOGLE_ENDPOINT_ENV = "METRICX_GOOGLE_ADS_ENDPOINT"
+# Operations per developer token per day (Explorer 2,880; Basic 15,000).
+GOOGLE_DAILY_OPS_ENV = "METRICX_GOOGLE_DAILY_OPERATIONS"
+
+
+def _db_url() -> str:
+    from metricx.cli import _settings
+
+    return _settings().libpq_url
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from connectors.connections import store
+
+    raw = sys.stdin.read()
+    try:
+        tokens = json.loads(raw)
+    except ValueError:
+        print("metricx: tokens on stdin must be a JSON object (not echoed here)", file=sys.stderr)
+        return 2
+    try:
+        new = store.NewConnection(workspace_id=args.workspace, provider=args.provider, account_id=args.account_id,
+                                  display_name=args.display_name, login_customer_id=args.login_customer_id,
+                                  tokens=tokens if isinstance(tokens, dict) else {})
+        keys = Keyring.from_env()
+    except ValidationError as err:
+        print(f"metricx: invalid connection: {store.describe(err)}", file=sys.stderr)
+        return 2
+    except TokenKeyError as err:
+        print(f"metricx: {err}", file=sys.stderr)
+        return 2
+    with psycopg.connect(_db_url(), autocommit=True) as conn:
+        store.add(conn, keys, new)
+        if args.backfill_days:
+            from datetime import UTC, datetime, timedelta
+
+            store.set_backfill(conn, str(new.workspace_id), new.provider, new.account_id,
+                               datetime.now(UTC).date() - timedelta(days=args.backfill_days))
+    print(f"connection {new.provider}:{new.account_id} saved for workspace {new.workspace_id} (key {keys.active})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from connectors.connections import store
+
+    with psycopg.connect(_db_url()) as conn:
+        rows = store.status_rows(conn, args.workspace)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=1))
+        return 0
+    cols = ("workspace_id", "provider", "account_id", "display_name", "status", "timezone", "currency",
+            "last_success_at", "hot_next_run_at", "warm_next_run_at", "backfill_done_through", "api_calls_today",
+            "last_error")
+    print("\t".join(cols))
+    for r in rows:
+        print("\t".join("" if r[c] is None else str(r[c]) for c in cols))
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from connectors.connections import store
+
+    try:
+        keys = Keyring.from_env()
+    except TokenKeyError as err:
+        print(f"metricx: {err}", file=sys.stderr)
+        return 2
+    with psycopg.connect(_db_url()) as conn:  # one transaction: all rows move or none
+        n = store.reencrypt_all(conn, keys)
+    print(f"re-encrypted {n} connection tokens under key {keys.active}")
+    return 0
+
+
+def cmd_new_key(args: argparse.Namespace) -> int:
+    print(generate_key())
+    return 0
+
+
+def _syncer(settings: Any) -> Any:
+    import redis
+
+    from connectors.connections.sync import Endpoints, Syncer
+    from connectors.kafka import Producer
+
+    endpoints = Endpoints(
+        meta_graph_url=os.environ.get(META_URL_ENV) or GRAPH_URL,
+        google_endpoint=os.environ.get(GOOGLE_ENDPOINT_ENV) or None,
+    )
+    from connectors.google_ads.budget import RedisOperationBudget
+
+    client = redis.Redis.from_url(settings.redis_url)
+    limit = int(os.environ.get(GOOGLE_DAILY_OPS_ENV) or BASIC_DAILY_OPERATIONS)
+    return Syncer(settings.libpq_url, Keyring.from_env(), Producer(settings.kafka_bootstrap, client_id="metricx-poller"),
+                  client, endpoints, topic=settings.raw_topic, deadletter_topic=settings.deadletter_topic,
+                  google_budget_for=lambda token: RedisOperationBudget(client, token, limit))
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from connectors.connections import store
+    from metricx.cli import _check, _settings
+
+    settings = _settings()
+    _check(settings, kafka=True, db=True, redis=True)
+    try:
+        syncer = _syncer(settings)
+    except TokenKeyError as err:
+        print(f"metricx: {err}", file=sys.stderr)
+        return 2
+    with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
+        c = store.get(conn, syncer.keys, args.workspace, args.provider, args.account_id)
+    if c is None:
+        print("metricx: no such connection in that workspace", file=sys.stderr)
+        return 2
+    poller = syncer._poller(c)
+    tz = poller.account_info()[0] if args.provider == "meta" else poller.customer_info()[0]
+    outcomes = syncer.backfill(c, tz, days=args.days, chunk_days=args.chunk_days)
+    for o in outcomes:
+        print(f"{o.loop} {o.status} snapshots={o.snapshots} rejected={o.rejected} {o.message}")
+    return 0 if all(o.status == "ok" for o in outcomes) else 1
+
+
+def run_pollers(settings: Any, tick_s: float) -> int:
+    """The real poller service: both loops for every due connection, until SIGINT/SIGTERM."""
+    from metricx.cli import _check
+
+    _check(settings, kafka=True, db=True, redis=True)
+    try:
+        syncer = _syncer(settings)
+    except TokenKeyError as err:
+        print(f"metricx: {err}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    syncer.serve(stop, tick_s)
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("connections", help="ad-platform connections (tokens encrypted at rest)")
+    csub = p.add_subparsers(dest="connections_command", required=True)
+    a = csub.add_parser("add", help="add or reconnect an account; tokens as a JSON object on stdin")
+    a.add_argument("--workspace", required=True)
+    a.add_argument("--provider", required=True, choices=["meta", "google"])
+    a.add_argument("--account-id", required=True, help="Meta ad account id without act_, or Google customer id")
+    a.add_argument("--display-name", default="")
+    a.add_argument("--login-customer-id", default=None, help="Google manager account id")
+    a.add_argument("--backfill-days", type=int, default=0, help="record a backfill start (run `metricx backfill`)")
+    a.set_defaults(func=cmd_add)
+    s = csub.add_parser("status", help="status, last error, progress and next runs (no tokens)")
+    s.add_argument("--workspace", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    r = csub.add_parser("rotate-key", help=f"re-encrypt every token under {ACTIVE_ENV} (old keys stay in {KEYS_ENV})")
+    r.set_defaults(func=cmd_rotate)
+    k = csub.add_parser("new-key", help=f"print a new random AES-256 key for {KEYS_ENV}")
+    k.set_defaults(func=cmd_new_key)
+
+    b = sub.add_parser("backfill", help="read a connection's history (default 90 days, in chunks)")
+    b.add_argument("--workspace", required=True)
+    b.add_argument("--provider", required=True, choices=["meta", "google"])
+    b.add_argument("--account-id", required=True)
+    b.add_argument("--days", type=int, default=90)
+    b.add_argument("--chunk-days", type=int, default=7)
+    b.set_defaults(func=cmd_backfill)

@@ -1,0 +1,252 @@
+"""The connections table: add, read with decrypted tokens, status, progress, key rotation.
+
+Every per-connection query names its workspace; the only cross-workspace reads are the
+scheduler's "what is due" and the key rotation, both system operations by design.
+Tokens are JSON objects (Meta: ``{"access_token", "app_secret"?}``; Google:
+``{"developer_token", "refresh_token" | "access_token", "client_id"?, "client_secret"?}``),
+validated here at the edge, encrypted before they reach SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from connectors.connections.crypto import Keyring, TokenKeyError, aad_for
+from connectors.connections.entities import Entity
+
+log = logging.getLogger(__name__)
+
+Status = Literal["active", "needs_reauth", "throttled", "error"]
+MAX_ERROR_CHARS = 500
+
+
+class MetaTokens(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    access_token: str = Field(min_length=8)
+    app_secret: str | None = None
+
+
+class GoogleTokens(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    developer_token: str = Field(min_length=4)
+    access_token: str | None = None
+    refresh_token: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> GoogleTokens:
+        if not (self.access_token or (self.refresh_token and self.client_id and self.client_secret)):
+            raise ValueError("need access_token, or refresh_token with client_id and client_secret")
+        return self
+
+
+class NewConnection(BaseModel):
+    """What `metricx connections add` accepts (and, later, the API)."""
+
+    model_config = ConfigDict(extra="forbid")
+    workspace_id: UUID
+    provider: Literal["meta", "google"]
+    account_id: str = Field(pattern=r"^[0-9]{1,32}$")
+    display_name: str = Field(default="", max_length=200)
+    login_customer_id: str | None = Field(default=None, pattern=r"^[0-9]{1,32}$")
+    tokens: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _tokens_fit_provider(self) -> NewConnection:
+        try:
+            if self.provider == "meta":
+                MetaTokens.model_validate(self.tokens)
+            else:
+                GoogleTokens.model_validate(self.tokens)
+        except ValidationError as err:
+            raise ValueError(f"{self.provider} tokens: {describe(err)}") from None
+        if self.provider == "meta" and self.login_customer_id is not None:
+            raise ValueError("login_customer_id is a Google Ads setting")
+        return self
+
+
+def describe(err: ValidationError) -> str:
+    """Readable reasons without echoing any input (inputs may be tokens)."""
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'input'}: {e['msg']}"
+                     for e in err.errors(include_url=False, include_input=False, include_context=False))
+
+
+@dataclass
+class Connection:
+    workspace_id: str
+    provider: str
+    account_id: str
+    display_name: str
+    timezone: str | None
+    currency: str | None
+    login_customer_id: str | None
+    status: str
+    last_error: str | None
+    tokens: dict[str, Any] = field(repr=False)
+    hot_next_run_at: datetime | None = None
+    warm_next_run_at: datetime | None = None
+    throttled_until: datetime | None = None
+    backfill_from: date | None = None
+    backfill_done_through: date | None = None
+
+
+COLUMNS = ("workspace_id::text, provider, account_id, display_name, timezone, currency, login_customer_id, "
+           "status, last_error, token_key_id, token_ciphertext, hot_next_run_at, warm_next_run_at, "
+           "throttled_until, backfill_from, backfill_done_through")
+
+
+def _row(keys: Keyring, r: tuple[Any, ...]) -> Connection:
+    ws, prov, acct = r[0], r[1], r[2]
+    plain = keys.decrypt(r[9], bytes(r[10]), aad_for(ws, prov, acct))
+    return Connection(ws, prov, acct, r[3], r[4], r[5], r[6], r[7], r[8], json.loads(plain),
+                      r[11], r[12], r[13], r[14], r[15])
+
+
+def add(conn: psycopg.Connection[Any], keys: Keyring, new: NewConnection) -> None:
+    """Insert or replace a connection's tokens (re-connecting resets the status)."""
+    ws = str(new.workspace_id)
+    kid, blob = keys.encrypt(json.dumps(new.tokens, separators=(",", ":")).encode(),
+                             aad_for(ws, new.provider, new.account_id))
+    conn.execute(
+        """INSERT INTO connections (workspace_id, provider, account_id, display_name, login_customer_id,
+                                    token_key_id, token_ciphertext)
+           VALUES (%s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (workspace_id, provider, account_id) DO UPDATE SET
+             display_name = EXCLUDED.display_name, login_customer_id = EXCLUDED.login_customer_id,
+             token_key_id = EXCLUDED.token_key_id, token_ciphertext = EXCLUDED.token_ciphertext,
+             status = 'active', last_error = NULL, throttled_until = NULL, updated_at = now()""",
+        (ws, new.provider, new.account_id, new.display_name, new.login_customer_id, kid, blob),
+    )
+    log.info("connection saved", extra={"workspace_id": ws, "provider": new.provider,
+                                        "account_id": new.account_id, "token_key_id": kid})
+
+
+def get(conn: psycopg.Connection[Any], keys: Keyring, workspace_id: str, provider: str, account_id: str) -> Connection | None:
+    r = conn.execute(f"SELECT {COLUMNS} FROM connections WHERE workspace_id = %s AND provider = %s AND account_id = %s",
+                     (workspace_id, provider, account_id)).fetchone()
+    return _row(keys, r) if r else None
+
+
+def due(conn: psycopg.Connection[Any], keys: Keyring, now: datetime, loop: Literal["hot", "warm"], limit: int = 1000) -> list[Connection]:
+    """Connections whose ``loop`` run is due: active ones, and throttled / errored ones
+    once their pause is over; ``needs_reauth`` waits for a human to reconnect.
+    System-wide by design: the scheduler serves every workspace."""
+    col = "hot_next_run_at" if loop == "hot" else "warm_next_run_at"
+    rows = conn.execute(
+        f"""SELECT {COLUMNS} FROM connections
+            WHERE status IN ('active', 'throttled', 'error') AND coalesce(throttled_until, '-infinity') <= %s
+              AND {col} <= %s ORDER BY {col} LIMIT %s""", (now, now, limit)).fetchall()
+    out: list[Connection] = []
+    for r in rows:
+        try:
+            out.append(_row(keys, r))
+        except TokenKeyError as err:
+            # One undecryptable token (a key id missing from METRICX_TOKEN_KEYS) must not
+            # stop every other connection: surface it on the row and retry in an hour.
+            log.error("connection token cannot be decrypted", extra={
+                "workspace_id": r[0], "provider": r[1], "account_id": r[2], "token_key_id": r[9]})
+            conn.execute(
+                "UPDATE connections SET status = 'error', last_error = %s, throttled_until = %s, updated_at = now() "
+                "WHERE workspace_id = %s AND provider = %s AND account_id = %s",
+                (str(err), now + timedelta(hours=1), r[0], r[1], r[2]))
+    return out
+
+
+def set_account_info(conn: psycopg.Connection[Any], workspace_id: str, provider: str, account_id: str,
+                     timezone: str, currency: str) -> None:
+    conn.execute("UPDATE connections SET timezone = %s, currency = %s, updated_at = now() "
+                 "WHERE workspace_id = %s AND provider = %s AND account_id = %s",
+                 (timezone, currency, workspace_id, provider, account_id))
+
+
+def record_success(conn: psycopg.Connection[Any], c: Connection, now: datetime, loop: Literal["hot", "warm", "backfill"],
+                   next_run: datetime | None, calls: int, done_through: date | None = None) -> None:
+    col = {"hot": "hot_next_run_at", "warm": "warm_next_run_at", "backfill": "hot_next_run_at"}[loop]
+    conn.execute(
+        f"""UPDATE connections SET status = 'active', last_error = NULL, throttled_until = NULL,
+              last_sync_at = %s, last_success_at = %s, {col} = coalesce(%s, {col}),
+              backfill_done_through = coalesce(%s, backfill_done_through),
+              api_calls_today = CASE WHEN api_calls_day = %s::date THEN api_calls_today + %s ELSE %s END,
+              api_calls_day = %s::date, updated_at = now()
+            WHERE workspace_id = %s AND provider = %s AND account_id = %s""",
+        (now, now, next_run, done_through, now.date(), calls, calls, now.date(),
+         c.workspace_id, c.provider, c.account_id))
+
+
+def record_failure(conn: psycopg.Connection[Any], c: Connection, now: datetime, status: Status, message: str,
+                   retry_after_s: float | None = None) -> None:
+    until = now + timedelta(seconds=retry_after_s) if retry_after_s else None
+    conn.execute(
+        """UPDATE connections SET status = %s, last_error = %s, last_sync_at = %s, throttled_until = %s,
+              updated_at = now()
+            WHERE workspace_id = %s AND provider = %s AND account_id = %s""",
+        (status, message[:MAX_ERROR_CHARS], now, until, c.workspace_id, c.provider, c.account_id))
+
+
+def set_backfill(conn: psycopg.Connection[Any], workspace_id: str, provider: str, account_id: str, start: date) -> None:
+    conn.execute("UPDATE connections SET backfill_from = %s, backfill_done_through = NULL, updated_at = now() "
+                 "WHERE workspace_id = %s AND provider = %s AND account_id = %s",
+                 (start, workspace_id, provider, account_id))
+
+
+def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None) -> list[dict[str, Any]]:
+    """What `metricx connections status` prints: no token material, ever."""
+    where, args = ("WHERE workspace_id = %s", (workspace_id,)) if workspace_id else ("", ())
+    cur = conn.execute(
+        f"""SELECT workspace_id::text, provider, account_id, display_name, timezone, currency, status, last_error,
+                   throttled_until, last_success_at, hot_next_run_at, warm_next_run_at, backfill_from,
+                   backfill_done_through, api_calls_today, token_key_id
+            FROM connections {where} ORDER BY workspace_id, provider, account_id""", args)
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def reencrypt_all(conn: psycopg.Connection[Any], keys: Keyring) -> int:
+    """Re-encrypt every token not under the active key; returns how many moved.  Rows are
+    locked while rewritten, so a concurrent `connections add` is never lost."""
+    rows = conn.execute(
+        "SELECT workspace_id::text, provider, account_id, token_key_id, token_ciphertext FROM connections "
+        "WHERE token_key_id <> %s FOR UPDATE", (keys.active,)).fetchall()
+    for ws, prov, acct, kid, blob in rows:
+        aad = aad_for(ws, prov, acct)
+        new_kid, new_blob = keys.encrypt(keys.decrypt(kid, bytes(blob), aad), aad)
+        conn.execute("UPDATE connections SET token_key_id = %s, token_ciphertext = %s, updated_at = now() "
+                     "WHERE workspace_id = %s AND provider = %s AND account_id = %s",
+                     (new_kid, new_blob, ws, prov, acct))
+    log.info("tokens re-encrypted", extra={"rows": len(rows), "token_key_id": keys.active})
+    return len(rows)
+
+
+def upsert_entities(conn: psycopg.Connection[Any], workspace_id: str, provider: str, account_id: str,
+           entities: Sequence[Entity]) -> int:
+    if not entities:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO entities (workspace_id, provider, account_id, entity_id, entity_level, name, status,
+                                     campaign_id, adset_id, synced_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+               ON CONFLICT (workspace_id, provider, account_id, entity_id) DO UPDATE SET
+                 entity_level = EXCLUDED.entity_level, name = EXCLUDED.name, status = EXCLUDED.status,
+                 campaign_id = EXCLUDED.campaign_id, adset_id = EXCLUDED.adset_id, synced_at = now()""",
+            [(workspace_id, provider, account_id, e.entity_id, e.entity_level, e.name, e.status, e.campaign_id,
+              e.adset_id) for e in entities])
+    return len(entities)
+
+
+def entities_for_account(conn: psycopg.Connection[Any], workspace_id: str, provider: str, account_id: str) -> list[Entity]:
+    rows = conn.execute(
+        "SELECT entity_id, entity_level, name, status, campaign_id, adset_id FROM entities "
+        "WHERE workspace_id = %s AND provider = %s AND account_id = %s ORDER BY entity_level, entity_id",
+        (workspace_id, provider, account_id)).fetchall()
+    return [Entity(*r) for r in rows]

@@ -1,0 +1,1 @@
+"""Google Ads through the official ``google-ads`` SDK (GAQL over gRPC SearchStream)."""

@@ -1,0 +1,1 @@
+"""Meta Ads (Graph API) through the official ``facebook-business`` SDK."""

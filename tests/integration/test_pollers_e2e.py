@@ -1,0 +1,301 @@
+"""Fake-platform accounts -> real SDKs -> pollers -> Kafka -> the real pipeline -> tables.
+
+The oracle is the fakes' own truth (what the platform "reported" last per ad-day), in
+platform units: Meta decimal strings and one purchase count per row (however many
+overlapping action types carry it), Google micros and doubles.  Totals in
+``metrics_daily`` (and every other stored view) must equal it, including after a
+restatement that lowers yesterday's spend.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+import pytest
+import redis
+
+from connectors.connections import store
+from connectors.connections.crypto import Keyring, generate_key
+from connectors.connections.schedule import local_today
+from connectors.connections.sync import Endpoints, Syncer
+from connectors.kafka import Producer
+from metricx.settings import REPO_ROOT, Settings
+from schemas.metrics import Metrics
+from tests.fakes import google_ads_grpc as gfake
+from tests.fakes import graph_api as mfake
+from tests.integration.conftest import Pipeline, Topics
+from tests.integration.totals import (
+    SeriesKey,
+    consume_all,
+    latest_snapshots,
+    normalise,
+    per_series,
+    wait_until,
+)
+
+WS = str(uuid.uuid4())
+META_TZ, GOOGLE_TZ = "America/New_York", "Asia/Tokyo"
+TABLES = ("metric_deltas", "metrics_15m", "metrics_hourly", "metrics_daily")
+
+
+@pytest.fixture
+def graph() -> Iterator[mfake.FakeGraphApi]:
+    with mfake.FakeGraphApi(page_size=10).running() as f:
+        yield f
+
+
+@pytest.fixture
+def gads() -> Iterator[gfake.FakeGoogleAds]:
+    with gfake.FakeGoogleAds().running() as f:
+        yield f
+
+
+def meta_truth(acct: mfake.FakeAccount) -> dict[SeriesKey, Metrics]:
+    return {(WS, "meta", acct.account_id, r.ad_id, r.day):
+            Metrics(r.spend, r.impressions, r.clicks, r.purchases, r.revenue if r.purchases else Decimal(0))
+            for r in acct.days.values() if r.impressions > 0}
+
+
+def google_truth(c: gfake.FakeCustomer) -> dict[SeriesKey, Metrics]:
+    return {(WS, "google", c.customer_id, str(r.entity_id), r.day):
+            Metrics(Decimal(r.cost_micros) / 1_000_000, r.impressions, r.clicks,
+                    Decimal(str(r.conversions)), Decimal(str(r.conversions_value)))
+            for r in c.days.values()}
+
+
+def test_fake_platforms_through_pipeline_exact_totals_with_restatement(
+    services: Settings, topics: Topics, database: str, pipeline: Pipeline,
+    graph: mfake.FakeGraphApi, gads: gfake.FakeGoogleAds,
+) -> None:
+    now = datetime.now(UTC)
+    m_today, g_today = local_today(now, META_TZ), local_today(now, GOOGLE_TZ)
+    macct = graph.add_account(mfake.FakeAccount("1010", "EAAe2etoken", META_TZ, "USD"))
+    for i in range(23):
+        for d in (m_today - timedelta(days=1), m_today):
+            macct.put(mfake.AdDay(f"c{i % 2}", f"s{i % 4}", f"9{i:03d}", d, Decimal(f"{i + 1}.{i % 10}7"),
+                                  100 * (i + 1), 3 * i, Decimal(i % 3), Decimal(f"{i * 7}.25")))
+    macct.objects = {"campaigns": [{"id": "c0", "name": "Winter sale", "effective_status": "ACTIVE"},
+                                   {"id": "c1", "name": "Retargeting", "effective_status": "PAUSED"}],
+                     "ads": [{"id": f"9{i:03d}", "name": f"Ad {i}", "effective_status": "ACTIVE",
+                              "campaign_id": f"c{i % 2}", "adset_id": f"s{i % 4}"} for i in range(23)]}
+    gcust = gads.add(gfake.FakeCustomer("5551234567", "ya29.e2e", GOOGLE_TZ, "JPY", login_customer_id="9990001111"))
+    for i in range(8):
+        for d in (g_today - timedelta(days=1), g_today):
+            gcust.put(gfake.AdDay(70 + i % 2, 80 + i % 3, 800 + i, d, 1_500_000 * (i + 1) + 17, 40 * (i + 1), i, i / 4, i * 3.5))
+    gcust.put(gfake.AdDay(77, 999, 999, g_today, 12_340_000, 500, 20, 1.75, 64.5, pmax=True))
+    # One malformed Meta row: it must reach the dead-letter topic, not vanish.
+    graph.raw_rows["1010"] = [{"ad_id": "bad1", "campaign_id": "c0", "adset_id": "s0", "date_start": m_today.isoformat(),
+                               "date_stop": m_today.isoformat(), "spend": "12,5", "impressions": "3", "clicks": "0"}]
+
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="1010",
+                                                  tokens={"access_token": "EAAe2etoken"}))
+        store.add(conn, keys, store.NewConnection(
+            workspace_id=UUID(WS), provider="google", account_id="5551234567", login_customer_id="9990001111",
+            tokens={"developer_token": gads.developer_token, "access_token": "ya29.e2e"}))
+    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+                    Endpoints(meta_graph_url=graph.url, google_endpoint=gads.endpoint),
+                    topic=topics.raw, deadletter_topic=topics.deadletter, sleep=lambda s: None)
+
+    outcomes = syncer.run_due()  # both connections are due in both loops on creation
+    assert sorted((o.provider, o.loop, o.status) for o in outcomes) == [
+        ("google", "hot", "ok"), ("google", "warm", "ok"), ("meta", "hot", "ok"), ("meta", "warm", "ok")]
+    assert any(r.method == "POST" for r in graph.requests)  # the warm loop used async report runs
+    expected = {**meta_truth(macct), **google_truth(gcust)}
+    assert len(expected) == 46 + 17
+    pipeline.start()
+    wait_until(lambda: normalise(per_series(database, "metrics_daily")) == normalise(expected), 120,
+               "daily totals to equal the fakes", pipeline.assert_running)
+
+    # Restatement: Meta lowers yesterday's spend and adds late purchases; Google retracts
+    # a conversion.  Only the warm loop reads yesterday.
+    for i in (0, 5, 9):
+        r = macct.days[(f"9{i:03d}", m_today - timedelta(days=1))]
+        r.spend -= Decimal("0.50")
+        r.purchases += 1
+    gr = gcust.days[(803, g_today - timedelta(days=1))]
+    gr.cost_micros -= 250_000
+    gr.conversions -= 0.5
+    c = store.get(psycopg.connect(database, autocommit=True), keys, WS, "meta", "1010")
+    g = store.get(psycopg.connect(database, autocommit=True), keys, WS, "google", "5551234567")
+    assert c is not None and g is not None
+    assert syncer.sync(c, "warm").status == "ok" and syncer.sync(g, "warm").status == "ok"
+    restated = {**meta_truth(macct), **google_truth(gcust)}
+    lowered = (WS, "meta", "1010", "9005", m_today - timedelta(days=1))
+    assert restated[lowered].spend < expected[lowered].spend
+    wait_until(lambda: normalise(per_series(database, "metrics_daily")) == normalise(restated), 120,
+               "restated totals", pipeline.assert_running)
+    assert normalise(latest_snapshots(database)) == normalise(restated)
+    for table in TABLES:
+        assert normalise(per_series(database, table)) == normalise(restated), table
+    with psycopg.connect(database) as conn:
+        neg = conn.execute("SELECT count(*) FROM metric_deltas WHERE spend < 0").fetchone()
+        assert neg is not None and neg[0] == 4  # three Meta ads + one Google ad restated down
+        st = {r["provider"]: r for r in store.status_rows(conn, WS)}
+        ents = {e.entity_id: e for e in store.entities_for_account(conn, WS, "meta", "1010")}
+    assert len(ents) == 25 and ents["c1"].name == "Retargeting" and ents["c1"].status == "PAUSED"
+    assert (ents["9005"].name, ents["9005"].campaign_id, ents["9005"].adset_id) == ("Ad 5", "c1", "s1")
+    assert (st["meta"]["timezone"], st["meta"]["currency"], st["meta"]["status"]) == (META_TZ, "USD", "active")
+    assert (st["google"]["timezone"], st["google"]["currency"]) == (GOOGLE_TZ, "JPY")
+    assert all(s["hot_next_run_at"] > now + timedelta(minutes=11) for s in st.values())
+
+    dead = consume_all(services.kafka_bootstrap, topics.deadletter, 3)
+    assert len(dead) == 3 and all(b"bad1" in m.value() for m in dead)  # once per Meta sync
+    assert all(dict(m.headers())["metricx.dlq.stage"] == b"poll" for m in dead)
+    assert all(b"spend" in dict(m.headers())["metricx.dlq.reason"] for m in dead)
+
+
+def test_expired_meta_token_marks_needs_reauth_and_is_not_polled_again(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    graph.add_account(mfake.FakeAccount("2020", "EAAcurrenttoken", META_TZ, "USD"))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="2020",
+                                                  tokens={"access_token": "EAAexpiredtoken"}))
+    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+                    Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
+                    sleep=lambda s: None)
+    assert [o.status for o in syncer.run_due()] == ["needs_reauth"]
+    calls = len(graph.requests)
+    assert syncer.run_due() == [] and len(graph.requests) == calls
+    with psycopg.connect(database) as conn:
+        row = store.status_rows(conn, WS)[0]
+    assert row["status"] == "needs_reauth" and "190" in row["last_error"] and "EAAexpired" not in row["last_error"]
+
+
+def test_lease_allows_one_sync_per_connection(services: Settings, topics: Topics, database: str,
+                                              graph: mfake.FakeGraphApi) -> None:
+    from connectors.connections.lease import Lease, lease_key
+
+    graph.add_account(mfake.FakeAccount("3030", "EAAleasetoken", META_TZ, "USD"))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="3030",
+                                                  tokens={"access_token": "EAAleasetoken"}))
+        c = store.get(conn, keys, WS, "meta", "3030")
+    assert c is not None
+    r = redis.Redis.from_url(services.redis_url)
+    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), r, Endpoints(meta_graph_url=graph.url),
+                    topic=topics.raw, deadletter_topic=topics.deadletter)
+    other = Lease(r, lease_key(WS, "meta", "3030"), ttl_s=30)
+    assert other.acquire()
+    try:
+        assert syncer.sync(c, "hot").status == "skipped" and graph.requests == []
+        stale = Lease(r, lease_key(WS, "meta", "3030"))
+        stale.held = True
+        stale.release()  # a process whose lease expired cannot delete another's
+        assert r.get(lease_key(WS, "meta", "3030")) == other.token.encode()
+    finally:
+        other.release()
+    assert syncer.sync(c, "hot").status == "ok" and graph.requests
+    assert r.get(lease_key(WS, "meta", "3030")) is None
+
+
+def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: Topics, database: str,
+                                                    graph: mfake.FakeGraphApi) -> None:
+    today = local_today(datetime.now(UTC), META_TZ)
+    acct = graph.add_account(mfake.FakeAccount("4040", "EAAbackfilltok", META_TZ, "USD"))
+    for d in range(1, 21):
+        acct.put(mfake.AdDay("c", "s", "77", today - timedelta(days=d), Decimal("2.5"), 10, 1))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="4040",
+                                                  tokens={"access_token": "EAAbackfilltok"}))
+        c = store.get(conn, keys, WS, "meta", "4040")
+    assert c is not None
+    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+                    Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
+                    sleep=lambda s: None)
+    graph.fail_next(*[mfake.ScriptedError(100)] * 1)  # the first chunk's first call fails: progress stops
+    first = syncer.backfill(c, META_TZ, days=20, chunk_days=7)
+    assert [o.status for o in first] == ["error"]
+    with psycopg.connect(database, autocommit=True) as conn:
+        c = store.get(conn, keys, WS, "meta", "4040")
+        assert c is not None and c.backfill_done_through is None
+    outcomes = syncer.backfill(c, META_TZ, days=20, chunk_days=7)
+    assert [(o.status, o.snapshots) for o in outcomes] == [("ok", 7), ("ok", 7), ("ok", 6)]
+    with psycopg.connect(database, autocommit=True) as conn:
+        c = store.get(conn, keys, WS, "meta", "4040")
+    assert c is not None and c.backfill_done_through == today - timedelta(days=1)
+    assert syncer.backfill(c, META_TZ, days=20, chunk_days=7) == []  # done: nothing re-read
+
+
+def test_metricx_poller_process_runs_both_loops_against_the_fakes(
+    services: Settings, topics: Topics, database: str, pipeline: Pipeline,
+    graph: mfake.FakeGraphApi, gads: gfake.FakeGoogleAds, tmp_path: Path,
+) -> None:
+    """`metricx poller` (no --sim) as a real OS process: it finds due connections, syncs
+    them, and the pipeline stores exactly what the fakes reported."""
+    now = datetime.now(UTC)
+    m_today, g_today = local_today(now, META_TZ), local_today(now, GOOGLE_TZ)
+    macct = graph.add_account(mfake.FakeAccount("5050", "EAAproctoken", META_TZ, "USD"))
+    for i in range(4):
+        macct.put(mfake.AdDay("c", "s", f"5{i}", m_today, Decimal(f"{i}.25"), 10 + i, i, Decimal(1), Decimal("9.99")))
+        macct.put(mfake.AdDay("c", "s", f"5{i}", m_today - timedelta(days=3), Decimal("7"), 70, 7))
+    gcust = gads.add(gfake.FakeCustomer("6060606060", "ya29.proc", GOOGLE_TZ, "JPY"))
+    gcust.put(gfake.AdDay(1, 2, 3, g_today, 5_000_000, 100, 3, 0.5, 12.0))
+    key = generate_key()
+    keys = Keyring.parse(f"k1:{key}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="5050",
+                                                  tokens={"access_token": "EAAproctoken"}))
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id="6060606060",
+                                                  tokens={"developer_token": gads.developer_token,
+                                                          "access_token": "ya29.proc"}))
+    env = {**pipeline.env, "METRICX_TOKEN_KEYS": f"k1:{key}", "METRICX_META_GRAPH_URL": graph.url,
+           "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint,
+           "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(gfake.trust_fake_roots())}
+    with open(tmp_path / "poller.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        pipeline.start()
+        expected = {**meta_truth(macct), **google_truth(gcust)}
+
+        def alive() -> None:
+            pipeline.assert_running()
+            assert proc.poll() is None, (tmp_path / "poller.log").read_text()[-3000:]
+
+        wait_until(lambda: normalise(per_series(database, "metrics_daily")) == normalise(expected), 120,
+                   "poller process totals", alive)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    with psycopg.connect(database) as conn:
+        st = store.status_rows(conn, WS)
+    assert all(r["status"] == "active" and r["last_success_at"] is not None for r in st)
+    out = (tmp_path / "poller.log").read_text()
+    assert "EAAproctoken" not in out and "ya29.proc" not in out
+
+
+def test_bad_account_metadata_is_an_error_status_not_a_crash(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    graph.add_account(mfake.FakeAccount("7070", "EAAmarstoken", "Mars/Olympus_Mons", "USD"))
+    graph.add_account(mfake.FakeAccount("7071", "EAAearthtoken", META_TZ, "USD"))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        for acct, tok in (("7070", "EAAmarstoken"), ("7071", "EAAearthtoken")):
+            store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id=acct,
+                                                      tokens={"access_token": tok}))
+    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+                    Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
+                    sleep=lambda s: None)
+    got = {(o.account_id, o.loop): o.status for o in syncer.run_due()}
+    assert got == {("7070", "hot"): "error", ("7071", "hot"): "ok", ("7071", "warm"): "ok"}
+    with psycopg.connect(database) as conn:
+        st = {r["account_id"]: r for r in store.status_rows(conn, WS)}
+    assert st["7070"]["status"] == "error" and "Mars/Olympus_Mons" in st["7070"]["last_error"]
+    assert "EAAmars" not in st["7070"]["last_error"]
