@@ -1,58 +1,69 @@
-"""The HTTP server.  This stage serves health and readiness only: no tenant data is
-exposed until authentication and workspace scoping exist (the dashboard issue)."""
+"""The HTTP server: health, the dashboard API, the live stream and the page.
+
+``create_app`` is the factory uvicorn runs (``metricx serve``); tests build it with
+explicit settings.  Everything except ``/healthz``, ``/readyz``, the OpenAPI document and
+the static page needs a verified token and a membership in the requested workspace.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
-import psycopg
-import redis
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from metricx.settings import Settings, load_settings
+from serving.auth import Verifier
+from serving.config import ServingSettings, load_serving_settings
+from serving.db import ConnectionPool, PoolExhausted
+from serving.routes import analytics, dashboard, entities, health, stream
+from serving.routes.health import readiness
+from serving.stream import Hub
+
+__all__ = ["create_app", "readiness"]
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
 
 
-def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
-    checks: dict[str, Any] = {}
-    ok = True
-    try:
-        with psycopg.connect(settings.libpq_url, connect_timeout=3) as conn:
-            row = conn.execute(
-                "SELECT max(committed_at), sum(next_offset) FROM pipeline_progress WHERE consumer = 'pipeline'"
-            ).fetchone()
-        last = row[0] if row else None
-        checks["database"] = "ok"
-        checks["pipeline_last_commit"] = last.isoformat() if last else None
-        checks["pipeline_commit_age_s"] = (
-            round((datetime.now(timezone.utc) - last).total_seconds(), 1) if last else None
-        )
-    except psycopg.Error as exc:
-        ok = False
-        checks["database"] = f"error: {str(exc).strip()}"
-    try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
-        client.ping()
-        client.close()
-        checks["redis"] = "ok"
-    except redis.RedisError as exc:
-        ok = False
-        checks["redis"] = f"error: {exc}"
-    return ok, checks
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, serving: ServingSettings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    app = FastAPI(title="metricx", version="0.1.0")
+    serving = serving or load_serving_settings()
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub = Hub(settings.redis_url, queue_size=serving.sse_queue_size, block_ms=serving.sse_block_ms)
+        app.state.hub = hub
+        await hub.start()
+        log.info("serving", extra={"issuer": serving.auth_issuer, "algorithm": serving.auth_algorithm,
+                                   "dev_issuer": serving.dev_issuer})
+        try:
+            yield
+        finally:
+            await hub.stop()
+            app.state.pool.close()
 
-    @app.get("/readyz")
-    def readyz() -> JSONResponse:
-        ok, checks = readiness(settings)
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+    app = FastAPI(title="metricx", version="0.1.0", lifespan=lifespan,
+                  description="Real-time ad analytics. Authenticate with `Authorization: Bearer <JWT>`.")
+    app.state.settings = settings
+    app.state.serving = serving
+    app.state.verifier = Verifier.from_settings(serving)
+    app.state.pool = ConnectionPool(settings.libpq_url, max_size=serving.db_pool_size)
 
+    @app.exception_handler(PoolExhausted)
+    def _busy(request: Request, exc: PoolExhausted) -> JSONResponse:
+        return JSONResponse({"detail": "server busy, retry shortly"}, status_code=503, headers={"Retry-After": "2"})
+
+    for r in (health.router, dashboard.router, entities.router, analytics.router, stream.router):
+        app.include_router(r)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

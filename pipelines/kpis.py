@@ -1,0 +1,84 @@
+"""KPI math shared by the dashboard, analytics and (later) stop-loss rules.
+
+Ratios are computed from *sums after aggregation* (never averaged per row), and a zero
+denominator gives ``None``: an undefined ratio is not 0 (ROAS 0 with zero spend would
+make "ROAS < 1" true for every paused ad).  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Final
+
+# Ratios are reported with this many decimals, rounded half away from zero, which is what
+# PostgreSQL's ``round(numeric, 6)`` does: an analyst can reproduce them exactly.
+RATIO_DECIMALS: Final = 6
+_QUANT: Final = Decimal(1).scaleb(-RATIO_DECIMALS)
+
+MEASURES: Final = ("spend", "impressions", "clicks", "conversions", "revenue")
+RATIOS: Final = ("roas", "cpa", "cpc", "ctr", "cpm")
+KPI_NAMES: Final = MEASURES + RATIOS
+
+
+@dataclass(frozen=True, slots=True)
+class Sums:
+    """Sums of the stored measures over any set of rows (one currency)."""
+
+    spend: Decimal = Decimal(0)
+    impressions: int = 0
+    clicks: int = 0
+    conversions: Decimal = Decimal(0)
+    revenue: Decimal = Decimal(0)
+
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(
+            self.spend + other.spend,
+            self.impressions + other.impressions,
+            self.clicks + other.clicks,
+            self.conversions + other.conversions,
+            self.revenue + other.revenue,
+        )
+
+
+def ratio(numerator: Decimal | int, denominator: Decimal | int, scale: int = 1) -> Decimal | None:
+    """``scale * numerator / denominator`` rounded to RATIO_DECIMALS; None if the
+    denominator is zero."""
+    if denominator == 0:
+        return None
+    return (Decimal(scale) * Decimal(numerator) / Decimal(denominator)).quantize(
+        _QUANT, rounding=ROUND_HALF_UP
+    )
+
+
+def ratios(s: Sums) -> dict[str, Decimal | None]:
+    """ROAS = revenue/spend, CPA = spend/conversions, CPC = spend/clicks,
+    CTR = clicks/impressions, CPM = 1000 * spend/impressions."""
+    return {
+        "roas": ratio(s.revenue, s.spend),
+        "cpa": ratio(s.spend, s.conversions),
+        "cpc": ratio(s.spend, s.clicks),
+        "ctr": ratio(s.clicks, s.impressions),
+        "cpm": ratio(s.spend, s.impressions, 1000),
+    }
+
+
+def kpis(s: Sums) -> dict[str, Decimal | int | None]:
+    """All measures and ratios by their column names."""
+    out: dict[str, Decimal | int | None] = {
+        "spend": s.spend,
+        "impressions": s.impressions,
+        "clicks": s.clicks,
+        "conversions": s.conversions,
+        "revenue": s.revenue,
+    }
+    out.update(ratios(s))
+    return out
+
+
+def change(current: Decimal | int | None, previous: Decimal | int | None) -> Decimal | None:
+    """Relative change ``(current - previous) / previous``; None when either side is
+    undefined or the previous value is zero (growth from nothing has no ratio)."""
+    if current is None or previous is None:
+        return None
+    return ratio(Decimal(current) - Decimal(previous), previous)

@@ -1,0 +1,163 @@
+"""Request dependencies: settings, a database connection, the authenticated caller and
+the workspace they may read.  Routes declare what they need as ``Annotated`` types.
+
+Every tenant-data route depends on :data:`CurrentWorkspace`, which resolves only if the
+token's ``sub`` has a membership row for the requested workspace; queries then filter
+on that workspace id in SQL.  All refusals use fixed bodies: a caller cannot tell an
+expired token from a forged one, nor someone else's workspace from a missing one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+
+from metricx.settings import Settings
+from serving.auth import AuthError, Caller, Verifier, verify_stream_token
+from serving.config import ServingSettings
+from serving.db import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED = "not authenticated"
+FORBIDDEN = "no access to this workspace"
+STREAM_COOKIE = "metricx_stream"
+
+
+def unauthenticated() -> HTTPException:
+    return HTTPException(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_serving_settings(request: Request) -> ServingSettings:
+    s: ServingSettings = request.app.state.serving
+    return s
+
+
+def get_conn(request: Request) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A pooled autocommit, read-only connection for the request (reads only)."""
+    pool: ConnectionPool = request.app.state.pool
+    with pool.connection() as conn:
+        yield conn
+
+
+# Documents the scheme in OpenAPI; auto_error=False so that a missing or non-Bearer
+# header gets our uniform 401 rather than FastAPI's own 403.
+bearer_scheme = HTTPBearer(auto_error=False, description="JWT from the configured issuer (Clerk-compatible)")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+
+
+def get_caller(request: Request, credentials: BearerCredentials) -> Caller:
+    """The verified bearer token's subject; 401 otherwise."""
+    if credentials is None or not credentials.credentials.strip():
+        log.info("request refused", extra={"reason": "no bearer token", "path": request.url.path})
+        raise unauthenticated()
+    verifier: Verifier = request.app.state.verifier
+    try:
+        return verifier.verify(credentials.credentials.strip())
+    except AuthError as exc:
+        log.info("request refused", extra={"reason": str(exc), "path": request.url.path})
+        raise unauthenticated() from None
+
+
+stream_query = APIKeyQuery(name="token", auto_error=False, scheme_name="StreamToken",
+                           description="short-lived token from POST /stream/token")
+stream_cookie = APIKeyCookie(name=STREAM_COOKIE, auto_error=False, scheme_name="StreamCookie",
+                             description="HttpOnly cookie set by POST /stream/token")
+
+
+def get_stream_caller(
+    request: Request,
+    credentials: BearerCredentials,
+    query_token: Annotated[str | None, Depends(stream_query)],
+    cookie_token: Annotated[str | None, Depends(stream_cookie)],
+) -> Caller:
+    """For /stream: a bearer token, else the short-lived stream token from the query
+    (``?token=``) or the HttpOnly cookie set by ``POST /stream/token``."""
+    if request.headers.get("authorization"):
+        return get_caller(request, credentials)
+    token = query_token or cookie_token
+    if not token:
+        log.info("stream refused", extra={"reason": "no token"})
+        raise unauthenticated()
+    try:
+        return verify_stream_token(request.app.state.serving, token)
+    except AuthError as exc:
+        log.info("stream refused", extra={"reason": str(exc)})
+        raise unauthenticated() from None
+
+
+CurrentCaller = Annotated[Caller, Depends(get_caller)]
+StreamCaller = Annotated[Caller, Depends(get_stream_caller)]
+Conn = Annotated[psycopg.Connection[dict[str, Any]], Depends(get_conn)]
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: uuid.UUID
+    name: str
+    timezone: str
+    role: str
+
+
+MEMBERSHIP_SQL = """
+SELECT w.id, w.name, w.timezone, m.role
+FROM memberships m JOIN users u ON u.id = m.user_id JOIN workspaces w ON w.id = m.workspace_id
+WHERE u.sub = %(sub)s AND m.workspace_id = %(ws)s
+"""
+
+
+def _requested_workspace(caller: Caller, workspace_id: str | None) -> uuid.UUID:
+    raw = workspace_id or caller.claims.get("workspace_id")
+    if not isinstance(raw, str) or not raw:
+        raise HTTPException(400, "workspace_id is required (query parameter)")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise HTTPException(422, "workspace_id must be a UUID") from None
+
+
+def resolve_workspace(conn: psycopg.Connection[dict[str, Any]], caller: Caller, ws: uuid.UUID) -> Workspace:
+    row = conn.execute(MEMBERSHIP_SQL, {"sub": caller.sub, "ws": ws}).fetchone()
+    if row is None:
+        log.info("workspace refused", extra={"sub": caller.sub, "workspace_id": str(ws)})
+        raise HTTPException(403, FORBIDDEN)
+    return Workspace(row["id"], row["name"], row["timezone"], row["role"])
+
+
+WorkspaceParam = Annotated[
+    str | None,
+    Query(description="Workspace to read; defaults to the token's workspace_id claim."),
+]
+
+
+def get_workspace(caller: CurrentCaller, conn: Conn, workspace_id: WorkspaceParam = None) -> Workspace:
+    return resolve_workspace(conn, caller, _requested_workspace(caller, workspace_id))
+
+
+def get_stream_workspace(request: Request, caller: StreamCaller, workspace_id: WorkspaceParam = None) -> Workspace:
+    """Like :func:`get_workspace`, but the connection is returned *before* the response
+    starts: a stream lasts hours and must not pin a database connection."""
+    ws = _requested_workspace(caller, workspace_id)
+    # A stream token is bound to the workspace it was minted for.
+    bound = caller.claims.get("workspace_id") if caller.claims.get("aud") == "metricx-stream" else None
+    if bound is not None and str(bound) != str(ws):
+        raise HTTPException(403, FORBIDDEN)
+    pool: ConnectionPool = request.app.state.pool
+    with pool.connection() as conn:
+        return resolve_workspace(conn, caller, ws)
+
+
+CurrentWorkspace = Annotated[Workspace, Depends(get_workspace)]
+StreamWorkspace = Annotated[Workspace, Depends(get_stream_workspace)]

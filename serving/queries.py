@@ -1,0 +1,144 @@
+"""The SQL behind the API.  Every statement filters ``workspace_id = %(ws)s`` (the
+caller's resolved workspace) and ``currency = %(cur)s`` (sums never mix currencies);
+identifiers are chosen from fixed maps, never from input.  Sums only: ratios are made by
+``pipelines.kpis`` after aggregation, exactly like the analysts' queries in the README.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import psycopg
+
+from pipelines.kpis import Sums
+from serving.timeframes import Grain, Period
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+SUMS: Final = (
+    "coalesce(sum(spend), 0) AS spend, coalesce(sum(impressions), 0)::bigint AS impressions, "
+    "coalesce(sum(clicks), 0)::bigint AS clicks, coalesce(sum(conversions), 0) AS conversions, "
+    "coalesce(sum(revenue), 0) AS revenue"
+)
+# grain -> (source relation, bucket expression); every source is filtered on
+# report_date so a day's buckets always add up to the day's total (restatements are
+# booked in the last bucket of their date).
+SOURCES: Final[dict[str, tuple[str, str]]] = {
+    "15m": ("metrics_15m", "bucket_start"),
+    "hour": ("metrics_hourly", "bucket_start"),
+    "day": ("metrics_daily", "report_date"),
+}
+GROUP_COLUMNS: Final = ("provider", "account_id", "campaign_id")
+WHERE: Final = "workspace_id = %(ws)s AND currency = %(cur)s AND report_date BETWEEN %(start)s AND %(end)s"
+
+
+def sums_of(row: dict[str, Any]) -> Sums:
+    return Sums(Decimal(row["spend"]), int(row["impressions"]), int(row["clicks"]),
+                Decimal(row["conversions"]), Decimal(row["revenue"]))
+
+
+def _params(ws: uuid.UUID, cur: str, p: Period, **extra: Any) -> dict[str, Any]:
+    return {"ws": ws, "cur": cur, "start": p.start, "end": p.end, **extra}
+
+
+def currencies(conn: Conn, ws: uuid.UUID, periods: Sequence[Period]) -> list[str]:
+    """Currencies with data in any of ``periods``, largest spend first."""
+    start = min(p.start for p in periods)
+    end = max(p.end for p in periods)
+    rows = conn.execute(
+        "SELECT currency FROM metrics_daily WHERE workspace_id = %(ws)s "
+        "AND report_date BETWEEN %(start)s AND %(end)s GROUP BY currency "
+        "ORDER BY sum(spend) DESC, currency",
+        {"ws": ws, "start": start, "end": end},
+    ).fetchall()
+    return [r["currency"] for r in rows]
+
+
+def daily_by_provider(conn: Conn, ws: uuid.UUID, start: date, end: date
+                      ) -> list[tuple[str, str, date, Sums]]:
+    """(currency, provider, report_date, sums) over ``start..end``: one scan that yields
+    the KPIs of both periods, the currencies, the spend mix and the daily series."""
+    rows = conn.execute(
+        f"SELECT currency, provider, report_date, {SUMS} FROM metrics_daily "
+        "WHERE workspace_id = %(ws)s AND report_date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2, 3",
+        {"ws": ws, "start": start, "end": end},
+    ).fetchall()
+    return [(r["currency"], r["provider"], r["report_date"], sums_of(r)) for r in rows]
+
+
+def series(conn: Conn, ws: uuid.UUID, cur: str, p: Period, grain: Grain,
+           group_by: str | None = "provider", filters: dict[str, str] | None = None
+           ) -> list[tuple[str | None, datetime | date, Sums]]:
+    """(group key, bucket, sums) ordered by group then bucket."""
+    table, bucket = SOURCES[grain]
+    if group_by is not None and group_by not in GROUP_COLUMNS:
+        raise ValueError(f"cannot group by {group_by!r}")
+    key = group_by or "NULL::text"
+    where, params = WHERE, _params(ws, cur, p)
+    for col, val in (filters or {}).items():
+        if col not in GROUP_COLUMNS:
+            raise ValueError(f"cannot filter on {col!r}")
+        where += f" AND {col} = %({col})s"
+        params[col] = val
+    rows = conn.execute(
+        f"SELECT {key} AS key, {bucket} AS bucket, {SUMS} FROM {table} WHERE {where} "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        params,
+    ).fetchall()
+    return [(r["key"], r["bucket"], sums_of(r)) for r in rows]
+
+
+def top_campaigns(conn: Conn, ws: uuid.UUID, cur: str, p: Period, limit: int
+                  ) -> list[tuple[str, str, str, Sums]]:
+    rows = conn.execute(
+        f"SELECT provider, account_id, campaign_id, {SUMS} FROM metrics_daily WHERE {WHERE} "
+        "GROUP BY 1, 2, 3 ORDER BY spend DESC, 1, 2, 3 LIMIT %(limit)s",
+        _params(ws, cur, p, limit=limit),
+    ).fetchall()
+    return [(r["provider"], r["account_id"], r["campaign_id"], sums_of(r)) for r in rows]
+
+
+ENTITY_IDS: Final = (
+    "SELECT DISTINCT provider, account_id, campaign_id, adset_id, entity_id, entity_level "
+    "FROM metrics_daily WHERE workspace_id = %(ws)s"
+)
+# With the synced hierarchy (the connections migration's ``entities`` table): names and
+# statuses, and ads that exist but have not delivered yet.  Every join repeats the
+# workspace filter.
+ENTITIES_NAMED: Final = f"""
+WITH ids AS (
+  {ENTITY_IDS}
+  UNION
+  SELECT provider, account_id, campaign_id, adset_id, entity_id, entity_level FROM entities
+  WHERE workspace_id = %(ws)s AND entity_level IN ('ad', 'asset_group') AND campaign_id IS NOT NULL
+)
+SELECT i.provider, i.account_id, i.campaign_id, i.adset_id, i.entity_id, i.entity_level,
+       nullif(e.name, '') AS name, nullif(e.status, '') AS status,
+       nullif(c.name, '') AS campaign_name, nullif(c.status, '') AS campaign_status,
+       nullif(s.name, '') AS adset_name
+FROM ids i
+LEFT JOIN entities e ON e.workspace_id = %(ws)s AND e.provider = i.provider
+     AND e.account_id = i.account_id AND e.entity_id = i.entity_id
+LEFT JOIN entities c ON c.workspace_id = %(ws)s AND c.provider = i.provider
+     AND c.account_id = i.account_id AND c.entity_id = i.campaign_id
+LEFT JOIN entities s ON s.workspace_id = %(ws)s AND s.provider = i.provider
+     AND s.account_id = i.account_id AND s.entity_id = i.adset_id
+ORDER BY 1, 2, 3, 4 NULLS FIRST, 5 LIMIT %(limit)s
+"""
+ENTITIES_BARE: Final = f"""
+SELECT *, NULL::text AS name, NULL::text AS status, NULL::text AS campaign_name,
+       NULL::text AS campaign_status, NULL::text AS adset_name
+FROM ({ENTITY_IDS}) i ORDER BY 1, 2, 3, 4 NULLS FIRST, 5 LIMIT %(limit)s
+"""
+
+
+def entities(conn: Conn, ws: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    """Entities seen in ``metrics_daily`` (ids), named from the synced ``entities``
+    table when that migration is present."""
+    row = conn.execute("SELECT to_regclass('public.entities') IS NOT NULL AS named").fetchone()
+    sql = ENTITIES_NAMED if row and row["named"] else ENTITIES_BARE
+    return conn.execute(sql, {"ws": ws, "limit": limit}).fetchall()

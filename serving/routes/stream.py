@@ -1,0 +1,57 @@
+"""``GET /stream`` (server-sent events) and ``POST /stream/token`` (its credential)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from schemas.api import StreamToken
+from serving.auth import mint_stream_token
+from serving.config import ServingSettings
+from serving.deps import STREAM_COOKIE, CurrentCaller, CurrentWorkspace, StreamWorkspace
+from serving.stream import STREAM_ID, Hub, events
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["stream"])
+
+
+@router.post("/stream/token", response_model=StreamToken)
+def stream_token(request: Request, response: Response, caller: CurrentCaller, ws: CurrentWorkspace) -> StreamToken:
+    """A short-lived token for one workspace's stream (EventSource cannot send an
+    Authorization header): returned in the body for ``?token=`` and set as an HttpOnly,
+    SameSite=Strict cookie scoped to ``/stream``."""
+    s: ServingSettings = request.app.state.serving
+    token = mint_stream_token(s, caller.sub, str(ws.id))
+    response.set_cookie(STREAM_COOKIE, token, max_age=s.stream_token_ttl_s, httponly=True,
+                        samesite="strict", path="/stream", secure=request.url.scheme == "https")
+    return StreamToken(token=token, expires_in=s.stream_token_ttl_s, stream_url=f"/stream?workspace_id={ws.id}")
+
+
+@router.get("/stream", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "events: ready, update, reset, dropped, heartbeat"}})
+async def stream(
+    request: Request,
+    ws: StreamWorkspace,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventSourceResponse:
+    """Live ``update`` events for the workspace (coalesced), resumable with the
+    ``Last-Event-ID`` header (or ``?last_event_id=``), ``heartbeat`` events in between."""
+    resume = last_event_id or request.query_params.get("last_event_id")
+    if resume is not None and not STREAM_ID.match(resume):
+        raise HTTPException(422, "Last-Event-ID must be a Redis stream id like 1700000000000-0")
+    s: ServingSettings = request.app.state.serving
+    hub: Hub = request.app.state.hub
+    client = await hub.subscribe(str(ws.id))
+    return EventSourceResponse(
+        events(hub, client, last_event_id=resume, coalesce_ms=s.sse_coalesce_ms),
+        ping=s.sse_heartbeat_s,
+        # A named event, not a comment: the page's EventSource can see it and tell
+        # "live" from "stale".  No id, so it never moves Last-Event-ID.
+        ping_message_factory=lambda: ServerSentEvent("{}", event="heartbeat"),
+        send_timeout=30,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,239 @@
+"""Serving figures, printed (never asserted): ``python -m tests.bench.bench_serving``.
+
+1. ``GET /dashboard?timeframe=last_30_days`` against 90 days of ``metrics_daily`` for
+   1,000 campaigns / 20,000 ads (plus today's 15-minute rows), through a real
+   ``metricx serve``-equivalent uvicorn process: p50/p99 latency.
+2. ``GET /stream`` with N concurrent SSE clients (default 1,000) while live updates are
+   XADDed at a steady rate by the pipeline's own publisher: delivery latency (XADD ->
+   event parsed by the client) p50/p99, events lost, server RSS.
+
+The bench data is generated with set-based SQL (it measures reads, not ingestion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+
+from connectors.redis_live import LivePublisher, live_stream_key
+from metricx.settings import REPO_ROOT, load_settings
+from schemas.migrate import upgrade
+from serving.dev_issuer import load_or_create_key, mint
+from tests.integration.conftest import _with_db
+
+FILL = """
+INSERT INTO metrics_daily (workspace_id, provider, account_id, entity_level, entity_id, campaign_id, adset_id,
+                           report_date, timezone, currency, spend, impressions, clicks, conversions, revenue,
+                           last_captured_at)
+SELECT %(ws)s, CASE WHEN c %% 3 = 0 THEN 'google' ELSE 'meta' END, 'act-' || (c %% 10), 'ad',
+       'ad-' || a, 'cmp-' || c, 'set-' || (a / 5), d::date, 'UTC', 'USD',
+       round((random() * 50)::numeric, 2), (random() * 5000)::int, (random() * 100)::int,
+       round((random() * 3)::numeric, 2), round((random() * 150)::numeric, 2), now()
+FROM generate_series(0, %(ads)s - 1) a, LATERAL (SELECT a %% %(campaigns)s AS c) cc,
+     generate_series(current_date - (%(days)s - 1), current_date, interval '1 day') d
+"""
+FILL_15M = """
+INSERT INTO metrics_15m (workspace_id, provider, account_id, entity_level, entity_id, campaign_id, adset_id,
+                         report_date, currency, bucket_start, spend, impressions, clicks, conversions, revenue,
+                         last_captured_at)
+SELECT workspace_id, provider, account_id, entity_level, entity_id, campaign_id, adset_id, report_date, currency,
+       b, spend / 8, impressions / 8, clicks / 8, conversions / 8, revenue / 8, now()
+FROM metrics_daily, generate_series(date_trunc('day', now()), date_trunc('day', now()) + interval '105 minutes',
+                                    interval '15 minutes') b
+WHERE workspace_id = %(ws)s AND report_date = current_date
+"""
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    settings = load_settings()
+    name = f"metricx_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_db(settings.libpq_url, name)
+    try:
+        upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1), "off")
+        yield url
+    finally:
+        with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def server(url: str, dev_dir: Path, port: int, extra_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, "METRICX_DATABASE_URL": url, "METRICX_DEV_ISSUER": "1",
+           "METRICX_DEV_ISSUER_DIR": str(dev_dir), "METRICX_LOG_LEVEL": "WARNING", **extra_env}
+    p = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory",
+                          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                         env=env, cwd=REPO_ROOT)
+    try:
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start")
+        yield p
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def setup_tenant(url: str) -> uuid.UUID:
+    ws = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO workspaces (id, name, timezone) VALUES (%s, 'Bench', 'UTC')", (ws,))
+        uid = conn.execute("INSERT INTO users (sub) VALUES ('bench') RETURNING id").fetchone()
+        assert uid is not None
+        conn.execute("INSERT INTO memberships VALUES (%s, %s, 'owner')", (uid[0], ws))
+    return ws
+
+
+def bench_dashboard(base: str, token: str, ws: uuid.UUID, requests: int) -> None:
+    h = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=h, timeout=60) as c:
+        for tf in ("last_30_days", "today"):
+            times = []
+            for i in range(requests + 5):
+                t0 = time.perf_counter()
+                r = c.get("/dashboard", params={"workspace_id": str(ws), "timeframe": tf})
+                dt = (time.perf_counter() - t0) * 1000
+                r.raise_for_status()
+                if i >= 5:  # warm-up
+                    times.append(dt)
+            print(f"GET /dashboard {tf:13}: n={len(times)} p50={statistics.median(times):.1f} ms "
+                  f"p99={pct(times, 99):.1f} ms max={max(times):.1f} ms", flush=True)
+
+
+async def sse_client(port: int, path: str, expect: int, out: list[float], counts: list[int],
+                     ready: asyncio.Event, connected: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    await writer.drain()
+    got = 0
+    event = None
+    try:
+        while got < expect:
+            line = (await reader.readline()).decode()
+            if not line:
+                break
+            line = line.rstrip("\r\n")
+            if line.startswith("event:"):
+                event = line[6:].strip()
+                if event == "ready":
+                    connected[0] += 1
+                    if connected[0] == connected[1]:
+                        ready.set()
+            elif line.startswith("data:") and event == "update":
+                now = time.time()
+                msg = json.loads(line[5:])
+                got += msg["entries"]
+                # account_id carries the XADD time
+                out.extend((now - float(ch["account_id"])) * 1000 for ch in msg["changes"])
+            elif line.startswith("data:") and event == "dropped":
+                break
+    finally:
+        counts.append(got)
+        writer.close()
+
+
+async def bench_sse_async(port: int, token: str, ws: uuid.UUID, clients: int, rate: float, seconds: float,
+                          redis_url: str, pid: int) -> None:
+    expect = int(rate * seconds)
+    latencies: list[float] = []
+    counts: list[int] = []
+    ready = asyncio.Event()
+    connected = [0, clients]  # connected so far, expected
+    path = f"/stream?workspace_id={ws}&token={token}"
+    fake: list[int] = [0] * clients
+    tasks = [asyncio.create_task(sse_client(port, path, expect, latencies, counts, ready, connected))
+             for _ in fake]
+    await asyncio.wait_for(ready.wait(), timeout=120)
+    counts.clear()
+    pub = LivePublisher(redis_url)
+    proc = psutil.Process(pid)
+    rss_peak = proc.memory_info().rss
+    for i in range(expect):
+        t = time.time()
+        pub.publish({str(ws): {"schema": "metricx.live.v1", "workspace_id": str(ws), "committed_at": "x",
+                               "changes": [{"provider": "sim", "account_id": repr(t), "currency": "USD",
+                                            "report_date": "2026-01-01", "bucket_start": f"b{i}",
+                                            "spend": "1", "impressions": 1, "clicks": 0, "conversions": "0",
+                                            "revenue": "0"}]}})
+        rss_peak = max(rss_peak, proc.memory_info().rss)
+        await asyncio.sleep(max(0.0, 1 / rate - (time.time() - t)))
+    _done, pending = await asyncio.wait(tasks, timeout=30)
+    for p in pending:
+        p.cancel()
+    pub.close()
+    lost = sum(expect - c for c in counts) + len(pending) * expect
+    print(f"SSE {clients} clients, {rate}/s for {seconds:.0f}s: delivered {len(latencies)} changes, "
+          f"latency p50={statistics.median(latencies):.1f} ms p99={pct(latencies, 99):.1f} ms "
+          f"max={max(latencies):.1f} ms; lost events={lost}; server peak RSS={rss_peak / 2**20:.0f} MiB", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--campaigns", type=int, default=1000)
+    ap.add_argument("--ads", type=int, default=20_000)
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--rate", type=float, default=2.0, help="live updates per second")
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--skip-dashboard", action="store_true")
+    args = ap.parse_args()
+    settings = load_settings()
+    with bench_database() as url, tempfile.TemporaryDirectory() as tmp:
+        ws = setup_tenant(url)
+        t0 = time.perf_counter()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(FILL, {"ws": ws, "ads": args.ads, "campaigns": args.campaigns, "days": args.days})
+            conn.execute(FILL_15M, {"ws": ws})
+            conn.execute("VACUUM ANALYZE")
+            n = conn.execute("SELECT count(*) FROM metrics_daily").fetchone()
+        print(f"data: {n[0] if n else 0} metrics_daily rows ({args.ads} ads, {args.campaigns} campaigns, "
+              f"{args.days} days) in {time.perf_counter() - t0:.1f}s", flush=True)
+        dev = Path(tmp)
+        key = load_or_create_key(dev, "ES256")
+        token = mint(key, "ES256", issuer="metricx-dev", audience="metricx", sub="bench", workspace_id=str(ws))
+        port = 18765
+        with server(url, dev, port, {"METRICX_STREAM_TOKEN_TTL_S": "600"}) as proc:
+            base = f"http://127.0.0.1:{port}"
+            if not args.skip_dashboard:
+                bench_dashboard(base, token, ws, args.requests)
+            r = httpx.post(f"{base}/stream/token", params={"workspace_id": str(ws)},
+                           headers={"Authorization": f"Bearer {token}"})
+            r.raise_for_status()
+            asyncio.run(bench_sse_async(port, r.json()["token"], ws, args.clients, args.rate, args.seconds,
+                                        settings.redis_url, proc.pid))
+        import redis
+
+        rc = redis.Redis.from_url(settings.redis_url)
+        rc.delete(live_stream_key(str(ws)))
+        rc.close()
+
+
+if __name__ == "__main__":
+    main()

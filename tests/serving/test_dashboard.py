@@ -1,0 +1,276 @@
+"""/dashboard, /analytics/timeseries and /entities return what the analysts' SQL over
+the same tables returns, for data committed by the real writer (InsightStore) after the
+real delta logic; and never anything from another workspace."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.serving.conftest import Issuer, Tenants, days_ago, snapshot, today_utc, utc, write
+
+D = Decimal
+RATIOS_SQL = """
+  round(sum(revenue) / NULLIF(sum(spend), 0), 6) AS roas,
+  round(sum(spend) / NULLIF(sum(conversions), 0), 6) AS cpa,
+  round(sum(spend) / NULLIF(sum(clicks), 0), 6) AS cpc,
+  round(sum(clicks)::numeric / NULLIF(sum(impressions), 0), 6) AS ctr,
+  round(1000 * sum(spend) / NULLIF(sum(impressions), 0), 6) AS cpm"""
+SUMS_SQL = "sum(spend) AS spend, sum(impressions) AS impressions, sum(clicks) AS clicks, " \
+           "sum(conversions) AS conversions, sum(revenue) AS revenue"
+
+
+def now_minus(minutes: int) -> datetime:
+    t = datetime.now(UTC) - timedelta(minutes=minutes)
+    midnight = datetime.combine(today_utc(), datetime.min.time(), tzinfo=UTC)
+    return max(t, midnight + timedelta(seconds=minutes))  # stays in today (UTC) near midnight
+
+
+def populate(url: str, t: Tenants) -> None:
+    a, b = t.ws_a, t.ws_b
+    today = today_utc()
+    snaps = [
+        # today, two polls of the same ad: only the latest cumulative counts
+        snapshot(a, provider="meta", campaign="cmp-1", ad="ad-1", day=today, captured_at=now_minus(50),
+                 spend="10.50", impressions=1000, clicks=20, conversions="1", revenue="30"),
+        snapshot(a, provider="meta", campaign="cmp-1", ad="ad-1", day=today, captured_at=now_minus(5),
+                 spend="25.25", impressions=2500, clicks=51, conversions="2", revenue="80.10"),
+        snapshot(a, provider="meta", campaign="cmp-1", ad="ad-2", day=today, captured_at=now_minus(5),
+                 spend="4.75", impressions=300, clicks=3, conversions="0", revenue="0"),
+        snapshot(a, provider="google", account="cus-9", campaign="cmp-g", ad="g-1", day=today,
+                 captured_at=now_minus(20), spend="70", impressions=7000, clicks=140, conversions="3.5",
+                 revenue="210.75"),
+        # a paused campaign: impressions but no spend -> its ROAS/CPC are null, not 0
+        snapshot(a, provider="google", account="cus-9", campaign="cmp-paused", ad="g-2", day=today,
+                 captured_at=now_minus(20), impressions=10),
+        # another currency in the same workspace: never summed with USD
+        snapshot(a, provider="meta", account="act-eu", campaign="cmp-eu", ad="eu-1", day=today,
+                 captured_at=now_minus(5), currency="EUR", spend="9.99", impressions=100, clicks=2),
+        # earlier days (previous periods)
+        snapshot(a, provider="meta", campaign="cmp-1", ad="ad-1", day=days_ago(1), captured_at=utc(days_ago(1), 23, 50),
+                 spend="40", impressions=4000, clicks=80, conversions="2", revenue="100"),
+        snapshot(a, provider="google", account="cus-9", campaign="cmp-g", ad="g-1", day=days_ago(3),
+                 captured_at=utc(days_ago(3), 12), spend="15.5", impressions=900, clicks=9, revenue="7"),
+        snapshot(a, provider="google", account="cus-9", campaign="cmp-g", ad="g-1", day=days_ago(10),
+                 captured_at=utc(days_ago(10), 12), spend="33.3", impressions=3000, clicks=30, conversions="1",
+                 revenue="99.9"),
+        # workspace B, same ids and currency: must never show up for A
+        snapshot(b, provider="meta", campaign="cmp-1", ad="ad-1", day=today, captured_at=now_minus(5),
+                 spend="9999", impressions=99999, clicks=999, conversions="99", revenue="99999"),
+        snapshot(b, provider="meta", campaign="cmp-secret-b", ad="b-1", day=today, captured_at=now_minus(5),
+                 spend="1", impressions=1, clicks=1),
+    ]
+    write(url, snaps)
+
+
+@pytest.fixture
+def populated(database: str, tenants: Tenants) -> str:
+    populate(database, tenants)
+    return database
+
+
+def analyst(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(sql, params)
+        cols = [c.name for c in cur.description or []]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def num(v: Any) -> Any:
+    return None if v is None else (int(v) if isinstance(v, int) else D(v))
+
+
+def get(client: TestClient, issuer: Issuer, t: Tenants, path: str, **params: str) -> dict[str, Any]:
+    r = client.get(path, params={"workspace_id": str(t.ws_a), **params},
+                   headers={"Authorization": f"Bearer {issuer.token(t.alice)}"})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def period_totals(url: str, t: Tenants, start: date, end: date, currency: str = "USD") -> dict[str, Any]:
+    rows = analyst(url, f"SELECT {SUMS_SQL}, {RATIOS_SQL} FROM metrics_daily WHERE workspace_id = %(ws)s "
+                        "AND currency = %(cur)s AND report_date BETWEEN %(s)s AND %(e)s",
+                   ws=t.ws_a, cur=currency, s=start, e=end)
+    return {k: (v if v is not None else (0 if k in ("spend", "impressions", "clicks", "conversions", "revenue")
+                                         else None)) for k, v in rows[0].items()}
+
+
+@pytest.mark.parametrize(("timeframe", "days"), [("today", 1), ("yesterday", 1), ("last_7_days", 7),
+                                                 ("last_30_days", 30)])
+def test_kpis_equal_the_analyst_query(client: TestClient, issuer: Issuer, tenants: Tenants, populated: str,
+                                      timeframe: str, days: int) -> None:
+    body = get(client, issuer, tenants, "/dashboard", timeframe=timeframe)
+    end = today_utc() - timedelta(days=1 if timeframe == "yesterday" else 0)
+    start = end - timedelta(days=days - 1)
+    assert body["period"] == {"start": start.isoformat(), "end": end.isoformat()}
+    assert body["currency"] == "USD"
+    assert body["currencies"] == (["USD"] if timeframe == "yesterday" else ["USD", "EUR"])
+    now = period_totals(populated, tenants, start, end)
+    prev = period_totals(populated, tenants, start - timedelta(days=days), start - timedelta(days=1))
+    for name, kv in body["kpis"].items():
+        assert num(kv["value"]) == num(now[name]), name
+        assert num(kv["previous"]) == num(prev[name]), name
+        expected_change = (None if now[name] is None or not prev[name]
+                           else (D(now[name]) - D(prev[name])) / D(prev[name]))
+        got = num(kv["change"])
+        assert (got is None) == (expected_change is None), name
+        if got is not None and expected_change is not None:
+            assert abs(got - expected_change) <= D("0.0000005"), name
+
+
+def test_today_numbers_by_hand(client: TestClient, issuer: Issuer, tenants: Tenants, populated: str) -> None:
+    """The latest cumulative values written above, added by hand: USD today."""
+    k = get(client, issuer, tenants, "/dashboard", timeframe="today")["kpis"]
+    assert D(k["spend"]["value"]) == D("25.25") + D("4.75") + D("70")
+    assert k["impressions"]["value"] == 2500 + 300 + 7000 + 10
+    assert D(k["revenue"]["value"]) == D("80.10") + D("210.75")
+    assert D(k["roas"]["value"]) == D("2.908500")  # 290.85 / 100
+    assert D(k["spend"]["previous"]) == D("40")
+    assert D(k["spend"]["change"]) == D("1.5")
+
+
+def test_top_campaigns_and_mix_and_series(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                          populated: str) -> None:
+    body = get(client, issuer, tenants, "/dashboard", timeframe="today")
+    expected = analyst(populated, f"SELECT provider, account_id, campaign_id, {SUMS_SQL}, {RATIOS_SQL} "
+                                  "FROM metrics_daily WHERE workspace_id = %(ws)s AND currency = 'USD' "
+                                  "AND report_date = %(d)s GROUP BY 1, 2, 3 ORDER BY spend DESC, 1, 2, 3",
+                       ws=tenants.ws_a, d=today_utc())
+    got = [{k: (num(v) if k not in ("provider", "account_id", "campaign_id") else v) for k, v in row.items()}
+           for row in body["top_campaigns"]]
+    assert got == [{k: (num(v) if k not in ("provider", "account_id", "campaign_id") else v)
+                    for k, v in row.items()} for row in expected]
+    paused = next(r for r in body["top_campaigns"] if r["campaign_id"] == "cmp-paused")
+    assert paused["roas"] is None and paused["cpc"] is None and D(paused["ctr"]) == 0
+    assert {m["provider"]: (D(m["spend"]), D(m["share"])) for m in body["spend_mix"]} == {
+        "google": (D("70"), D("0.7")), "meta": (D("30"), D("0.3"))}
+    assert body["grain"] == "15m"
+    series = analyst(populated, "SELECT provider, bucket_start, sum(spend) AS spend FROM metrics_15m "
+                                "WHERE workspace_id = %(ws)s AND currency = 'USD' AND report_date = %(d)s "
+                                "GROUP BY 1, 2 ORDER BY 1, 2", ws=tenants.ws_a, d=today_utc())
+    flat = [(s["provider"], datetime.fromisoformat(p["bucket_start"]), D(p["spend"]))
+            for s in body["series"] for p in s["points"]]
+    assert flat == [(r["provider"], r["bucket_start"], r["spend"]) for r in series]
+    assert sum(x[2] for x in flat) == D("100")
+
+
+def test_week_is_hourly_from_metrics_hourly(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                            populated: str) -> None:
+    body = get(client, issuer, tenants, "/dashboard", timeframe="last_7_days")
+    assert body["grain"] == "hour"
+    rows = analyst(populated, "SELECT provider, bucket_start, sum(clicks) AS clicks FROM metrics_hourly "
+                              "WHERE workspace_id = %(ws)s AND currency = 'USD' AND report_date > %(d)s "
+                              "GROUP BY 1, 2 ORDER BY 1, 2", ws=tenants.ws_a, d=today_utc() - timedelta(days=7))
+    flat = [(s["provider"], datetime.fromisoformat(p["bucket_start"]), p["clicks"])
+            for s in body["series"] for p in s["points"]]
+    assert flat == [(r["provider"], r["bucket_start"], r["clicks"]) for r in rows]
+
+
+def test_other_currency_on_request(client: TestClient, issuer: Issuer, tenants: Tenants, populated: str) -> None:
+    body = get(client, issuer, tenants, "/dashboard", timeframe="today", currency="EUR")
+    assert body["currency"] == "EUR"
+    assert D(body["kpis"]["spend"]["value"]) == D("9.99")
+    assert D(body["kpis"]["roas"]["value"]) == 0  # revenue 0 over real spend: a true 0
+    assert body["kpis"]["cpa"]["value"] is None  # no conversions: undefined
+    assert body["kpis"]["spend"]["change"] is None  # nothing the day before
+
+
+
+def test_nothing_from_workspace_b(client: TestClient, issuer: Issuer, tenants: Tenants, populated: str) -> None:
+    for path, params in (("/dashboard", {"timeframe": "today"}), ("/entities", {}),
+                         ("/analytics/timeseries", {"metric": "spend", "group_by": "campaign_id"})):
+        text = str(get(client, issuer, tenants, path, **params))
+        assert "cmp-secret-b" not in text and "9999" not in text, path
+
+
+def test_timeseries_grouped_and_filtered(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                         populated: str) -> None:
+    body = get(client, issuer, tenants, "/analytics/timeseries", metric="cpc", grain="day",
+               timeframe="last_30_days", group_by="campaign_id", provider="google")
+    rows = analyst(populated, "SELECT campaign_id, report_date, round(sum(spend) / NULLIF(sum(clicks), 0), 6) AS cpc "
+                              "FROM metrics_daily WHERE workspace_id = %(ws)s AND currency = 'USD' "
+                              "AND provider = 'google' AND report_date > %(d)s GROUP BY 1, 2 ORDER BY 1, 2",
+                   ws=tenants.ws_a, d=today_utc() - timedelta(days=30))
+    flat = [(g["key"], date.fromisoformat(p["bucket_start"]), num(p["value"])) for g in body["groups"]
+            for p in g["points"]]
+    assert flat == [(r["campaign_id"], r["report_date"], r["cpc"]) for r in rows]
+    assert any(v is None for _, _, v in flat)  # the paused campaign: no clicks -> null CPC
+
+
+def test_entities_tree(client: TestClient, issuer: Issuer, tenants: Tenants, populated: str) -> None:
+    camps = get(client, issuer, tenants, "/entities")["campaigns"]
+    tree = {(c["provider"], c["campaign_id"]): sorted(a["entity_id"] for s in c["adsets"] for a in s["ads"])
+            for c in camps}
+    assert tree == {("google", "cmp-g"): ["g-1"], ("google", "cmp-paused"): ["g-2"],
+                    ("meta", "cmp-1"): ["ad-1", "ad-2"], ("meta", "cmp-eu"): ["eu-1"]}
+
+
+@pytest.mark.parametrize(("path", "params", "fragment"), [
+    ("/dashboard", {"timeframe": "fortnight"}, "timeframe"),
+    ("/dashboard", {"from": "2026-02-10", "to": "2026-02-01"}, "'from' must not be after 'to'"),
+    ("/dashboard", {"from": "2026-02-10"}, "needs both"),
+    ("/dashboard", {"from": "yesterday", "to": "2026-02-01"}, "from"),
+    ("/dashboard", {"currency": "usd"}, "currency"),
+    ("/dashboard", {"top": "0"}, "top"),
+    ("/analytics/timeseries", {"metric": "reach"}, "metric"),
+    ("/analytics/timeseries", {"metric": "spend", "grain": "15m", "timeframe": "last_30_days"}, "15m"),
+    ("/analytics/timeseries", {"metric": "spend", "group_by": "entity_id; drop table x"}, "group_by"),
+    ("/dashboard", {"workspace_id": "not-a-uuid"}, "UUID"),
+])
+def test_invalid_input_is_a_clear_422(client: TestClient, issuer: Issuer, tenants: Tenants, path: str,
+                                      params: dict[str, str], fragment: str) -> None:
+    r = client.get(path, params={"workspace_id": str(tenants.ws_a), **params},
+                   headers={"Authorization": f"Bearer {issuer.token(tenants.alice)}"})
+    assert r.status_code == 422, r.text
+    assert fragment in r.text
+
+
+def test_entities_named_from_synced_hierarchy(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                              populated: str) -> None:
+    """With the synced ``entities`` table (connections migration): names and statuses,
+    and an ad that has not delivered yet; workspace B's names never leak."""
+    with psycopg.connect(populated, autocommit=True) as conn:
+        for ws in (tenants.ws_a, tenants.ws_b):
+            conn.execute("INSERT INTO connections (workspace_id, provider, account_id, token_key_id, "
+                         "token_ciphertext) VALUES (%s, 'meta', 'act-1', 'k1', '\\x00')", (ws,))
+        rows = [
+            (tenants.ws_a, "cmp-1", "campaign", "Spring sale", "ACTIVE", None, None),
+            (tenants.ws_a, "set-1", "adset", "Lookalikes", "ACTIVE", "cmp-1", None),
+            (tenants.ws_a, "ad-1", "ad", "Red shoes video", "PAUSED", "cmp-1", "set-1"),
+            (tenants.ws_a, "ad-new", "ad", "Not delivered yet", "ACTIVE", "cmp-1", "set-1"),
+            (tenants.ws_b, "cmp-1", "campaign", "B secret name", "ACTIVE", None, None),
+        ]
+        for ws, eid, level, name, status, camp, adset in rows:
+            conn.execute("INSERT INTO entities (workspace_id, provider, account_id, entity_id, entity_level, name, "
+                         "status, campaign_id, adset_id) VALUES (%s, 'meta', 'act-1', %s, %s, %s, %s, %s, %s)",
+                         (ws, eid, level, name, status, camp, adset))
+    camps = get(client, issuer, tenants, "/entities")["campaigns"]
+    spring = next(c for c in camps if c["campaign_id"] == "cmp-1")
+    assert (spring["name"], spring["status"]) == ("Spring sale", "ACTIVE")
+    [adset] = spring["adsets"]
+    assert adset["name"] == "Lookalikes"
+    assert {(a["entity_id"], a["name"], a["status"]) for a in adset["ads"]} == {
+        ("ad-1", "Red shoes video", "PAUSED"), ("ad-2", "ad-2", None), ("ad-new", "Not delivered yet", "ACTIVE")}
+    assert "B secret name" not in str(camps)
+
+
+def test_page_and_openapi(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="/static/app.js">' in page.text
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "new EventSource(" in js.text and "/stream/token" in js.text
+    spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path in ("/dashboard", "/entities", "/analytics/timeseries", "/stream/token"):
+        ops = spec["paths"][path]
+        assert all(op.get("security") == [{"HTTPBearer": []}] for op in ops.values()), path
+    assert spec["paths"]["/stream"]["get"]["security"] == [{"HTTPBearer": []}, {"StreamToken": []},
+                                                           {"StreamCookie": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
