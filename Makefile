@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 include deploy/services.mk
 include deploy/timescale-lite/tslite.mk
 
-.PHONY: help setup python migrate pipeline poller serve demo test test-unit bench lint typecheck clean
+.PHONY: help setup browser-install python migrate pipeline poller serve demo test test-unit bench lint typecheck clean
 
 help:
 	@echo "make demo      simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL (Ctrl-C to stop)"
@@ -21,8 +21,14 @@ help:
 	@echo "make bench     throughput, latency and memory figures"
 	@echo "make setup | services-up | services-down | migrate | topics | pipeline | poller | serve"
 
-## Python environment (pinned in pyproject.toml), system packages, Kafka jars, the TimescaleDB lane
-setup: python services-install tslite-install
+## Python environment (pinned in pyproject.toml), system packages, Kafka jars, the TimescaleDB
+## lane, and Debian's Chromium for the dashboard's browser test
+setup: python services-install tslite-install browser-install
+
+browser-install:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (browser tests)"; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
 
 python: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -57,10 +63,13 @@ test: setup
 
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
-	$(BIN)/python -m pytest tests/pipelines tests/schemas tests/connectors -q
+	$(BIN)/python -m pytest -q tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py
 
+## figures only, never pass/fail: the backbone (throughput, latency, memory), then the pollers
 bench: setup services-up migrate topics
 	$(BIN)/python -m tests.bench.run_bench $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench.bench_pollers
+	$(BIN)/python -m tests.bench.bench_serving
 
 lint: python
 	$(BIN)/ruff check metricx pipelines connectors schemas serving tests

@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from metricx import logs
 from metricx.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from connectors.kafka import TopicSpec
 
 log = logging.getLogger("metricx")
 
@@ -58,7 +60,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def topic_specs(settings: Settings, partitions: int) -> list["TopicSpec"]:  # noqa: F821
+def topic_specs(settings: Settings, partitions: int) -> list[TopicSpec]:
     from connectors.kafka import TopicSpec
 
     return [
@@ -85,21 +87,36 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     settings = _settings()
     _check(settings, kafka=True, db=True, redis=True)
     addresses = args.addresses.split(";") if args.addresses else None
-    run_pipeline(
-        settings,
-        workers=args.workers,
-        process_id=args.process_id,
-        addresses=addresses,
-        recovery=not args.no_recovery,
-    )
+    try:
+        run_pipeline(
+            settings,
+            workers=args.workers,
+            process_id=args.process_id,
+            addresses=addresses,
+            recovery=not args.no_recovery,
+        )
+    except (KeyboardInterrupt, Exception) as exc:
+        if not _interrupted(exc):
+            raise
+        log.info("pipeline stopped by interrupt; the next start resumes from its last snapshot")
     return 0
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """Bytewax re-raises Ctrl-C from inside a step wrapped in its own error."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def cmd_poller(args: argparse.Namespace) -> int:
     settings = _settings()
     if not args.sim:
-        print("only the simulated poller exists so far: use `metricx poller --sim`", file=sys.stderr)
-        return 2
+        from connectors.connections.cli import run_pollers
+
+        return run_pollers(settings, args.interval)
     from connectors.kafka import Producer
     from connectors.sim.poller import run_live
     from connectors.sim.world import build_world
@@ -107,7 +124,11 @@ def cmd_poller(args: argparse.Namespace) -> int:
     _check(settings, kafka=True)
     producer = Producer(settings.kafka_bootstrap, client_id="metricx-sim-poller")
     world = build_world(args.seed)
-    run_live(producer, world, interval_s=args.interval, seed=args.seed)
+    try:
+        run_live(producer, world, interval_s=args.interval, seed=args.seed)
+    except KeyboardInterrupt:
+        producer.flush()
+        log.info("poller stopped by interrupt; every published snapshot was delivered")
     return 0
 
 
@@ -124,7 +145,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     start = time.monotonic()
     n = run_bulk(
         producer, world, snapshots=args.snapshots, seed=args.seed,
-        end_utc=datetime.now(timezone.utc), rate=args.rate,
+        end_utc=datetime.now(UTC), rate=args.rate,
     )
     took = time.monotonic() - start
     print(f"published {n} snapshots over {args.entities} entities in {took:.1f}s")
@@ -134,81 +155,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from serving.config import load_serving_settings
+
     settings = _settings()
+    load_serving_settings()  # auth settings are checked before the server starts
     _check(settings, db=True, redis=True)
     uvicorn.run("serving.app:create_app", factory=True, host=args.host, port=args.port, log_config=None)
     return 0
 
 
-DEMO_SUMMARY = """
-SELECT d.workspace_id, d.provider, d.account_id, d.currency, count(*) AS entities,
-       sum(d.spend) AS spend, sum(d.impressions) AS impressions, sum(d.clicks) AS clicks,
-       sum(d.conversions) AS conversions, sum(d.revenue) AS revenue, max(d.last_captured_at) AS last
-FROM metrics_daily d
-WHERE d.report_date = (now() AT TIME ZONE d.timezone)::date
-GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3
-"""
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Simulated accounts -> Kafka -> pipeline -> PostgreSQL, with a live summary."""
-    import psycopg
+    from metricx.demo import run_demo
 
     settings = _settings()
     _check(settings, kafka=True, db=True, redis=True)
-    exe = [sys.executable, "-m", "metricx.cli"]
-    procs = [
-        subprocess.Popen([*exe, "pipeline"]),
-        subprocess.Popen([*exe, "poller", "--sim", "--interval", str(args.interval), "--seed", str(args.seed)]),
-    ]
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    print(
-        "\nmetricx demo running: simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL -> Redis\n"
-        f"  tables:  psql {settings.libpq_url} -c 'SELECT * FROM metrics_daily LIMIT 5'\n"
-        "  live:    redis-cli --scan --pattern 'metricx:live:*'   then   redis-cli XREVRANGE <key> + - COUNT 1\n"
-        f"  bad input: topic {settings.deadletter_topic}\n"
-        "  stop:    Ctrl-C\n",
-        flush=True,
-    )
-    deadline = time.monotonic() + args.duration if args.duration else None
-    try:
-        while not stopping:
-            if deadline and time.monotonic() > deadline:
-                break
-            for p in procs:
-                if p.poll() is not None:
-                    print(f"a demo process exited with {p.returncode}; stopping", file=sys.stderr)
-                    return 1
-            time.sleep(args.every)
-            try:
-                with psycopg.connect(settings.libpq_url) as conn:
-                    rows = conn.execute(DEMO_SUMMARY).fetchall()
-            except psycopg.Error as exc:
-                print(f"(summary unavailable: {exc})")
-                continue
-            print(f"\n— today so far, per ad account (account-local day), {datetime.now():%H:%M:%S} —")
-            print(f"{'workspace':10} {'account':14} {'cur':4} {'ads':>4} {'spend':>12} {'clicks':>8} "
-                  f"{'conv':>8} {'revenue':>12} {'ROAS':>6}")
-            for ws, _prov, acct, cur, n, spend, _imp, clicks, conv, rev, _last in rows:
-                roas = f"{rev / spend:.2f}" if spend else "—"
-                print(f"{str(ws)[:8]:10} {acct:14} {cur:4} {n:>4} {spend:>12.2f} {clicks:>8} "
-                      f"{conv:>8.2f} {rev:>12.2f} {roas:>6}", flush=True)
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    return 0
+    return run_demo(settings, interval=args.interval, every=args.every, duration=args.duration,
+                    seed=args.seed, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,10 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("poller", help="poll ad platforms and publish snapshots")
-    p.add_argument("--sim", action="store_true", help="poll the simulated ad platform")
+    p.add_argument("--sim", action="store_true", help="poll the simulated ad platform (default: real connections)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_poller)
+
+    from connectors.connections.cli import register as register_connections
+
+    register_connections(sub)  # connections add|status|rotate-key|new-key, backfill
 
     p = sub.add_parser("simulate", help="publish N simulated snapshots (load and tests)")
     p.add_argument("--snapshots", type=int, default=100_000)
@@ -250,11 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_serve)
 
+    from serving.cli import register as register_token
+
+    register_token(sub)  # token (development issuer)
+
     p = sub.add_parser("demo", help="simulated accounts -> pipeline -> tables, with a live summary")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between simulated polls")
     p.add_argument("--every", type=float, default=10.0, help="seconds between summaries")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--port", type=int, default=8000, help="dashboard port")
     p.set_defaults(func=cmd_demo)
     return parser
 

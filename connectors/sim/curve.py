@@ -93,7 +93,7 @@ def values_at(p: DayParams, x: float) -> Vals:
         sp = scale * (x + a1 * (_sin(_TWO_PI * x + p1) - s1)) if x > 0.0 else 0.0
         # The budget cap, and float error at the very end of the day.  (A comparison,
         # not min(): this line runs once per snapshot.)
-        if sp > full:  # noqa: PLR1730
+        if sp > full:
             sp = full
     else:
         n = int(x)

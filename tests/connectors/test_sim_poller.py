@@ -101,7 +101,7 @@ def test_run_live_publishes_every_ad_each_poll_and_flushes_each_poll(
     polls = [r for r in caplog.records if getattr(r, "event", None) == "sim_poll"]
     assert len(polls) == 3
     assert [r.snapshots for r in polls] == [  # type: ignore[attr-defined]
-        b - a for a, b in zip([0, *producer.flush_marks], producer.flush_marks)
+        b - a for a, b in zip([0, *producer.flush_marks], producer.flush_marks, strict=False)
     ]
     assert all(r.duration_ms >= 0 for r in polls)  # type: ignore[attr-defined]
 
