@@ -203,4 +203,6 @@ def test_run_bulk_paces_to_the_requested_rate(world: World) -> None:
     n = run_bulk(producer, world, snapshots=400, seed=1, end_utc=T0, rate=2000.0)
     elapsed = time.monotonic() - started
     assert n == 400
-    assert 0.17 < elapsed < 5.0  # 400 / 2000 = 0.2 s
+    # A rate is a ceiling: 400 messages at 2,000/s can never take less than ~0.2 s.
+    # Only this lower bound is checked (a slow machine may take longer; that is fine).
+    assert elapsed >= 0.17
