@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from metricx.settings import Settings
+from metricx.stopping import stop_on_signals
 
 DEMO_SUMMARY = """
 SELECT d.workspace_id, d.provider, d.account_id, d.currency, count(*) AS entities,
@@ -76,14 +77,7 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
     ):
         with open(logs_dir / f"{name}.log", "ab") as out:
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stopping = stop_on_signals()
     print(
         "\nmetricx demo running: simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL -> Redis -> dashboard\n"
         f"  dashboard: http://127.0.0.1:{port}/#token={token}\n"
@@ -97,12 +91,13 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
     )
     deadline = time.monotonic() + duration if duration else None
     try:
-        while not stopping and not (deadline and time.monotonic() > deadline):
+        while not stopping.is_set() and not (deadline and time.monotonic() > deadline):
             for p in procs:
                 if p.poll() is not None:
                     print(f"a demo process exited with {p.returncode} (see {logs_dir}); stopping", file=sys.stderr)
                     return 1
-            time.sleep(every)
+            if stopping.wait(every):
+                break
             _print_summary(settings)
     finally:
         for p in procs:

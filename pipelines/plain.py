@@ -63,22 +63,13 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
 
 def main() -> None:
     """``python -m pipelines.plain``: run until SIGINT/SIGTERM (benchmarks start it)."""
-    import signal
-
     from metricx import logs
     from metricx.settings import load_settings
+    from metricx.stopping import stop_on_signals
 
     settings = load_settings()
     logs.configure(settings.log_level)
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    run_plain(settings, stop=lambda: stopping)
+    run_plain(settings, stop=stop_on_signals().is_set)
 
 
 if __name__ == "__main__":
