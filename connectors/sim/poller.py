@@ -124,6 +124,8 @@ def run_bulk(
     out_of_order_rate: float = DEFAULT_OUT_OF_ORDER_RATE,
     flush_timeout: float = 300.0,
     clock: Callable[[], datetime] = utc_now,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Publish exactly ``snapshots`` messages - polls every ``interval`` scheduled to end
     at ``end_utc``, nothing captured later - then flush; return the count.
@@ -132,7 +134,8 @@ def run_bulk(
     (no drift, no bursts larger than ~5 ms of traffic), for latency benchmarks; without
     it messages go out as fast as the producer takes them.  The messages are exactly
     ``generator.bulk_stream(...)`` with the same arguments, so callers can compute the
-    expected outcome from that.
+    expected outcome from that.  ``monotonic`` and ``sleep`` are the pacing clock (tests
+    pass a virtual one).
     """
     if end_utc > clock() + _ONE_MS:
         raise ValueError(f"end_utc {end_utc.isoformat()} is in the future")
@@ -150,7 +153,7 @@ def run_bulk(
     )
     send = producer.send
     n = 0
-    began = time.monotonic()
+    began = monotonic()
     if rate is None:
         for key, value in pairs:
             send(topic, value, key)
@@ -161,11 +164,11 @@ def run_bulk(
             send(topic, value, key)
             n += 1
             if n % batch == 0:
-                delay = began + n / rate - time.monotonic()
+                delay = began + n / rate - monotonic()
                 if delay > 0:
-                    time.sleep(delay)
+                    sleep(delay)
     producer.flush(flush_timeout)
-    elapsed = time.monotonic() - began
+    elapsed = monotonic() - began
     log.info(
         "sim bulk: %d snapshots in %.2f s (%.0f/s)",
         n,

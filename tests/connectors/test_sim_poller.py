@@ -197,12 +197,37 @@ def test_run_bulk_refuses_a_future_end(world: World) -> None:
         )
 
 
+class VirtualClock:
+    """Pacing time that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+
 def test_run_bulk_paces_to_the_requested_rate(world: World) -> None:
-    producer = FakeProducer()
-    started = time.monotonic()
-    n = run_bulk(producer, world, snapshots=400, seed=1, end_utc=T0, rate=2000.0)
-    elapsed = time.monotonic() - started
-    assert n == 400
-    # A rate is a ceiling: 400 messages at 2,000/s can never take less than ~0.2 s.
-    # Only this lower bound is checked (a slow machine may take longer; that is fine).
-    assert elapsed >= 0.17
+    clock = VirtualClock()
+    sent_at: list[float] = []
+
+    class Timed(FakeProducer):
+        def send(self, topic: str, value: bytes, key: bytes | str | None = None,
+                 headers: Headers | None = None) -> None:
+            sent_at.append(clock.now)
+            super().send(topic, value, key, headers)
+
+    rate = 2000.0
+    n = run_bulk(Timed(), world, snapshots=400, seed=1, end_utc=T0, rate=rate,
+                 monotonic=clock.monotonic, sleep=clock.sleep)
+    assert n == len(sent_at) == 400
+    # Never ahead of the schedule: the i-th message waits for the end of the last
+    # whole batch before it (batches of rate/200 = 10 messages)...
+    for i, t in enumerate(sent_at):
+        assert t - 100.0 >= (i // 10) * 10 / rate - 1e-9
+    # ...and never behind it: the whole run took exactly n / rate of pacing time.
+    assert abs((clock.now - 100.0) - n / rate) < 1e-9
