@@ -206,9 +206,9 @@ class VirtualClock:
     def monotonic(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.now += seconds
+    def sleep(self, pause: float) -> None:
+        assert pause > 0, "run_bulk only sleeps when it is ahead of schedule"
+        self.now += pause
 
 
 def test_run_bulk_paces_to_the_requested_rate(world: World) -> None:
