@@ -66,8 +66,8 @@ def topic_specs(settings: Settings, partitions: int) -> list[TopicSpec]:
     return [
         TopicSpec(settings.raw_topic, partitions),
         TopicSpec(settings.deadletter_topic, 1),
-        TopicSpec("metricx.alerts", 1),
-        TopicSpec("metricx.rules", 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.alerts_topic, partitions),
+        TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
     ]
 
 

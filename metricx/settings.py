@@ -30,6 +30,8 @@ class Settings(BaseSettings):
 
     raw_topic: str = "metricx.insights.raw"
     deadletter_topic: str = "metricx.deadletter"
+    rules_topic: str = "metricx.rules"  # compacted, keyed by rule id (schemas.rules)
+    alerts_topic: str = "metricx.alerts"  # keyed by workspace (schemas.alerts)
     # auto: use TimescaleDB when the extension is available, plain PostgreSQL otherwise.
     timescaledb: Literal["auto", "on", "off"] = "auto"
 
