@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     kafka_batch_size: int = 2000
     live_stream_maxlen: int = 10_000
     log_level: str = "INFO"
+    # Stop-loss rules: evaluated in the flow when on; aggregate (ad set / campaign) rules
+    # wait this long after a watch starts, so every child ad has reported once.
+    rules_enabled: bool = True
+    rules_warmup_s: int = 1800
+    rules_names_refresh_s: int = 60
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipelines.deltas import Applied, Ignored
+from schemas.alerts import Alert
 from schemas.envelope import DeadLetter, Envelope
 from schemas.metrics import Metrics
 
@@ -31,9 +32,10 @@ class Batch:
     live: dict[str, dict[LiveKey, Metrics]] = field(default_factory=dict)
     ignored: Counter[str] = field(default_factory=Counter)
     dead: list[DeadLetter] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
 
 
-def build_batch(items: Iterable[tuple[Applied | Ignored, Envelope] | DeadLetter]) -> Batch:
+def build_batch(items: Iterable[tuple[Applied | Ignored, Envelope] | DeadLetter | Alert]) -> Batch:
     """Dead letters travel in the same batch so that the recorded Kafka progress covers
     every message, written or refused (the dead letters are sent before the commit)."""
     batch = Batch()
@@ -41,6 +43,9 @@ def build_batch(items: Iterable[tuple[Applied | Ignored, Envelope] | DeadLetter]
     progress = batch.progress
     live = batch.live
     for item in items:
+        if isinstance(item, Alert):
+            batch.alerts.append(item)  # no Kafka position of its own: its snapshot has one
+            continue
         if isinstance(item, DeadLetter):
             batch.dead.append(item)
             env = item.envelope

@@ -8,6 +8,7 @@ checkpoint: nothing is lost, and replayed rows are identical (idempotent writes)
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ from connectors.timescale import InsightStore
 from metricx.settings import Settings
 from pipelines.batch import Batch, build_batch, live_messages
 from pipelines.steps import SinkItem
+from schemas.alerts import alert_payload
 
 log = logging.getLogger("metricx.pipeline")
 
@@ -32,6 +34,7 @@ class Committer:
         self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen)
         self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-deadletter")
         self._dl_topic = settings.deadletter_topic
+        self._alerts_topic = settings.alerts_topic
         self._worker = worker
         self._counts: Counter[str] = Counter()
         self._timings: dict[str, float] = {"build_ms": 0.0, "write_ms": 0.0, "live_ms": 0.0}
@@ -46,6 +49,13 @@ class Committer:
                 send_dead_letter(self._producer, dl, self._dl_topic)
             self._producer.flush()
         self._store.write_with_retry(batch)
+        if batch.alerts:
+            # After the commit: the table is the truth and the topic at-least-once (a
+            # replay republishes the same fingerprints; consumers dedupe on them).
+            for alert in batch.alerts:
+                self._producer.send(self._alerts_topic, json.dumps(alert_payload(alert)).encode(), alert.workspace_id)
+            self._producer.flush()
+            self._counts["alerts"] += len(batch.alerts)
         t2 = time.perf_counter()
         self._live.publish(live_messages(batch, datetime.now(UTC)))
         t3 = time.perf_counter()

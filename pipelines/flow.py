@@ -5,6 +5,8 @@
       -> key by entity -> series state (deltas + 15-min buckets)           |
                             --(refused: window / conflict: dead letter)----+
                             --(applied / ignored)--------------------------+-> commit sink
+                            --(applied, workspace has rules)                 |
+      -> key by rule target -> stop-loss watch (windowed sums) --(alerts)----+
         commit sink, per batch: send dead letters and wait for the broker's ack,
         one DB transaction (rows + Kafka progress), then the Redis live update.
 
@@ -20,7 +22,7 @@ and replays what followed (at-least-once).  Every write is idempotent (see
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -32,7 +34,19 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE
 
 from metricx.settings import Settings
 from pipelines.commit import BackgroundCommitter, Committer
-from pipelines.steps import SinkItem, fold, is_refused, to_dead_letter, validate
+from pipelines.deltas import Outcome
+from pipelines.rulebook import RuleBook
+from pipelines.steps import (
+    SinkItem,
+    WatchItem,
+    fold,
+    is_refused,
+    to_dead_letter,
+    validate,
+    watch_step,
+    watch_targets,
+)
+from pipelines.stoploss import DEFAULT_WARMUP
 from schemas.envelope import DeadLetter, Envelope
 
 log = logging.getLogger("metricx.pipeline")
@@ -101,7 +115,20 @@ def _dead_letter_key(dl: DeadLetter) -> str:
     return f"{dl.envelope.topic}:{dl.envelope.partition}"
 
 
-def build_flow(settings: Settings, *, consumer: str = "pipeline", commit_partitions: int = 1) -> Dataflow:
+def _targets(book: RuleBook, kv: tuple[str, tuple[Outcome, Envelope]]) -> list[tuple[str, WatchItem]]:
+    return watch_targets(book, kv[1][0])
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    consumer: str = "pipeline",
+    commit_partitions: int = 1,
+    book: RuleBook | None = None,
+    warmup: timedelta = DEFAULT_WARMUP,
+) -> Dataflow:
+    """``book``: the stop-loss rules side input (``connectors.rules_feed`` keeps it
+    current); without one the flow has no stop-loss step at all."""
     flow = Dataflow("metricx_insights")
     source = LoggingKafkaSource(
         settings.brokers,
@@ -120,6 +147,13 @@ def build_flow(settings: Settings, *, consumer: str = "pipeline", commit_partiti
     refused = op.branch("is_refused", folded, lambda kv: is_refused(kv[1]))
     refusals = op.map_value("refusal", refused.trues, to_dead_letter)
     invalid = op.key_on("dead_letter_key", valid.falses, _dead_letter_key)
-    everything = op.merge("all", refused.falses, invalid, refusals)
+    outputs = [refused.falses, invalid, refusals]
+    if book is not None:
+        # Re-keyed by rule target (ad, or the ad set / campaign it rolls up into), so
+        # one stateful step owns each target's windowed sums and alert marks.
+        watched = op.flat_map("watch_targets", refused.falses, partial(_targets, book))
+        fired = op.stateful_map("stoploss", watched, partial(watch_step, book, warmup))
+        outputs.append(op.flat_map_value("alerts", fired, lambda alerts: alerts))
+    everything = op.merge("all", *outputs)
     op.output("commit", everything, CommitSink(settings, consumer, commit_partitions))
     return flow

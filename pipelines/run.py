@@ -11,6 +11,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from metricx.settings import Settings
 from pipelines.flow import build_flow
+from pipelines.rulebook import RuleBook
 
 log = logging.getLogger("metricx.pipeline")
 
@@ -37,7 +38,28 @@ def run_pipeline(
     consumer: str = "pipeline",
 ) -> None:
     processes = len(addresses) if addresses else 1
-    flow = build_flow(settings, consumer=consumer, commit_partitions=processes * workers)
+    feed = None
+    book = None
+    if settings.rules_enabled:
+        from connectors.kafka import TopicSpec, ensure_topics
+        from connectors.rules_feed import RulesFeed
+
+        # The flow's side input and output; created here so a fresh broker works
+        # without `metricx topics` (which creates the same specs).
+        ensure_topics(settings.kafka_bootstrap, [
+            TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
+            TopicSpec(settings.alerts_topic, 4),
+        ])
+        book = RuleBook()
+        feed = RulesFeed(
+            book, bootstrap=settings.kafka_bootstrap, topic=settings.rules_topic,
+            deadletter_topic=settings.deadletter_topic, dsn=settings.libpq_url,
+            names_refresh_s=settings.rules_names_refresh_s,
+        ).start()
+    flow = build_flow(
+        settings, consumer=consumer, commit_partitions=processes * workers, book=book,
+        warmup=timedelta(seconds=settings.rules_warmup_s),
+    )
     recovery_config = None
     if recovery:
         ensure_recovery_dir(settings.recovery_dir)
@@ -52,11 +74,15 @@ def run_pipeline(
             "snapshot_interval_s": settings.snapshot_interval_s,
         },
     )
-    cli_main(  # type: ignore[no-untyped-call]
-        flow,
-        workers_per_process=workers,
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
-        recovery_config=recovery_config,
-    )
+    try:
+        cli_main(  # type: ignore[no-untyped-call]
+            flow,
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+            recovery_config=recovery_config,
+        )
+    finally:
+        if feed is not None:
+            feed.stop()

@@ -3,7 +3,7 @@ consumer loop (the no-framework baseline), so both run exactly the same logic.""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pipelines.deltas import (
     RESTATEMENT_WINDOW_DAYS,
@@ -14,6 +14,9 @@ from pipelines.deltas import (
     Refused,
     apply_snapshot,
 )
+from pipelines.rulebook import RuleBook
+from pipelines.stoploss import Target, WatchState, target_key, targets_for, watch
+from schemas.alerts import Alert
 from schemas.envelope import DeadLetter, Envelope
 from schemas.insight import InvalidInsight, Snapshot, parse_insight
 
@@ -46,4 +49,35 @@ def to_dead_letter(item: tuple[Outcome, Envelope]) -> DeadLetter:
 
 
 StoreItem = tuple[Applied | Ignored, Envelope]
-SinkItem = StoreItem | DeadLetter
+SinkItem = StoreItem | DeadLetter | Alert
+
+
+# ---- stop-loss: applied snapshots -> the watches of the rules' targets -> alerts ------
+
+WatchItem = tuple[Applied, Target]
+
+
+def watch_targets(book: RuleBook, outcome: Outcome) -> list[tuple[str, WatchItem]]:
+    """The watches one applied snapshot feeds: one per rule level its workspace uses
+    (none, and no cost beyond a dict lookup, for a workspace without rules)."""
+    if not isinstance(outcome, Applied):
+        return []
+    levels = book.levels(outcome.snapshot.workspace_id)
+    if not levels:
+        return []
+    return [(target_key(outcome, t), (outcome, t)) for t in targets_for(outcome, levels)]
+
+
+def watch_step(
+    book: RuleBook, warmup: timedelta, state: WatchState | None, item: WatchItem
+) -> tuple[WatchState | None, list[Alert]]:
+    applied, target = item
+    s = applied.snapshot
+    rules = book.rules(s.workspace_id, target.level)
+    if not rules:
+        return None, []  # the level's last rule is gone: forget the watch
+
+    def name_of(entity_id: str) -> str | None:
+        return book.name(s.workspace_id, s.provider, s.account_id, entity_id)
+
+    return watch(state, applied, target, rules, name_of, warmup)

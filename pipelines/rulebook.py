@@ -1,0 +1,80 @@
+"""The rules the running flow evaluates, indexed for the hot path.
+
+A process-wide side input: a feed thread (``connectors.rules_feed``) applies rule
+changes from the compacted ``metricx.rules`` topic and entity names from the pollers'
+entity sync; the dataflow's steps only read.  Reads are lock-free: every change builds
+a new per-workspace index and swaps it in with one dict assignment (atomic under the
+GIL), so a step sees either the old rules or the new ones, never half of an update.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from schemas.rules import Rule
+
+NameKey = tuple[str, str, str, str]  # workspace, provider, account, entity id
+
+_EMPTY: dict[str, tuple[Rule, ...]] = {}
+
+
+class RuleBook:
+    def __init__(self, rules: list[Rule] | None = None) -> None:
+        self._lock = threading.Lock()  # writers only
+        self._rules: dict[str, Rule] = {}
+        self._index: dict[str, dict[str, tuple[Rule, ...]]] = {}  # ws -> level -> rules
+        self._names: Mapping[NameKey, str] = {}
+        for r in rules or ():
+            self.put(r)
+
+    # -- read side (the dataflow) --
+    def levels(self, workspace_id: str) -> tuple[str, ...]:
+        return tuple(self._index.get(workspace_id, _EMPTY))
+
+    def rules(self, workspace_id: str, level: str) -> tuple[Rule, ...]:
+        return self._index.get(workspace_id, _EMPTY).get(level, ())
+
+    def name(self, workspace_id: str, provider: str, account_id: str, entity_id: str) -> str | None:
+        return self._names.get((workspace_id, provider, account_id, entity_id))
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def name_filtered_workspaces(self) -> set[str]:
+        return {r.workspace_id for r in list(self._rules.values()) if r.name_contains is not None}
+
+    # -- write side (the feed) --
+    def put(self, rule: Rule) -> None:
+        """Add or replace an active rule (a newer version wins; an older one is ignored,
+        so an out-of-order replay of the topic cannot roll a rule back)."""
+        with self._lock:
+            old = self._rules.get(rule.id)
+            if old is not None and old.version > rule.version:
+                return
+            self._rules[rule.id] = rule
+            self._reindex(rule.workspace_id)
+            if old is not None and old.workspace_id != rule.workspace_id:
+                self._reindex(old.workspace_id)
+
+    def remove(self, rule_id: str) -> None:
+        """A deleted or paused rule stops being evaluated."""
+        with self._lock:
+            old = self._rules.pop(rule_id, None)
+            if old is not None:
+                self._reindex(old.workspace_id)
+
+    def set_names(self, names: Mapping[NameKey, str]) -> None:
+        self._names = dict(names)
+
+    def _reindex(self, workspace_id: str) -> None:
+        by_level: dict[str, list[Rule]] = {}
+        for r in self._rules.values():
+            if r.workspace_id == workspace_id:
+                by_level.setdefault(r.level, []).append(r)
+        index = dict(self._index)
+        if by_level:
+            index[workspace_id] = {lvl: tuple(sorted(rs, key=lambda r: r.id)) for lvl, rs in by_level.items()}
+        else:
+            index.pop(workspace_id, None)
+        self._index = index
