@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from schemas.api_rules import AlertOut
+
 
 class Kpis(BaseModel):
     spend: Decimal
@@ -85,7 +87,7 @@ class Dashboard(BaseModel):
     series: list[ProviderSeries]
     top_campaigns: list[CampaignRow]
     spend_mix: list[MixRow]
-    alerts: list[dict[str, str]] = Field(default_factory=list, description="empty until stop-loss lands")
+    alerts: list[AlertOut] = Field(default_factory=list, description="the latest alerts of the workspace")
 
 
 class Ad(BaseModel):

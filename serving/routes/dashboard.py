@@ -21,6 +21,7 @@ from schemas.api import (
     WorkspaceOut,
 )
 from serving import queries as q
+from serving.alerts_queries import latest_alerts
 from serving.deps import Conn, CurrentWorkspace
 from serving.timeframes import (
     Period,
@@ -119,7 +120,7 @@ def dashboard(
         period=PeriodOut(start=period.start, end=period.end),
         previous_period=PeriodOut(start=prev.start, end=prev.end),
         currency=cur, currencies=available, kpis=kpis, grain=grain, series=series,
-        top_campaigns=top_rows, spend_mix=mix,
+        top_campaigns=top_rows, spend_mix=mix, alerts=latest_alerts(conn, ws.id),
     )
 
 
