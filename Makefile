@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 include deploy/services.mk
 include deploy/timescale-lite/tslite.mk
 
-.PHONY: help setup browser-install python migrate pipeline poller serve demo test test-unit bench lint typecheck clean
+.PHONY: help setup browser-install python migrate pipeline poller serve notifier demo test test-unit bench lint typecheck clean
 
 help:
 	@echo "make demo      simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL (Ctrl-C to stop)"
@@ -49,6 +49,9 @@ poller: python services-up topics
 
 serve: python services-up migrate
 	$(METRICX) serve
+
+notifier: python services-up migrate topics
+	$(METRICX) notifier
 
 demo: setup services-up migrate topics
 	$(METRICX) demo

@@ -164,6 +164,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notifier(args: argparse.Namespace) -> int:
+    from connectors.notify.notifier import run_notifier
+
+    settings = _settings()
+    _check(settings, kafka=True, db=True)
+    return run_notifier(settings)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from metricx.demo import run_demo
 
@@ -219,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.cli import register as register_token
 
     register_token(sub)  # token (development issuer)
+
+    sub.add_parser("notifier", help="deliver alerts to Slack and email (outbox, exactly once)").set_defaults(
+        func=cmd_notifier)
 
     p = sub.add_parser("demo", help="simulated accounts -> pipeline -> tables, with a live summary")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between simulated polls")
