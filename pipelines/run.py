@@ -48,7 +48,7 @@ def run_pipeline(
         # without `metricx topics` (which creates the same specs).
         ensure_topics(settings.kafka_bootstrap, [
             TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
-            TopicSpec(settings.alerts_topic, 4),
+            TopicSpec(settings.alerts_topic, 1),
         ])
         book = RuleBook()
         feed = RulesFeed(
