@@ -1,0 +1,268 @@
+"""The notifier process: ``metricx.alerts`` -> outbox -> Slack / email (+ pause/resume).
+
+Two loops in one process:
+
+* the consumer (main thread) validates each alert, records it and its deliveries in the
+  outbox (one committed transaction per poll batch), runs the pause/resume action, and
+  only then commits the Kafka offsets — a crash anywhere re-reads messages whose ingest is
+  idempotent, so nothing is lost and nothing is queued twice;
+* the sender (a thread, its own connection) claims due deliveries one channel at a time
+  (committed as 'sending' before the send), sends one message, marks the outcome.
+
+Pacing: at most one Slack message per ``slack_min_interval_s`` per webhook (in this
+process; across processes the per-channel claim lock serializes sends), a 429's
+Retry-After held for the whole channel in the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+
+from connectors.connections.crypto import Keyring, TokenKeyError
+from connectors.connections.resilience import backoff_delay
+from connectors.kafka import Producer, send_dead_letter
+from connectors.notify import actions, channels, outbox
+from connectors.notify.config import NotifierSettings, load_notifier_settings
+from connectors.notify.email import EmailSender, parse_recipients
+from connectors.notify.slack import SlackClient
+from metricx.settings import ConfigError, Settings
+from pipelines.alert_messages import email_message, slack_message
+from schemas.alerts import AlertV1, InvalidAlert, parse_alert
+from schemas.envelope import DeadLetter, Envelope
+
+log = logging.getLogger("metricx.notifier")
+
+EXPIRE_EVERY_S = 10.0
+CONSUME_BATCH = 500
+
+
+class Sender:
+    """Claims and sends; one instance per sender thread."""
+
+    def __init__(
+        self,
+        ns: NotifierSettings,
+        keyring: Keyring,
+        *,
+        slack: SlackClient | None = None,
+        email: EmailSender | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ns = ns
+        self.keyring = keyring
+        self.slack = slack or SlackClient(timeout_s=ns.slack_timeout_s)
+        self.email = email or EmailSender(ns)
+        self.clock = clock
+        self.not_before: dict[uuid.UUID, float] = {}  # per-webhook pacing in this process
+
+    def _backoff(self, attempts: int) -> float:
+        return backoff_delay(max(0, attempts - 1), base_s=self.ns.notifier_retry_base_s, cap_s=self.ns.notifier_retry_max_s)
+
+    def send_once(self, conn: psycopg.Connection[Any]) -> int:
+        """Claim one channel's due batch and send it; the number of deliveries handled."""
+        now = self.clock()
+        paced = [cid for cid, t in self.not_before.items() if t > now]
+        for cid in [cid for cid, t in self.not_before.items() if t <= now]:
+            del self.not_before[cid]
+        batch = outbox.claim(conn, self.ns.notifier_batch_size, lease_s=self.ns.notifier_send_lease_s, exclude=paced)
+        if not batch:
+            return 0
+        first = batch[0]
+        fps = [c.fingerprint for c in batch]
+        ctx = {"channel_id": str(first.channel_id), "workspace_id": str(first.workspace_id),
+               "kind": first.channel_kind, "alerts": len(batch)}
+        try:
+            secret = channels.secret(conn, self.keyring, first.workspace_id, first.channel_id)
+            names = outbox.entity_names(conn, [c.payload for c in batch])
+            outcomes = outbox.action_outcomes(conn, fps)
+        except (TokenKeyError, LookupError, psycopg.Error) as exc:
+            # Nothing was sent: back to the queue, it is a retry like any other.
+            err = f"could not prepare the message: {type(exc).__name__}: {exc}"[:500]
+            log.error("delivery not attempted", extra={**ctx, "error": err})
+            outbox.mark_failed(conn, first.channel_id, fps, err, self._backoff(first.attempts),
+                               max_attempts=self.ns.notifier_max_attempts)
+            return len(batch)
+        if first.channel_kind == "slack":
+            self._slack(conn, batch, secret, names, outcomes, ctx)
+        else:
+            self._email(conn, batch, secret, names, outcomes, ctx)
+        return len(batch)
+
+    def _slack(self, conn: psycopg.Connection[Any], batch: list[outbox.Claimed], url: str,
+               names: dict[str, str], outcomes: dict[str, str], ctx: dict[str, Any]) -> None:
+        first = batch[0]
+        fps = [c.fingerprint for c in batch]
+        message = slack_message([c.payload for c in batch], names, self.ns.dashboard_url, outcomes)
+        result = self.slack.post(url, message)
+        # Mark first (the narrowest possible 'unknown' window), then log.
+        wait = max(self.ns.slack_min_interval_s, result.retry_after_s or 0.0)
+        self.not_before[first.channel_id] = self.clock() + wait
+        if result.outcome == "sent":
+            outbox.mark_sent(conn, first.channel_id, fps)
+            log.info("slack message sent", extra=ctx)
+        elif result.outcome == "permanent":
+            outbox.disable_channel(conn, first.workspace_id, first.channel_id, fps, result.error or "refused")
+        elif result.retry_after_s is not None:
+            outbox.mark_failed(conn, first.channel_id, fps, result.error or "rate limited", result.retry_after_s,
+                               max_attempts=self.ns.notifier_max_attempts, counts=False)
+            log.warning("slack rate limited; holding the webhook", extra={**ctx, "retry_after_s": result.retry_after_s})
+        else:
+            delay = self._backoff(first.attempts)
+            outbox.mark_failed(conn, first.channel_id, fps, result.error or "failed", delay,
+                               max_attempts=self.ns.notifier_max_attempts)
+            log.warning("slack delivery failed; will retry",
+                        extra={**ctx, "error": result.error, "delay_s": round(delay, 1), "attempt": first.attempts})
+
+    def _email(self, conn: psycopg.Connection[Any], batch: list[outbox.Claimed], secret: str,
+               names: dict[str, str], outcomes: dict[str, str], ctx: dict[str, Any]) -> None:
+        recipients = parse_recipients(secret)
+        for i, c in enumerate(batch):
+            content = email_message(c.payload, names, self.ns.dashboard_url, outcomes.get(c.fingerprint))
+            result = self.email.send(recipients, c.fingerprint, content)
+            if result.outcome == "sent":
+                outbox.mark_sent(conn, c.channel_id, [c.fingerprint])
+                continue
+            err = result.error or result.outcome
+            rest = [x.fingerprint for x in batch[i + 1:]]
+            if result.outcome == "dead":
+                outbox.mark_dead(conn, c.channel_id, [c.fingerprint], err)
+                log.warning("email refused permanently; dead-lettered", extra={**ctx, "fingerprint": c.fingerprint,
+                                                                               "error": err})
+                continue
+            if result.outcome == "disable":
+                outbox.disable_channel(conn, c.workspace_id, c.channel_id, [c.fingerprint, *rest], err)
+                return
+            delay = self._backoff(c.attempts)
+            outbox.mark_failed(conn, c.channel_id, [c.fingerprint], err, delay,
+                               max_attempts=self.ns.notifier_max_attempts)
+            if rest:  # not attempted: back in the queue without using up an attempt
+                outbox.mark_failed(conn, c.channel_id, rest, f"not attempted: {err}", delay,
+                                   max_attempts=self.ns.notifier_max_attempts, counts=False)
+            log.warning("email delivery failed; will retry",
+                        extra={**ctx, "fingerprint": c.fingerprint, "error": err, "delay_s": round(delay, 1)})
+            return
+
+    def close(self) -> None:
+        self.slack.close()
+        self.email.close()
+
+
+def sender_loop(db_url: str, sender: Sender, stop: threading.Event, kick: threading.Event) -> None:
+    conn: psycopg.Connection[Any] | None = None
+    last_expire = 0.0
+    while not stop.is_set():
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(db_url, autocommit=True)
+            if time.monotonic() - last_expire >= EXPIRE_EVERY_S:
+                outbox.expire_sending(conn)
+                last_expire = time.monotonic()
+            if sender.send_once(conn):
+                continue
+        except psycopg.OperationalError as exc:
+            log.error("sender lost the database; reconnecting", extra={"error": str(exc)[:300]})
+            if conn is not None:
+                conn.close()
+            conn = None
+            stop.wait(1.0)
+            continue
+        except Exception:
+            log.exception("sender step failed; its claimed deliveries will surface as 'unknown'")
+        kick.wait(sender.ns.notifier_poll_s)
+        kick.clear()
+    if conn is not None:
+        conn.close()
+    sender.close()
+
+
+def _envelope(m: Message) -> Envelope:
+    ts_type, ts = m.timestamp()
+    produced = datetime.fromtimestamp(ts / 1000, UTC) if ts_type and ts > 0 else None
+    return Envelope(m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0, produced)
+
+
+def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: Settings, keyring: Keyring,
+                  meta: actions.StatusSetter, msgs: list[Message]) -> int:
+    """Validate, ingest (one committed transaction), act; the caller commits offsets after."""
+    alerts: list[AlertV1] = []
+    dead = 0
+    for m in msgs:
+        err = m.error()
+        if err is not None:
+            if err.fatal():
+                raise KafkaException(err)
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka consumer error", extra={"error": err.str()})
+            continue
+        try:
+            alerts.append(parse_alert(m.value()))
+        except InvalidAlert as exc:
+            send_dead_letter(producer, DeadLetter(_envelope(m), exc.reason, "notifier"), settings.deadletter_topic)
+            dead += 1
+    if dead:
+        producer.flush()  # the dead letters are safe before their offsets are committed
+    with conn.transaction():
+        results = [outbox.ingest(conn, a) for a in alerts]
+    for a, r in zip(alerts, results, strict=True):
+        log.info("alert recorded", extra={"fingerprint": a.fingerprint, "workspace_id": str(a.workspace_id),
+                                          "kind": a.kind, "queued": len(r.queued), "dead": len(r.dead),
+                                          "new": r.alert_created})
+        actions.apply(conn, keyring, a, meta)
+    return len(alerts)
+
+
+def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: threading.Event | None = None) -> int:
+    from metricx.stopping import stop_on_signals
+
+    ns = ns or load_notifier_settings()
+    try:
+        keyring = Keyring.from_env()
+    except TokenKeyError as exc:
+        raise ConfigError(f"the notifier decrypts channel secrets: {exc}") from None
+    stop = stop or stop_on_signals()
+    kick = threading.Event()
+    sender = Sender(ns, keyring)
+    thread = threading.Thread(target=sender_loop, args=(settings.libpq_url, sender, stop, kick),
+                              name="notifier-sender", daemon=True)
+    thread.start()
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": ns.notifier_group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "client.id": "metricx-notifier",
+    })
+    producer = Producer(settings.kafka_bootstrap, client_id="metricx-notifier")
+    meta = actions.MetaStatusSetter(ns.meta_graph_url)
+    consumer.subscribe([settings.alerts_topic])
+    log.info("notifier started", extra={"topic": settings.alerts_topic, "group": ns.notifier_group_id})
+    try:
+        with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
+            while not stop.is_set() and thread.is_alive():
+                msgs = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.5)
+                if not msgs:
+                    continue
+                if consume_batch(conn, producer, settings, keyring, meta, msgs):
+                    kick.set()
+                try:
+                    consumer.commit(asynchronous=False)
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError._NO_OFFSET:
+                        raise
+    finally:
+        stop.set()
+        consumer.close()
+        thread.join(timeout=ns.notifier_send_lease_s)
+        producer.flush(10)
+    log.info("notifier stopped")
+    return 0
