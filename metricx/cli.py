@@ -181,6 +181,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     seed=args.seed, port=args.port)
 
 
+def cmd_rules_sync(args: argparse.Namespace) -> int:
+    """Republish every rule from the database to the rules topic (after restoring the
+    database or the topic); ids only the topic knows get a tombstone.  Idempotent."""
+    from serving.rules_store import RulePublisher, sync_all
+
+    settings = _settings()
+    _check(settings, kafka=True, db=True)
+    result = sync_all(settings.libpq_url, RulePublisher(settings.kafka_bootstrap, settings.rules_topic,
+                                                        timeout_s=30.0), prune=not args.no_prune)
+    print(f"published {result.published} rules, {result.tombstoned} tombstones")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metricx", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     from connectors.connections.cli import register as register_connections
 
     register_connections(sub)  # connections add|status|rotate-key|new-key, backfill
+
+    p = sub.add_parser("rules", help="stop-loss rules")
+    rules_sub = p.add_subparsers(dest="rules_command", required=True)
+    p = rules_sub.add_parser("sync", help="republish every rule from the database to the rules topic")
+    p.add_argument("--no-prune", action="store_true", help="do not tombstone ids missing from the database")
+    p.set_defaults(func=cmd_rules_sync)
 
     p = sub.add_parser("simulate", help="publish N simulated snapshots (load and tests)")
     p.add_argument("--snapshots", type=int, default=100_000)

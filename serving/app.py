@@ -20,8 +20,9 @@ from metricx.settings import Settings, load_settings
 from serving.auth import Verifier
 from serving.config import ServingSettings, load_serving_settings
 from serving.db import ConnectionPool, PoolExhausted
-from serving.routes import analytics, dashboard, entities, health, stream
+from serving.routes import alerts, analytics, channels, dashboard, entities, health, rules, stream
 from serving.routes.health import readiness
+from serving.rules_store import RulePublisher
 from serving.stream import Hub
 
 __all__ = ["create_app", "readiness"]
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         finally:
             await hub.stop()
             app.state.pool.close()
+            app.state.write_pool.close()
+            app.state.rules_publisher.close()
 
     app = FastAPI(title="metricx", version="0.1.0", lifespan=lifespan,
                   description="Real-time ad analytics. Authenticate with `Authorization: Bearer <JWT>`.")
@@ -53,12 +56,16 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     app.state.serving = serving
     app.state.verifier = Verifier.from_settings(serving)
     app.state.pool = ConnectionPool(settings.libpq_url, max_size=serving.db_pool_size)
+    # Rules and channels are written rarely: a few read-write connections suffice.
+    app.state.write_pool = ConnectionPool(settings.libpq_url, max_size=4, read_only=False)
+    app.state.rules_publisher = RulePublisher(settings.kafka_bootstrap, settings.rules_topic)
 
     @app.exception_handler(PoolExhausted)
     def _busy(request: Request, exc: PoolExhausted) -> JSONResponse:
         return JSONResponse({"detail": "server busy, retry shortly"}, status_code=503, headers={"Retry-After": "2"})
 
-    for r in (health.router, dashboard.router, entities.router, analytics.router, stream.router):
+    for r in (health.router, dashboard.router, entities.router, analytics.router, stream.router,
+              rules.router, channels.router, alerts.router):
         app.include_router(r)
 
     @app.get("/", include_in_schema=False)

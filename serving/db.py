@@ -1,4 +1,4 @@
-"""A small bounded pool of read-only database connections.
+"""A small bounded pool of database connections (read-only unless asked otherwise).
 
 Opening a PostgreSQL connection costs ~15 ms here (SCRAM authentication), more than most
 queries; requests borrow an idle connection instead.  At most ``max_size`` are open at
@@ -31,15 +31,20 @@ class PoolExhausted(RuntimeError):
 
 
 class ConnectionPool:
-    def __init__(self, url: str, *, max_size: int = 16, acquire_timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, max_size: int = 16, acquire_timeout_s: float = 10.0,
+                 read_only: bool = True) -> None:
         self._url = url
+        # Reads get read-only sessions, so a query bug can never write; the few write
+        # routes use a separate, smaller pool built with read_only=False.
+        self._read_only = read_only
         self._idle: queue.LifoQueue[Conn] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(max_size)
         self._timeout = acquire_timeout_s
 
     def _open(self) -> Conn:
         conn = psycopg.connect(self._url, autocommit=True, row_factory=dict_row, connect_timeout=5)
-        conn.execute("SET default_transaction_read_only = on")
+        if self._read_only:
+            conn.execute("SET default_transaction_read_only = on")
         return conn
 
     @contextmanager

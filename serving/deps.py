@@ -52,6 +52,14 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         yield conn
 
 
+def get_write_conn(request: Request) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A pooled autocommit connection that may write, from the separate write pool;
+    routes open an explicit ``conn.transaction()`` around what must be atomic."""
+    pool: ConnectionPool = request.app.state.write_pool
+    with pool.connection() as conn:
+        yield conn
+
+
 # Documents the scheme in OpenAPI; auto_error=False so that a missing or non-Bearer
 # header gets our uniform 401 rather than FastAPI's own 403.
 bearer_scheme = HTTPBearer(auto_error=False, description="JWT from the configured issuer (Clerk-compatible)")
@@ -101,6 +109,7 @@ def get_stream_caller(
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
 StreamCaller = Annotated[Caller, Depends(get_stream_caller)]
 Conn = Annotated[psycopg.Connection[dict[str, Any]], Depends(get_conn)]
+WriteConn = Annotated[psycopg.Connection[dict[str, Any]], Depends(get_write_conn)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,4 +169,19 @@ def get_stream_workspace(request: Request, caller: StreamCaller, workspace_id: W
 
 
 CurrentWorkspace = Annotated[Workspace, Depends(get_workspace)]
+
+WRITER_ROLES = frozenset({"owner", "admin"})
+WRITER_REQUIRED = "this needs the owner or admin role in the workspace"
+
+
+def get_writable_workspace(ws: CurrentWorkspace) -> Workspace:
+    """The workspace, if the caller may change its settings (rules, channels): viewers
+    read only.  A member learns only that their role is too low."""
+    if ws.role not in WRITER_ROLES:
+        log.info("write refused", extra={"workspace_id": str(ws.id), "role": ws.role})
+        raise HTTPException(403, WRITER_REQUIRED)
+    return ws
+
+
+WritableWorkspace = Annotated[Workspace, Depends(get_writable_workspace)]
 StreamWorkspace = Annotated[Workspace, Depends(get_stream_workspace)]

@@ -1,0 +1,131 @@
+"""``/channels``: where a workspace's alerts go (Slack incoming webhooks, email).
+
+The secret (a webhook URL is a bearer credential; recipients are personal data) is
+encrypted at rest by ``connectors.notify.channels`` and never returned: a channel shows
+its kind, name, status and ``last_error``, so a channel the notifier disabled after a
+permanent Slack error is visible and can be re-enabled once fixed.
+
+Slack webhooks must be ``https://hooks.slack.com/...``: the server posts alert text to
+that URL, and accepting any URL would let a workspace admin make it call internal
+addresses.  ``METRICX_SLACK_WEBHOOK_HOSTS`` adds hosts (plain http allowed for them) for
+tests and development, e.g. ``127.0.0.1,localhost``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.connections.crypto import Keyring, TokenKeyError
+from connectors.notify import channels as store
+from metricx.settings import ENV_PREFIX
+from schemas.api_rules import ChannelIn, ChannelList, ChannelOut, EmailChannelIn
+from serving import rules_store
+from serving.deps import Conn, CurrentWorkspace, WritableWorkspace, WriteConn
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["channels"])
+
+SLACK_HOST = "hooks.slack.com"
+NOT_FOUND = "channel not found"
+
+
+class ChannelSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Comma-separated extra webhook hosts (tests, development); http is allowed for them.
+    slack_webhook_hosts: str = Field(default="")
+
+    @property
+    def extra_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.slack_webhook_hosts.split(",") if h.strip())
+
+
+def _settings(request: Request) -> ChannelSettings:
+    s: ChannelSettings | None = getattr(request.app.state, "channel_settings", None)
+    if s is None:
+        s = request.app.state.channel_settings = ChannelSettings()
+    return s
+
+
+def _keyring(request: Request) -> Keyring:
+    """Loaded on first use: a server without channel keys still serves dashboards."""
+    ring: Keyring | None = getattr(request.app.state, "keyring", None)
+    if ring is None:
+        try:
+            ring = request.app.state.keyring = Keyring.from_env()
+        except TokenKeyError as exc:
+            log.error("channel secrets cannot be encrypted", extra={"error": str(exc)})
+            raise HTTPException(503, "channels need METRICX_TOKEN_KEYS configured on the server") from None
+    return ring
+
+
+def _invalid(field: str, msg: str, value: Any = None) -> HTTPException:
+    return HTTPException(422, [{"type": "value_error", "loc": ["body", field], "msg": msg, "input": value}])
+
+
+def check_webhook(url: str, extra_hosts: frozenset[str]) -> None:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.username or parts.password:
+        raise _invalid("webhook_url", "a webhook URL carries no user:password")
+    if host in extra_hosts and parts.scheme in ("http", "https"):
+        return
+    if parts.scheme != "https" or host != SLACK_HOST or parts.port not in (None, 443) \
+            or not parts.path.startswith("/services/"):
+        raise _invalid("webhook_url", f"must be a Slack incoming webhook: https://{SLACK_HOST}/services/...")
+
+
+def _out(c: store.Channel) -> ChannelOut:
+    return ChannelOut.model_validate(c, from_attributes=True)
+
+
+@router.get("/channels", response_model=ChannelList)
+def list_channels(ws: CurrentWorkspace, conn: Conn) -> ChannelList:
+    return ChannelList(channels=[_out(c) for c in store.list_all(conn, ws.id)])
+
+
+@router.post("/channels", response_model=ChannelOut, status_code=201,
+             responses={422: {"description": "invalid webhook URL or email address"}})
+def create_channel(request: Request, body: ChannelIn, ws: WritableWorkspace, wconn: WriteConn) -> ChannelOut:
+    """Email recipients are stored comma-separated (the notifier splits on commas)."""
+    if isinstance(body, EmailChannelIn):
+        secret = ",".join(body.recipients)
+    else:
+        check_webhook(body.webhook_url, _settings(request).extra_hosts)
+        secret = body.webhook_url
+    ring = _keyring(request)
+    with wconn.transaction():
+        c = store.create(wconn, ring, ws.id, body.kind, body.name, secret)
+    log.info("channel created", extra={"workspace_id": str(ws.id), "channel_id": str(c.id), "kind": c.kind})
+    return _out(c)
+
+
+@router.delete("/channels/{channel_id}", status_code=204, response_class=Response,
+               responses={409: {"description": "rules still notify this channel"}})
+def delete_channel(channel_id: uuid.UUID, ws: WritableWorkspace, wconn: WriteConn) -> Response:
+    """Refused while a rule notifies the channel: its alerts would silently go nowhere."""
+    with wconn.transaction():
+        users = rules_store.rules_using_channel(wconn, ws.id, channel_id)
+        if users:
+            raise HTTPException(409, "channel is used by rules: " + ", ".join(repr(n) for n in users[:20]))
+        if not store.delete(wconn, ws.id, channel_id):
+            raise HTTPException(404, NOT_FOUND)
+    return Response(status_code=204)
+
+
+@router.post("/channels/{channel_id}/enable", response_model=ChannelOut)
+def enable_channel(channel_id: uuid.UUID, ws: WritableWorkspace, wconn: WriteConn) -> ChannelOut:
+    """Turn a disabled channel back on (after fixing what the error said)."""
+    with wconn.transaction():
+        if not store.enable(wconn, ws.id, channel_id):
+            raise HTTPException(404, NOT_FOUND)
+        c = store.get(wconn, ws.id, channel_id)
+    assert c is not None
+    return _out(c)

@@ -1,0 +1,209 @@
+"""The rules API against the real PostgreSQL and Kafka: every write lands in the table
+and, acknowledged, on the (per-test) compacted rules topic as the full ``RuleV1`` or a
+tombstone; validation, roles and workspace isolation; a failed publish is a 503 that a
+repeated request repairs; ``metricx rules sync`` republishes and prunes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from schemas.rules import RuleIn, RuleV1, definition, parse_rule_message, rule_message
+from serving.rules_store import RulePublisher
+from tests.serving.stoploss_fixtures import CAROL, VICTOR, Api, api, read_topic, rules_topic  # noqa: F401
+
+RULE: dict[str, Any] = {
+    "name": "Spent 80, sold nothing",
+    "scope": {"level": "ad", "providers": ["meta"]},
+    "conditions": {"op": "and", "conditions": [
+        {"metric": "spend", "operator": ">=", "value": "80"},
+        {"metric": "conversions", "operator": "=", "value": "0"},
+    ]},
+    "window": {"kind": "today"},
+    "guards": {"min_spend": "50", "min_impressions": 1000},
+    "trigger": {"mode": "once_per_day"},
+}
+
+
+def published(a: Api, at_least: int) -> list[tuple[str, bytes | None]]:
+    return read_topic(a.settings.kafka_bootstrap, a.settings.rules_topic, at_least)
+
+
+def as_v1(body: dict[str, Any]) -> RuleV1:
+    """What the topic must carry for a rule the API answered with."""
+    return RuleV1.model_validate({k: v for k, v in body.items() if k not in ("created_by", "created_at")})
+
+
+def slack_channel(a: Api, as_: Any = None) -> str:
+    r = (as_ or a.alice)("POST", "/channels", {"kind": "slack", "name": "alerts",
+                                               "webhook_url": "https://hooks.slack.com/services/T0/B0/xyz"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def test_crud_round_trip_publishes_every_change(api: Api) -> None:  # noqa: F811
+    ch = slack_channel(api)
+    r = api.alice("POST", "/rules", {**RULE, "actions": {"notify": [ch]}})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    rid = created["id"]
+    assert created["version"] == 1 and created["status"] == "active" and created["schema"] == "metricx.rule.v1"
+    assert created["workspace_id"] == str(api.tenants.ws_a) and created["created_by"] == api.tenants.alice
+    assert created["actions"]["notify"] == [ch] and created["guards"]["min_spend"] == "50"
+    [(key, value)] = published(api, 1)
+    assert key == rid and value is not None
+    assert parse_rule_message(value) == as_v1(created)
+    # Stored definition = the RuleIn fields, exactly (the contract's own helper).
+    with psycopg.connect(api.database) as conn:
+        row = conn.execute("SELECT definition, created_by FROM rules WHERE id = %s", (rid,)).fetchone()
+    assert row is not None and row[0] == definition(RuleIn.model_validate({**RULE, "actions": {"notify": [ch]}}))
+
+    assert api.alice("GET", f"/rules/{rid}").json() == created
+    assert [x["id"] for x in api.alice("GET", "/rules").json()["rules"]] == [rid]
+
+    changed = {**RULE, "name": "Spent 100, sold nothing",
+               "conditions": {"conditions": [{"metric": "spend", "operator": ">=", "value": "100"}]}}
+    r = api.alice("PUT", f"/rules/{rid}", changed)
+    assert r.status_code == 200, r.text
+    v2 = r.json()
+    assert v2["version"] == 2 and v2["name"] == "Spent 100, sold nothing" and v2["actions"]["notify"] == []
+    # An identical PUT keeps the version and publishes again (the retry path).
+    r = api.alice("PUT", f"/rules/{rid}", changed)
+    assert r.status_code == 200 and r.json() == v2
+    paused = api.alice("POST", f"/rules/{rid}/pause").json()
+    assert (paused["status"], paused["version"]) == ("paused", 3)
+    assert api.alice("POST", f"/rules/{rid}/pause").json()["version"] == 3  # no-op, republished
+    resumed = api.alice("POST", f"/rules/{rid}/resume").json()
+    assert (resumed["status"], resumed["version"]) == ("active", 4)
+
+    r = api.alice("DELETE", f"/rules/{rid}")
+    assert r.status_code == 204
+    assert api.alice("GET", f"/rules/{rid}").status_code == 404
+    msgs = published(api, 7)
+    assert [k for k, _ in msgs] == [rid] * 7
+    values = [parse_rule_message(v) if v is not None else None for _, v in msgs]
+    assert values[1] == values[2] == as_v1(v2)
+    assert values[3] == values[4] == as_v1(paused)
+    assert values[5] == as_v1(resumed)
+    assert values[6] is None  # the tombstone
+    # Deleting again: 404, and the tombstone is sent again (a retry after a 503 is safe).
+    assert api.alice("DELETE", f"/rules/{rid}").status_code == 404
+    assert published(api, 8)[7] == (rid, None)
+
+
+def _error_text(r: Any) -> str:
+    return str(r.json()["detail"])
+
+
+def test_validation_errors_are_clear_422s(api: Api) -> None:  # noqa: F811
+    def bad(mutate: dict[str, Any]) -> Any:
+        r = api.alice("POST", "/rules", {**RULE, **mutate})
+        assert r.status_code == 422, r.text
+        return r
+
+    r = bad({"conditions": {"conditions": [{"metric": "profit", "operator": ">", "value": "1"}]}})
+    assert "metric" in _error_text(r) and "spend" in _error_text(r)
+    assert "window 'hours' needs 1 <= n <= 48" in _error_text(bad({"window": {"kind": "hours", "n": 0}}))
+    assert "'minutes' is required for mode 'cooldown'" in _error_text(bad({"trigger": {"mode": "cooldown"}}))
+    bad({"name": ""})
+    bad({"surprise": 1})
+    bad({"conditions": {"conditions": [{"metric": "spend", "operator": ">", "value": "-1"}]}})
+    # A channel of another workspace (B's) is not a channel of A.
+    foreign = slack_channel(api, api.as_(CAROL, api.tenants.ws_b))
+    r = bad({"actions": {"notify": [foreign]}})
+    assert r.json()["detail"][0]["msg"] == f"not a channel of this workspace: {foreign}"
+    assert r.json()["detail"][0]["loc"] == ["body", "actions", "notify"]
+    r = api.alice("PUT", f"/rules/{uuid.uuid4()}", {**RULE, "actions": {"notify": [foreign]}})
+    assert r.status_code == 422
+    with psycopg.connect(api.database) as conn:
+        row = conn.execute("SELECT count(*) FROM rules").fetchone()
+    assert row is not None and row[0] == 0
+
+
+def test_viewers_read_but_cannot_write(api: Api) -> None:  # noqa: F811
+    rid = api.alice("POST", "/rules", RULE).json()["id"]
+    viewer = api.as_(VICTOR, api.tenants.ws_a)
+    assert viewer("GET", "/rules").status_code == 200
+    assert viewer("GET", f"/rules/{rid}").status_code == 200
+    assert viewer("POST", "/rules/dry-run", RULE).status_code == 200
+    assert viewer("POST", f"/rules/{rid}/dry-run").status_code == 200
+    for method, path, body in [("POST", "/rules", RULE), ("PUT", f"/rules/{rid}", RULE),
+                               ("POST", f"/rules/{rid}/pause", None), ("POST", f"/rules/{rid}/resume", None),
+                               ("DELETE", f"/rules/{rid}", None)]:
+        r = viewer(method, path, body)
+        assert (r.status_code, r.json()) == (403, {"detail": "this needs the owner or admin role in the workspace"})
+    assert api.alice("GET", f"/rules/{rid}").json()["version"] == 1
+    assert len(published(api, 1)) == 1
+
+
+def test_rules_are_invisible_and_unmodifiable_across_workspaces(api: Api) -> None:  # noqa: F811
+    rid = api.alice("POST", "/rules", RULE).json()["id"]
+    carol_b = api.as_(CAROL, api.tenants.ws_b)  # an owner, but of B
+    assert carol_b("GET", "/rules").json() == {"rules": []}
+    for method, path, body in [("GET", f"/rules/{rid}", None), ("PUT", f"/rules/{rid}", RULE),
+                               ("POST", f"/rules/{rid}/pause", None), ("POST", f"/rules/{rid}/resume", None),
+                               ("POST", f"/rules/{rid}/dry-run", None), ("DELETE", f"/rules/{rid}", None)]:
+        r = carol_b(method, path, body)
+        assert (r.status_code, r.json()) == (404, {"detail": "rule not found"}), (method, path)
+    carol_a = api.as_(CAROL, api.tenants.ws_a)  # asking for A outright
+    assert carol_a("GET", f"/rules/{rid}").status_code == 403
+    assert carol_a("DELETE", f"/rules/{rid}").status_code == 403
+    after = api.alice("GET", f"/rules/{rid}").json()
+    assert (after["version"], after["status"], after["name"]) == (1, "active", RULE["name"])
+    # B's failed DELETE re-published A's rule unchanged (never a tombstone for it).
+    msgs = published(api, 2)
+    assert all(v is not None and parse_rule_message(v) == as_v1(after) for _, v in msgs)
+
+
+def test_failed_publish_is_503_and_a_repeated_put_repairs_it(api: Api) -> None:  # noqa: F811
+    app = api.client.app
+    good = app.state.rules_publisher  # type: ignore[attr-defined]
+    app.state.rules_publisher = RulePublisher("127.0.0.1:1", api.settings.rules_topic, timeout_s=1.0)  # type: ignore[attr-defined]
+    r = api.alice("POST", "/rules", RULE)
+    assert (r.status_code, r.json()) == (503, {"detail": "saved but not yet live; retry"})
+    location = r.headers["location"]
+    rid = location.rsplit("/", 1)[1]
+    stored = api.alice("GET", location)
+    assert stored.status_code == 200 and stored.json()["version"] == 1  # saved
+    app.state.rules_publisher = good  # type: ignore[attr-defined]
+    r = api.alice("PUT", location, RULE)
+    assert r.status_code == 200 and r.json()["version"] == 1
+    [(key, value)] = published(api, 1)
+    assert key == rid and value is not None and parse_rule_message(value) == as_v1(r.json())
+
+
+def test_rules_sync_republishes_and_prunes(api: Api) -> None:  # noqa: F811
+    """After restoring the database from a backup: rules only in the database are
+    published, ids only on the topic get a tombstone; a second run changes nothing."""
+    live = api.alice("POST", "/rules", RULE).json()
+    restored = uuid.uuid4()
+    body = RuleIn.model_validate({**RULE, "name": "restored"})
+    with psycopg.connect(api.database, autocommit=True) as conn:
+        conn.execute("INSERT INTO rules (id, workspace_id, name, definition, status, version) "
+                     "VALUES (%s, %s, 'restored', %s, 'paused', 3)",
+                     (restored, api.tenants.ws_a, Jsonb(definition(body))))
+    gone = RuleV1(**body.model_dump(), id=uuid.uuid4(), workspace_id=api.tenants.ws_a, updated_at=datetime.now(UTC))
+    RulePublisher(api.settings.kafka_bootstrap, api.settings.rules_topic).publish([(gone.id, rule_message(gone))])
+    env = {**os.environ, "METRICX_DATABASE_URL": api.database, "METRICX_RULES_TOPIC": api.settings.rules_topic,
+           "METRICX_KAFKA_BOOTSTRAP": api.settings.kafka_bootstrap}
+    for run in (1, 2):
+        out = subprocess.run([sys.executable, "-m", "metricx.cli", "rules", "sync"], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == f"published 2 rules, {1 if run == 1 else 0} tombstones", out.stdout
+    # create, gone, run 1: 2 + 1 tombstone, run 2: 2; the latest per key is what counts
+    latest: dict[str, bytes | None] = dict(published(api, 7))
+    assert latest[str(gone.id)] is None
+    restored_v1 = latest[str(restored)]
+    assert restored_v1 is not None
+    r = parse_rule_message(restored_v1)
+    assert (r.name, r.status, r.version) == ("restored", "paused", 3)
+    live_v1 = latest[live["id"]]
+    assert live_v1 is not None and parse_rule_message(live_v1) == as_v1(live)
