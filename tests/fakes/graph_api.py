@@ -72,6 +72,15 @@ class Request:
 
 
 @dataclass
+class StatusUpdate:
+    """A ``POST /<v>/<ad|adset|campaign id>`` with ``status`` (pause / resume)."""
+
+    object_id: str
+    status: str
+    token: str | None
+
+
+@dataclass
 class ReportRun:
     run_id: str
     account_id: str
@@ -113,6 +122,7 @@ class FakeGraphApi:
         self.raw_rows: dict[str, list[dict[str, Any]]] = {}  # extra malformed rows per account
         self._errors: list[ScriptedError] = []
         self.report_runs: dict[str, ReportRun] = {}
+        self.status_updates: list[StatusUpdate] = []  # pause/resume calls, in arrival order
         self.running_polls = 1  # each report run says "Job Running" this many times first
         self.fail_runs_longer_than: int | None = None  # runs over more days end "Job Failed"
         self._lock = threading.Lock()
@@ -143,6 +153,8 @@ class FakeGraphApi:
         parts = [p for p in path.split("/") if p]
         if len(parts) >= 2 and parts[1] in self.report_runs:
             return self._report_run(parts, path, params)
+        if method == "POST" and len(parts) == 2 and not parts[1].startswith("act_") and "status" in params:
+            return self._set_status(parts[1], params, scripted)
         if len(parts) < 2 or not parts[1].startswith("act_"):
             return 404, _error(803, "Unknown path components"), {}
         acct = self.accounts.get(parts[1][4:])
@@ -163,6 +175,21 @@ class FakeGraphApi:
         if method == "POST":
             return self._start_run(acct, params)
         return self._insights(acct, path, params)
+
+    # -- object updates (the notifier's pause / resume) -------------------------------------
+
+    def _set_status(self, object_id: str, params: dict[str, str],
+                    scripted: ScriptedError | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        token = params.get("access_token")
+        if token not in {a.token for a in self.accounts.values()}:
+            return 400, _error(190, "Error validating access token: Session has expired."), {}
+        if scripted is not None:
+            return scripted.status, _error(scripted.code, "scripted failure", scripted.subcode), scripted.headers
+        if params["status"] not in ("ACTIVE", "PAUSED", "ARCHIVED", "DELETED"):
+            return 400, _error(100, "Invalid parameter: status"), {}
+        with self._lock:
+            self.status_updates.append(StatusUpdate(object_id, params["status"], token))
+        return 200, {"success": True}, dict(self.usage_headers)
 
     # -- asynchronous report runs (AdReportRun) ---------------------------------------------
 

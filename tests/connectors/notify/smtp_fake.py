@@ -41,7 +41,7 @@ class Mail:
 
     @property
     def fingerprint(self) -> str:
-        return str(self.message["X-Metricx-Alert"])
+        return "".join(str(self.message["X-Metricx-Alert"]).split())
 
 
 class _Handler:

@@ -1,0 +1,235 @@
+"""The outbox and the sender on a real PostgreSQL, against the Slack and SMTP fakes.
+
+A controllable clock drives the sender's own pacing; the database's hold on a channel
+(429 Retry-After, backoff) is real time, so those tests check the hold, not its length.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from connectors.notify import outbox
+from connectors.notify.config import NotifierSettings
+from connectors.notify.notifier import Sender
+from connectors.notify.slack import SlackClient
+from tests.connectors.notify.factory import OTHER_WS, alert, channel, keyring, workspace
+from tests.connectors.notify.smtp_fake import FakeSmtp
+from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
+from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def conn(database: str) -> Iterator[psycopg.Connection[Any]]:  # noqa: F811
+    with psycopg.connect(database, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack().running() as f:
+        yield f
+
+
+@pytest.fixture
+def smtp() -> Iterator[FakeSmtp]:
+    with FakeSmtp().running() as f:
+        yield f
+
+
+def rows(conn: psycopg.Connection[Any], channel_id: uuid.UUID | None = None) -> dict[str, tuple[Any, ...]]:
+    q = "SELECT fingerprint, status, attempts, last_error, next_attempt_at - clock_timestamp() FROM alert_deliveries"
+    params: tuple[Any, ...] = ()
+    if channel_id is not None:
+        q += " WHERE channel_id = %s"
+        params = (channel_id,)
+    return {r[0]: r[1:] for r in conn.execute(q, params).fetchall()}
+
+
+def make_sender(smtp: FakeSmtp | None = None, clock: Clock | None = None, **kw: Any) -> Sender:
+    ns = NotifierSettings(smtp_port=smtp.port if smtp else 25, smtp_from="alerts@metricx.test",
+                          notifier_retry_base_s=30, **kw)
+    return Sender(ns, keyring(), slack=SlackClient(timeout_s=5), clock=clock or Clock())
+
+
+def test_ingest_queues_own_channels_and_is_idempotent(conn: psycopg.Connection[Any]) -> None:
+    a_slack = channel(conn, "slack", "http://127.0.0.1:9/hook")
+    a_mail = channel(conn, "email", "a@shop.test")
+    off = channel(conn, "slack", "http://127.0.0.1:9/off")
+    conn.execute("UPDATE channels SET status = 'disabled', last_error = 'slack 410: channel_is_archived' WHERE id = %s",
+                 (off,))
+    foreign = channel(conn, "slack", "http://127.0.0.1:9/other", ws=OTHER_WS)
+    unknown = uuid.uuid4()
+    a = alert(1, notify=[a_slack, a_mail, off, foreign, unknown])
+    r = outbox.ingest(conn, a)
+    assert r.alert_created and set(r.queued) == {a_slack, a_mail} and r.dead == [off]
+    assert set(r.ignored) == {foreign, unknown}
+    got = {(c, s) for c, s in conn.execute("SELECT channel_id, status FROM alert_deliveries").fetchall()}
+    assert got == {(a_slack, "pending"), (a_mail, "pending"), (off, "dead")}
+    assert "channel_is_archived" in conn.execute("SELECT last_error FROM alert_deliveries WHERE channel_id = %s",
+                                                 (off,)).fetchone()[0]  # type: ignore[index]
+    again = outbox.ingest(conn, a)
+    assert not again.alert_created
+    assert conn.execute("SELECT count(*) FROM alert_deliveries").fetchone() == (3,)
+    payload = conn.execute("SELECT payload FROM alerts").fetchone()[0]  # type: ignore[index]
+    assert payload["fingerprint"] == a.fingerprint and payload["actions"]["notify"][0] == str(a_slack)
+
+
+def test_claim_commits_sending_before_returning_and_expires_to_unknown(conn: psycopg.Connection[Any], database: str) -> None:  # noqa: F811
+    ch = channel(conn, "slack", "http://127.0.0.1:9/hook")
+    for i in range(3):
+        outbox.ingest(conn, alert(i, notify=[ch]))
+    got = outbox.claim(conn, 2, lease_s=0.5)
+    assert [c.attempts for c in got] == [1, 1] and got[0].payload["schema"] == "metricx.alert.v1"
+    with psycopg.connect(database) as other:  # another session sees the claim: it is committed
+        statuses = sorted(r[0] for r in other.execute("SELECT status FROM alert_deliveries").fetchall())
+    assert statuses == ["pending", "sending", "sending"]
+    assert outbox.claim(conn, 10, lease_s=0.5) == []  # the channel is busy while a send is in flight
+    conn.execute("SELECT pg_sleep(0.6)")
+    assert outbox.expire_sending(conn) == 2
+    st = rows(conn, ch)
+    assert sorted(s[0] for s in st.values()) == ["pending", "unknown", "unknown"]
+    again = outbox.claim(conn, 10)
+    assert len(again) == 1 and again[0].fingerprint not in {c.fingerprint for c in got}  # unknown never resent
+
+
+def test_claim_requires_an_idle_connection(conn: psycopg.Connection[Any], database: str) -> None:  # noqa: F811
+    with psycopg.connect(database) as c:  # not autocommit: a transaction is open after any statement
+        c.execute("SELECT 1")
+        with pytest.raises(RuntimeError):
+            outbox.claim(c, 1)
+
+
+def test_slack_batches_and_paces_per_webhook(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
+    url = slack.hook("a")
+    ch = channel(conn, "slack", url)
+    alerts = [alert(i, notify=[ch]) for i in range(12)]
+    for a in alerts:
+        outbox.ingest(conn, a)
+    clock = Clock()
+    s = make_sender(clock=clock)
+    assert s.send_once(conn) == 10
+    assert s.send_once(conn) == 0  # 1 message/s per webhook: the rest waits
+    clock.t += 1.0
+    assert s.send_once(conn) == 2
+    bodies = [r.body for r in slack.requests_to(url)]
+    assert len(bodies) == 2 and len(bodies[0]["blocks"]) <= 50
+    sent = [fp for b in bodies for fp in fingerprints_in(b)]
+    assert sorted(sent) == sorted(a.fingerprint for a in alerts)
+    assert {v[0] for v in rows(conn).values()} == {"sent"}
+
+
+def test_pacing_is_per_webhook(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
+    ch_a, ch_b = channel(conn, "slack", slack.hook("a")), channel(conn, "slack", slack.hook("b"))
+    outbox.ingest(conn, alert(1, notify=[ch_a, ch_b]))
+    s = make_sender()
+    assert s.send_once(conn) == 1 and s.send_once(conn) == 1  # b is not held back by a's pacing
+    assert len(slack.received) == 2
+
+
+def test_429_holds_the_whole_channel_without_using_attempts(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
+    url = slack.hook("a")
+    slack.script(url, Reply(429, "rate_limited", retry_after=30))
+    ch = channel(conn, "slack", url)
+    outbox.ingest(conn, alert(1, notify=[ch]))
+    clock = Clock()
+    s = make_sender(clock=clock)
+    assert s.send_once(conn) == 1
+    [(status, attempts, err, wait)] = rows(conn).values()
+    assert (status, attempts) == ("failed", 0) and "429" in err and 25 < wait.total_seconds() <= 30
+    outbox.ingest(conn, alert(2, notify=[ch]))  # a new alert for the same webhook waits too
+    clock.t += 100  # even when this process's own pacing would allow it
+    assert s.send_once(conn) == 0
+    assert len(slack.requests_to(url)) == 1
+    # A second notifier process (fresh memory) must respect the hold as well.
+    assert make_sender().send_once(conn) == 0
+
+
+def test_410_disables_the_channel_and_kills_its_queue(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
+    url = slack.hook("a")
+    slack.gone(url, 410, "channel_is_archived")
+    ch = channel(conn, "slack", url)
+    for i in range(12):
+        outbox.ingest(conn, alert(i, notify=[ch]))
+    assert make_sender().send_once(conn) == 10
+    status, err = conn.execute("SELECT status, last_error FROM channels WHERE id = %s", (ch,)).fetchone()  # type: ignore[misc]
+    assert status == "disabled" and "410" in err and "channel_is_archived" in err
+    assert {v[0] for v in rows(conn).values()} == {"dead"}
+    assert make_sender().send_once(conn) == 0
+    assert len(slack.received) == 1
+    r = outbox.ingest(conn, alert(99, notify=[ch]))
+    assert r.dead == [ch]
+
+
+def test_5xx_backs_off_and_dies_after_max_attempts(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
+    url = slack.hook("a")
+    slack.script(url, Reply(500, "oops"), Reply(500, "oops"))
+    ch = channel(conn, "slack", url)
+    outbox.ingest(conn, alert(1, notify=[ch]))
+    s = make_sender(notifier_max_attempts=2)
+    assert s.send_once(conn) == 1
+    [(status, attempts, err, wait)] = rows(conn).values()
+    assert (status, attempts) == ("failed", 1) and "500" in err and wait.total_seconds() > 10
+    conn.execute("UPDATE alert_deliveries SET next_attempt_at = clock_timestamp()")  # time passes
+    s.not_before.clear()
+    assert s.send_once(conn) == 1
+    [(status, attempts, err, _)] = rows(conn).values()
+    assert (status, attempts) == ("dead", 2)
+    conn.execute("UPDATE alert_deliveries SET next_attempt_at = clock_timestamp()")
+    s.not_before.clear()
+    assert s.send_once(conn) == 0
+
+
+def test_email_4xx_retried_then_sent_and_5xx_dead(conn: psycopg.Connection[Any], smtp: FakeSmtp) -> None:
+    ch = channel(conn, "email", "buyer@shop.test, boss@shop.test")
+    a1, a2 = alert(1, notify=[ch]), alert(2, notify=[ch])
+    outbox.ingest(conn, a1)
+    outbox.ingest(conn, a2)
+    smtp.script_data("451 4.3.0 try again later")
+    s = make_sender(smtp)
+    assert s.send_once(conn) == 2
+    st = rows(conn)
+    assert st[a1.fingerprint][:2] == ("failed", 1) and "451" in st[a1.fingerprint][2]
+    assert st[a2.fingerprint][:2] == ("failed", 0)  # not attempted after the deferral
+    conn.execute("UPDATE alert_deliveries SET next_attempt_at = clock_timestamp()")
+    smtp.script_data("554 5.7.1 rejected")
+    assert s.send_once(conn) == 2
+    st = rows(conn)
+    assert st[a1.fingerprint][0] == "dead" and "554 5.7.1 rejected" in st[a1.fingerprint][2]
+    assert st[a2.fingerprint][0] == "sent"
+    assert [m.fingerprint for m in smtp.mails] == [a2.fingerprint]
+    assert smtp.mails[0].message["Subject"].startswith("[metricx] Alert:")
+
+
+def test_names_and_action_outcome_reach_the_message(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
+    url = slack.hook("a")
+    ch = channel(conn, "slack", url)
+    a = alert(1, notify=[ch], pause=True, dry_run=True)
+    conn.execute("INSERT INTO connections (workspace_id, provider, account_id, token_key_id, token_ciphertext) "
+                 "VALUES (%s, 'meta', '111', 'k1', '\\x00')", (a.workspace_id,))
+    conn.execute("INSERT INTO entities (workspace_id, provider, account_id, entity_id, entity_level, name) "
+                 "VALUES (%s, 'meta', '111', %s, 'ad', 'Video 3'), (%s, 'meta', '111', 'cmp-9', 'campaign', 'BF')",
+                 (a.workspace_id, a.entity_id, a.workspace_id))
+    outbox.ingest(conn, a)
+    make_sender().send_once(conn)
+    text = json.dumps(slack.received[0].body, ensure_ascii=False)
+    assert "Video 3" in text and '\\"BF\\"' in text and "paused (dry run)" in text
+
+
+def test_workspace_row_needed_only_for_channels(conn: psycopg.Connection[Any]) -> None:
+    workspace(conn)
+    r = outbox.ingest(conn, alert(1, notify=[]))
+    assert r.alert_created and r.queued == []
