@@ -9,14 +9,19 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from schemas.rules import RuleIn, RuleV1, definition, parse_rule_message, rule_message
 from serving.rules_store import RulePublisher
+from tests.serving.conftest import snapshot, write
 from tests.serving.stoploss_fixtures import CAROL, VICTOR, Api, api, read_topic, rules_topic  # noqa: F401
 
 RULE: dict[str, Any] = {
@@ -207,3 +212,188 @@ def test_rules_sync_republishes_and_prunes(api: Api) -> None:  # noqa: F811
     assert (r.name, r.status, r.version) == ("restored", "paused", 3)
     live_v1 = latest[live["id"]]
     assert live_v1 is not None and parse_rule_message(live_v1) == as_v1(live)
+
+
+# ---- dry-run against stored data, checked by an oracle summed here from the inserted rows
+
+
+@dataclass(frozen=True)
+class Row:
+    account: str
+    tz: str
+    currency: str
+    campaign: str
+    adset: str
+    ad: str
+    days_back: int  # 0 = the account's local today
+    spend: str
+    impressions: int
+    clicks: int = 0
+    conversions: str = "0"
+    revenue: str = "0"
+
+
+ACCOUNTS = {"act-utc": ("UTC", "USD"), "act-kiri": ("Pacific/Kiritimati", "USD"),
+            "act-pago": ("Pacific/Pago_Pago", "USD"), "act-eur": ("Europe/Berlin", "EUR")}
+
+
+def _rows() -> list[Row]:
+    rows = []
+    for acct, (tz, cur) in ACCOUNTS.items():
+        rows += [
+            Row(acct, tz, cur, "c1", "s1", "fires", 0, "90", 2000, 20),
+            Row(acct, tz, cur, "c1", "s1", "fires", 1, "10", 100, 1),
+            Row(acct, tz, cur, "c1", "s1", "thin", 0, "90", 500, 5),
+            Row(acct, tz, cur, "c1", "s2", "sells", 0, "120", 3000, 30, "2", "300"),
+            Row(acct, tz, cur, "c2", "s3", "yesterday-only", 1, "200", 5000, 50),
+            Row(acct, tz, cur, "c2", "s3", "idle", 0, "0", 0),
+            Row(acct, tz, cur, "c2", "s4", "no-spend", 0, "0", 1500, 3),
+        ]
+    return rows
+
+
+def _write_rows(database: str, ws: uuid.UUID, rows: list[Row]) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    snaps = []
+    for r in rows:
+        local_today = now.astimezone(ZoneInfo(r.tz)).date()
+        snaps.append(snapshot(ws, account=r.account, campaign=r.campaign, adset=r.adset, ad=r.ad, tz=r.tz,
+                              currency=r.currency, day=local_today - timedelta(days=r.days_back),
+                              captured_at=now - timedelta(minutes=5 + r.days_back), spend=r.spend,
+                              impressions=r.impressions, clicks=r.clicks, conversions=r.conversions,
+                              revenue=r.revenue))
+    write(database, snaps)
+
+
+def _oracle(rows: list[Row], level: str, days: int,
+            fires: Callable[[dict[str, Decimal], dict[str, Decimal | None]], bool],
+            guard: Callable[[dict[str, Decimal]], bool]) -> tuple[dict[tuple[str, str], dict[str, Any]], int, int, int]:
+    """Sum per (account, target) over the rows in the window, judge by hand."""
+    target = {"ad": lambda r: r.ad, "adset": lambda r: r.adset, "campaign": lambda r: r.campaign}[level]
+    sums: dict[tuple[str, str], dict[str, Decimal]] = {}
+    for r in rows:
+        if r.days_back < days:
+            s = sums.setdefault((r.account, target(r)), dict.fromkeys(
+                ("spend", "impressions", "clicks", "conversions", "revenue"), Decimal(0)))
+            s["spend"] += Decimal(r.spend)
+            s["impressions"] += r.impressions
+            s["clicks"] += r.clicks
+            s["conversions"] += Decimal(r.conversions)
+            s["revenue"] += Decimal(r.revenue)
+    firing, idle, guarded = {}, 0, 0
+    for key, s in sums.items():
+        ratios = {"roas": s["revenue"] / s["spend"] if s["spend"] else None,
+                  "cpa": s["spend"] / s["conversions"] if s["conversions"] else None}
+        if s["spend"] == 0 and s["impressions"] == 0:
+            idle += 1
+        elif not guard(s):
+            guarded += 1
+        elif fires(s, ratios):
+            firing[key] = s
+    return firing, len(sums), idle, guarded
+
+
+def _check(out: dict[str, Any], expected: tuple[dict[tuple[str, str], dict[str, Any]], int, int, int]) -> None:
+    firing, evaluated, idle, guarded = expected
+    assert (out["evaluated"], out["no_delivery"], out["guarded_out"], out["would_fire"]) == \
+        (evaluated, idle, guarded, len(firing))
+    got = {(e["account_id"], e["entity_id"]): e for e in out["entities"]}
+    assert set(got) == set(firing)
+    for key, s in firing.items():
+        e = got[key]
+        assert e["currency"] == ACCOUNTS[key[0]][1]
+        assert Decimal(e["observed"]["spend"]) == s["spend"] and e["observed"]["impressions"] == s["impressions"]
+        assert Decimal(e["observed"]["conversions"]) == s["conversions"]
+    spends = [Decimal(e["observed"]["spend"]) for e in out["entities"]]
+    assert spends == sorted(spends, reverse=True)
+
+
+def test_dry_run_matches_an_oracle_per_window_and_level(api: Api) -> None:  # noqa: F811
+    rows = _rows()
+    _write_rows(api.database, api.tenants.ws_a, rows)
+    _write_rows(api.database, api.tenants.ws_b, rows)  # another workspace's data never counts
+
+    def spent_80_no_sale(s: dict[str, Decimal], _: dict[str, Decimal | None]) -> bool:
+        return s["spend"] >= 80 and s["conversions"] == 0
+
+    def guard(s: dict[str, Decimal]) -> bool:
+        return s["spend"] >= 50 and s["impressions"] >= 1000
+
+    for level in ("ad", "adset", "campaign"):
+        for window, days in (({"kind": "today"}, 1), ({"kind": "days", "n": 2}, 2), ({"kind": "days", "n": 7}, 7)):
+            body = {**RULE, "scope": {"level": level}, "window": window}
+            r = api.alice("POST", "/rules/dry-run", body)
+            assert r.status_code == 200, r.text
+            _check(r.json(), _oracle(rows, level, days, spent_80_no_sale, guard))
+            assert r.json()["window"] == ("today" if window["kind"] == "today" else f"days:{days}")
+    # Scope filters: one account (its own timezone's today), and a campaign list.
+    r = api.alice("POST", "/rules/dry-run", {**RULE, "scope": {"account_ids": ["act-kiri"]}}).json()
+    _check(r, _oracle([x for x in rows if x.account == "act-kiri"], "ad", 1, spent_80_no_sale, guard))
+    r = api.alice("POST", "/rules/dry-run", {**RULE, "scope": {"level": "adset", "campaign_ids": ["c2"]},
+                                             "window": {"kind": "days", "n": 2}}).json()
+    _check(r, _oracle([x for x in rows if x.campaign == "c2"], "adset", 2, spent_80_no_sale, guard))
+    # A saved rule dry-runs the same way; limit caps the list, not the counts.
+    rid = api.alice("POST", "/rules", {**RULE, "window": {"kind": "days", "n": 2}}).json()["id"]
+    r = api.alice("POST", f"/rules/{rid}/dry-run", limit=2).json()
+    full = _oracle(rows, "ad", 2, spent_80_no_sale, guard)
+    assert r["would_fire"] == len(full[0]) > 2 and len(r["entities"]) == 2
+
+
+def test_undefined_ratios_never_match(api: Api) -> None:  # noqa: F811
+    rows = _rows()
+    _write_rows(api.database, api.tenants.ws_a, rows)
+    for cond in ({"metric": "roas", "operator": "<", "value": "1"}, {"metric": "cpa", "operator": ">", "value": "1"},
+                 {"metric": "roas", "operator": "!=", "value": "5"}, {"metric": "cpa", "operator": ">=", "value": "0"}):
+        body = {**RULE, "conditions": {"conditions": [cond]}, "guards": {}}
+        out = api.alice("POST", "/rules/dry-run", body).json()
+        metric = cond["metric"]
+
+        def fires(s: dict[str, Decimal], ratios: dict[str, Decimal | None], metric: str = metric,
+                  op: str = cond["operator"], v: Decimal = Decimal(cond["value"])) -> bool:
+            x = ratios[metric]
+            return x is not None and {"<": x < v, ">": x > v, "!=": x != v, ">=": x >= v}[op]
+
+        _check(out, _oracle(rows, "ad", 1, fires, lambda s: True))
+        assert all(e["observed"][metric] is not None for e in out["entities"])
+    # "no-spend" (impressions, zero spend): ROAS undefined, so "roas < 1" passes it by even
+    # though spend-based reasoning would say it "returned nothing".
+    out = api.alice("POST", "/rules/dry-run", {**RULE, "guards": {}, "conditions": {"conditions": [
+        {"metric": "roas", "operator": "<", "value": "1"}]}}).json()
+    assert "no-spend" not in {e["entity_id"] for e in out["entities"]}
+    assert {e["entity_id"] for e in out["entities"]} == {"fires", "thin"}  # spent, sold nothing
+
+
+def test_dry_run_hours_window_uses_captured_deltas(api: Api) -> None:  # noqa: F811
+    now = datetime.now(UTC).replace(microsecond=0)
+    day = (now - timedelta(minutes=30)).date()
+    ws = api.tenants.ws_a
+    write(api.database, [
+        snapshot(ws, ad="ad-h", day=day, captured_at=now - timedelta(hours=3), spend="40", impressions=1000),
+        snapshot(ws, ad="ad-h", day=day, captured_at=now - timedelta(minutes=30), spend="100", impressions=1500),
+    ])
+    rule = {**RULE, "guards": {}, "conditions": {"conditions": [{"metric": "spend", "operator": ">=", "value": "1"}]}}
+    one = api.alice("POST", "/rules/dry-run", {**rule, "window": {"kind": "hours", "n": 1}}).json()
+    four = api.alice("POST", "/rules/dry-run", {**rule, "window": {"kind": "hours", "n": 4}}).json()
+    assert [(e["entity_id"], e["observed"]["spend"], e["observed"]["impressions"]) for e in one["entities"]] == \
+        [("ad-h", "60.000000", 500)]  # only the delta captured in the last hour
+    assert [(e["observed"]["spend"], e["observed"]["impressions"]) for e in four["entities"]] == \
+        [("100.000000", 1500)]
+
+
+def test_dry_run_names_and_name_filter(api: Api) -> None:  # noqa: F811
+    ws = api.tenants.ws_a
+    _write_rows(api.database, ws, [r for r in _rows() if r.account == "act-utc"])
+    with psycopg.connect(api.database, autocommit=True) as conn:
+        conn.execute("INSERT INTO connections (workspace_id, provider, account_id, token_key_id, token_ciphertext) "
+                     "VALUES (%s, 'meta', 'act-utc', 'k', '\\x00')", (ws,))
+        conn.execute("INSERT INTO entities (workspace_id, provider, account_id, entity_id, entity_level, name, "
+                     "campaign_id) VALUES (%s, 'meta', 'act-utc', 'fires', 'ad', 'Summer Sale — video', 'c1'), "
+                     "(%s, 'meta', 'act-utc', 'c1', 'campaign', 'Prospecting', 'c1')", (ws, ws))
+    out = api.alice("POST", "/rules/dry-run", RULE).json()
+    [e] = out["entities"]
+    assert (e["name"], e["campaign_id"], e["campaign_name"], e["adset_id"]) == \
+        ("Summer Sale — video", "c1", "Prospecting", "s1")
+    hit = api.alice("POST", "/rules/dry-run", {**RULE, "scope": {"name_contains": "SUMMER"}}).json()
+    assert [x["entity_id"] for x in hit["entities"]] == ["fires"]
+    miss = api.alice("POST", "/rules/dry-run", {**RULE, "scope": {"name_contains": "winter"}}).json()
+    assert (miss["evaluated"], miss["entities"]) == (0, [])  # unknown or other names never match
