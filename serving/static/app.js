@@ -48,6 +48,33 @@ async function loadDashboard() {
     `<div>${m.provider} ${fmt(m.spend, "money", d.currency)} (${fmt(m.share, "pct")})` +
     `<div class="bar" style="width:${Math.round(Number(m.share || 0) * 100)}%"></div></div>`).join("") || '<span class="muted">no spend</span>';
   drawPulse(d);
+  renderAlerts(d.alerts || []);
+}
+
+// The alert feed: names are merchants' data, so everything is escaped.
+const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+const ALERT_NUMBERS = [["spend", "money"], ["conversions", "num"], ["roas", "ratio"], ["cpa", "money"]];
+function renderAlerts(alerts) {
+  $("alerts").innerHTML = alerts.length ? alerts.map((a) => {
+    const nums = ALERT_NUMBERS.filter(([k]) => k in a.observed)
+      .map(([k, kind]) => `${k} ${esc(fmt(a.observed[k], kind, a.currency))}`).join(" · ");
+    const when = new Date(a.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return `<li class="alert" data-kind="${esc(a.kind)}" data-fingerprint="${esc(a.fingerprint)}">` +
+      `<span class="badge">${esc(a.kind)}</span> <b class="rule">${esc(a.rule_name || a.rule_id)}</b> ` +
+      `<span class="entity">${esc(a.entity_name || a.entity_id)}</span> <time>${esc(when)}</time>` +
+      `<div class="muted">${nums}</div></li>`;
+  }).join("") : '<li class="muted">no alerts</li>';
+}
+async function loadAlerts() {
+  const d = await api("/alerts?" + new URLSearchParams({ workspace_id: state.ws, limit: "10" }));
+  renderAlerts(d.alerts);
+}
+// Alerts arrive with the data that fired them: refetch on live events, at most every 5 s.
+let alertsAt = 0, alertsTimer = null;
+function scheduleAlerts() {
+  if (alertsTimer) return;
+  const wait = Math.max(0, alertsAt + 5000 - Date.now());
+  alertsTimer = setTimeout(() => { alertsTimer = null; alertsAt = Date.now(); loadAlerts().catch(showError); }, wait);
 }
 
 function drawPulse(d) {
@@ -89,7 +116,7 @@ async function openStream() {
   const seen = (e) => { state.lastSeen = Date.now(); if (e && e.lastEventId) state.lastId = e.lastEventId; setConn("live"); };
   es.addEventListener("ready", seen);
   es.addEventListener("heartbeat", () => { state.lastSeen = Date.now(); setConn("live"); });
-  es.addEventListener("update", (e) => { seen(e); scheduleRefetch(); });
+  es.addEventListener("update", (e) => { seen(e); scheduleRefetch(); scheduleAlerts(); });
   es.addEventListener("reset", (e) => { seen(e); scheduleRefetch(); });
   es.addEventListener("dropped", () => { es.close(); setConn("reconnecting"); setTimeout(() => openStream().catch(showError), 1000); });
   es.onerror = () => {
@@ -110,6 +137,7 @@ async function start(token) {
   await openStream();
 }
 
+setInterval(() => { if (state.ws && !document.hidden) scheduleAlerts(); }, 30000);  // recoveries, deliveries
 setInterval(() => {  // stale: no event or heartbeat for 3 heartbeat periods
   if (state.es && state.es.readyState === EventSource.OPEN && Date.now() - state.lastSeen > 45000) setConn("stale");
 }, 5000);

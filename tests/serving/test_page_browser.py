@@ -4,13 +4,19 @@ numbers, shows the stream as live, and a snapshot produced into Kafka during the
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from connectors.kafka import Producer, publish_snapshots
+from connectors.redis_live import LivePublisher
 from metricx.settings import Settings
+from schemas.alerts import Alert, alert_payload
 from tests.integration.conftest import Pipeline, Topics, pipeline, topics  # noqa: F401 - fixtures
 from tests.serving.cdp import Browser
 from tests.serving.conftest import Issuer, Server, Tenants, snapshot, today_utc, write
@@ -52,3 +58,42 @@ def test_page_loads_and_updates_live(services: Settings, topics: Topics, pipelin
     assert browser.wait_for(session, SPEND, lambda v: v == "$42.50", timeout=90) == "$42.50"
     assert "cmp-new" in browser.evaluate(session, TOP)
     assert browser.evaluate(session, "location.hash") == ""  # the token does not linger in the address
+
+
+FEED = "Array.from(document.querySelectorAll('#alerts li')).map(li => li.textContent).join('|')"
+
+
+def test_alert_feed_shows_a_new_alert_on_the_next_live_event(services: Settings, server: Server, issuer: Issuer,
+                                                             tenants: Tenants, database: str,
+                                                             browser: Browser) -> None:
+    """An alert the pipeline stored shows up in the feed when the next live event
+    arrives (the page refetches /alerts, coalesced); names are shown as text, not HTML."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    write(database, [snapshot(tenants.ws_a, campaign="cmp-demo", ad="ad-1", day=today_utc(),
+                              captured_at=now - timedelta(seconds=30), spend="30", impressions=3000)])
+    session = browser.open(f"{server.base}/#token={issuer.token(tenants.alice, workspace_id=str(tenants.ws_a))}")
+    assert browser.wait_for(session, STATE, lambda v: v == "live") == "live"
+    assert browser.evaluate(session, FEED) == "no alerts"
+    rule = uuid.uuid4()
+    a = Alert(fingerprint=f"{rule}|meta:act-1:ad:ad-1|{today_utc()}|fired", kind="fired",
+              workspace_id=str(tenants.ws_a), rule_id=str(rule), rule_version=1, rule_name="<i>Spent 80</i>, no sale",
+              conditions="spend >= 80 AND conversions = 0", window="today", provider="meta", account_id="act-1",
+              entity_level="ad", entity_id="ad-1", campaign_id="cmp-demo", adset_id="set-1", report_date=today_utc(),
+              timezone="UTC", currency="USD", captured_at=now,
+              observed=(("spend", Decimal("84.5")), ("conversions", Decimal(0)), ("roas", Decimal(0)),
+                        ("cpa", None)), notify=(), pause=False, pause_dry_run=True, resume=False)
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO alerts (fingerprint, workspace_id, rule_id, kind, provider, account_id, entity_level, "
+            "entity_id, campaign_id, report_date, currency, captured_at, payload) "
+            "VALUES (%s, %s, %s, 'fired', 'meta', 'act-1', 'ad', 'ad-1', 'cmp-demo', %s, 'USD', %s, %s)",
+            (a.fingerprint, tenants.ws_a, rule, a.report_date, now, Jsonb(alert_payload(a))))
+    live = LivePublisher(services.redis_url)
+    try:
+        live.publish({str(tenants.ws_a): {"committed_at": now.isoformat(), "changes": []}})
+    finally:
+        live.close()
+    feed = browser.wait_for(session, FEED, lambda v: "Spent 80" in v, timeout=30)
+    assert "<i>Spent 80</i>, no sale" in feed and "ad-1" in feed and "fired" in feed
+    assert "spend $84.50" in feed and "cpa —" in feed
+    assert browser.evaluate(session, "document.querySelectorAll('#alerts i').length") == 0  # text, never markup
