@@ -73,7 +73,8 @@ class Sender:
         paced = [cid for cid, t in self.not_before.items() if t > now]
         for cid in [cid for cid, t in self.not_before.items() if t <= now]:
             del self.not_before[cid]
-        batch = outbox.claim(conn, self.ns.notifier_batch_size, lease_s=self.ns.notifier_send_lease_s, exclude=paced)
+        batch = outbox.claim(conn, self.ns.notifier_batch_size, lease_s=self.ns.notifier_send_lease_s, exclude=paced,
+                             slack_min_interval_s=self.ns.slack_min_interval_s)
         if not batch:
             return 0
         first = batch[0]

@@ -116,10 +116,13 @@ def claim(
     *,
     lease_s: float = 60.0,
     exclude: Iterable[uuid.UUID] = (),
+    slack_min_interval_s: float = 0.0,
 ) -> list[Claimed]:
     """Claim up to ``limit`` due deliveries of ONE ready channel (the one waiting longest),
     committed as 'sending' before returning.  ``exclude``: channels this process holds back
-    (its own per-webhook pacing).  Empty when nothing is due."""
+    (its own per-webhook pacing).  ``slack_min_interval_s``: a Slack channel that got a
+    message less than this long ago is not ready (pacing that survives restarts and holds
+    across processes).  Empty when nothing is due."""
     _idle(conn)
     skip = list(exclude)
     with conn.transaction():
@@ -139,10 +142,13 @@ def claim(
             ).fetchone()
             if ch is None:
                 continue
+            gap = slack_min_interval_s if ch[0] == "slack" else 0.0
             held = conn.execute(
-                """SELECT 1 FROM alert_deliveries WHERE channel_id = %s AND status IN ('failed', 'sending')
-                   AND next_attempt_at > clock_timestamp() LIMIT 1""",
-                (cid,),
+                """SELECT 1 FROM alert_deliveries WHERE channel_id = %s
+                   AND ((status IN ('failed', 'sending') AND next_attempt_at > clock_timestamp())
+                        OR (status = 'sent' AND sent_at > clock_timestamp() - make_interval(secs => %s)))
+                   LIMIT 1""",
+                (cid, gap),
             ).fetchone()
             if held:
                 continue  # waiting out a Retry-After / backoff, or another process is sending
