@@ -242,6 +242,8 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "client.id": "metricx-notifier",
+        # A killed notifier's partitions move to its replacement after this long (default 45 s).
+        "session.timeout.ms": 10_000,
     })
     producer = Producer(settings.kafka_bootstrap, client_id="metricx-notifier")
     meta = actions.MetaStatusSetter(ns.meta_graph_url)

@@ -98,11 +98,9 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         payloads = [payload(i, notify=[ch_a, ch_b, ch_mail] + ([ch_c] if i % 4 == 0 else [])) for i in range(N_ALERTS)]
         fps = {p["fingerprint"] for p in payloads}
         producer = Producer(services.kafka_bootstrap, client_id="test-alerts")
-        for p in payloads:
+        first, later = payloads[:30], payloads[30:]
+        for p in first:
             producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
-        for p in payloads[:5]:  # duplicates: the pipeline replayed, or a producer retried
-            producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
-        producer.send(alerts_topic, b'{"schema": "metricx.alert.v1", "kind": "fired"}', str(WS).encode())
         producer.flush()
 
         env = {
@@ -125,8 +123,14 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         try:
             notifier.start()
             wait_for(lambda: len(slack.requests_to(hook_b)) >= 1, "the first message to webhook b", notifier)
-            notifier.kill9()  # b has 4 messages to send at 1/s: this is mid-burst
+            notifier.kill9()  # b has 3 messages to send at 1/s: this is mid-burst
             killed_at_requests = len(slack.received)
+            # While it is down: the rest of the burst, duplicates (the pipeline replayed, or
+            # a producer retried) and one invalid message.
+            for p in later + payloads[:5] + later[:3]:
+                producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
+            producer.send(alerts_topic, b'{"schema": "metricx.alert.v1", "kind": "fired"}', str(WS).encode())
+            producer.flush()
             notifier.start()
 
             def settled() -> bool:
