@@ -131,6 +131,8 @@ def action_text(payload: Mapping[str, Any], outcome: str | None) -> str | None:
         return f"Action: {verb} FAILED — check the entity on the platform"
     if outcome == "would":
         return f"Action: {done.lower()} (dry run) — nothing was changed on the platform"
+    if recovered:
+        return "Action: not resumed — metricx had not paused it"
     return f"Action: {verb} requested"
 
 

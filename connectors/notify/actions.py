@@ -36,6 +36,11 @@ IN_FLIGHT = "started; the platform call was not confirmed (notifier stopped?) â€
 _META_CLASSES: dict[str, Callable[..., Any]] = {"ad": Ad, "adset": AdSet, "campaign": Campaign}
 
 
+def fired_fingerprint(fingerprint: str) -> str:
+    """The alert a recovery notice recovers: same fingerprint, kind ``fired``."""
+    return fingerprint.rsplit("|", 1)[0] + "|fired"
+
+
 def wanted(alert: AlertV1) -> tuple[str, bool] | None:
     """(action, dry_run) this alert asks for, if any."""
     if alert.kind == "fired" and alert.actions.pause.enabled:
@@ -96,6 +101,14 @@ def apply(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta:
     action, dry_run = want
     ctx = {"fingerprint": alert.fingerprint, "workspace_id": str(alert.workspace_id), "provider": alert.provider,
            "account_id": alert.account_id, "entity_id": alert.entity_id, "action": action, "dry_run": dry_run}
+    if action == "resume" and not dry_run:
+        paused = conn.execute("SELECT outcome FROM entity_actions WHERE fingerprint = %s AND action = 'pause'",
+                              (fired_fingerprint(alert.fingerprint),)).fetchone()
+        if paused is None or paused[0] != "done":
+            # Only undo what metricx did: resuming an ad a person paused would spend their money.
+            log.info("nothing to resume: metricx did not pause this entity",
+                     extra={**ctx, "pause_outcome": paused[0] if paused else None})
+            return None
     if not _claim(conn, alert, action, dry_run):
         return None  # already done, attempted or recorded by an earlier delivery of this alert
     if dry_run:

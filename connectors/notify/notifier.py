@@ -35,7 +35,7 @@ from connectors.notify.config import NotifierSettings, load_notifier_settings
 from connectors.notify.email import EmailSender, parse_recipients
 from connectors.notify.slack import SlackClient
 from metricx.settings import ConfigError, Settings
-from pipelines.alert_messages import email_message, slack_message
+from pipelines.alert_messages import EmailContent, email_message, slack_message
 from schemas.alerts import AlertV1, InvalidAlert, parse_alert
 from schemas.envelope import DeadLetter, Envelope
 
@@ -85,7 +85,12 @@ class Sender:
             secret = channels.secret(conn, self.keyring, first.workspace_id, first.channel_id)
             names = outbox.entity_names(conn, [c.payload for c in batch])
             outcomes = outbox.action_outcomes(conn, fps)
-        except (TokenKeyError, LookupError, psycopg.Error) as exc:
+            if first.channel_kind == "slack":
+                rendered: Any = slack_message([c.payload for c in batch], names, self.ns.dashboard_url, outcomes)
+            else:
+                rendered = [email_message(c.payload, names, self.ns.dashboard_url, outcomes.get(c.fingerprint))
+                            for c in batch]
+        except (TokenKeyError, LookupError, ValueError, KeyError, psycopg.Error) as exc:
             # Nothing was sent: back to the queue, it is a retry like any other.
             err = f"could not prepare the message: {type(exc).__name__}: {exc}"[:500]
             log.error("delivery not attempted", extra={**ctx, "error": err})
@@ -93,16 +98,15 @@ class Sender:
                                max_attempts=self.ns.notifier_max_attempts)
             return len(batch)
         if first.channel_kind == "slack":
-            self._slack(conn, batch, secret, names, outcomes, ctx)
+            self._slack(conn, batch, secret, rendered, ctx)
         else:
-            self._email(conn, batch, secret, names, outcomes, ctx)
+            self._email(conn, batch, secret, rendered, ctx)
         return len(batch)
 
     def _slack(self, conn: psycopg.Connection[Any], batch: list[outbox.Claimed], url: str,
-               names: dict[str, str], outcomes: dict[str, str], ctx: dict[str, Any]) -> None:
+               message: dict[str, Any], ctx: dict[str, Any]) -> None:
         first = batch[0]
         fps = [c.fingerprint for c in batch]
-        message = slack_message([c.payload for c in batch], names, self.ns.dashboard_url, outcomes)
         result = self.slack.post(url, message)
         # Mark first (the narrowest possible 'unknown' window), then log.
         wait = max(self.ns.slack_min_interval_s, result.retry_after_s or 0.0)
@@ -124,10 +128,9 @@ class Sender:
                         extra={**ctx, "error": result.error, "delay_s": round(delay, 1), "attempt": first.attempts})
 
     def _email(self, conn: psycopg.Connection[Any], batch: list[outbox.Claimed], secret: str,
-               names: dict[str, str], outcomes: dict[str, str], ctx: dict[str, Any]) -> None:
+               contents: list[EmailContent], ctx: dict[str, Any]) -> None:
         recipients = parse_recipients(secret)
-        for i, c in enumerate(batch):
-            content = email_message(c.payload, names, self.ns.dashboard_url, outcomes.get(c.fingerprint))
+        for i, (c, content) in enumerate(zip(batch, contents, strict=True)):
             result = self.email.send(recipients, c.fingerprint, content)
             if result.outcome == "sent":
                 outbox.mark_sent(conn, c.channel_id, [c.fingerprint])
@@ -211,13 +214,16 @@ def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: S
             dead += 1
     if dead:
         producer.flush()  # the dead letters are safe before their offsets are committed
+    # Actions first, so the messages can say what happened (each is claimed in the audit
+    # before its call: a redelivered alert skips it).
+    for a in alerts:
+        actions.apply(conn, keyring, a, meta)
     with conn.transaction():
         results = [outbox.ingest(conn, a) for a in alerts]
     for a, r in zip(alerts, results, strict=True):
         log.info("alert recorded", extra={"fingerprint": a.fingerprint, "workspace_id": str(a.workspace_id),
                                           "kind": a.kind, "queued": len(r.queued), "dead": len(r.dead),
                                           "new": r.alert_created})
-        actions.apply(conn, keyring, a, meta)
     return len(alerts)
 
 

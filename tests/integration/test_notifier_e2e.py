@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -141,6 +142,10 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
                 return open_rows == (0,) and total == (expected,)
 
             wait_for(settled, "every delivery to reach a final state", notifier)
+            assert notifier.proc is not None
+            notifier.proc.send_signal(signal.SIGTERM)  # a clean stop: exits 0
+            assert notifier.proc.wait(timeout=60) == 0, notifier.log()[-3000:]
+            assert '"notifier stopped"' in notifier.log()
         finally:
             notifier.kill9()
 

@@ -63,6 +63,7 @@ def test_recovered_wording_and_resume() -> None:
     text = slack_message([p], NAMES, URL, {p["fingerprint"]: "done"})["text"]
     assert text.startswith("Recovered:") and "passes" in text and "Resumed on the platform" in text
     assert "Alert:" not in text
+    assert "not resumed" in slack_message([p], NAMES, URL)["text"]  # metricx had not paused it
 
 
 def test_pause_wording_dry_run_done_failed() -> None:

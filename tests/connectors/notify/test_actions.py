@@ -106,3 +106,15 @@ def test_google_and_missing_connection_fail_visibly(conn: psycopg.Connection[Any
     errors = [r[3] for r in audit(conn)]
     assert "not supported for google" in errors[0] and "no meta connection" in errors[1]
     assert UUID(str(WS))  # workspace-scoped lookups only
+
+
+def test_resume_only_what_metricx_paused(conn: psycopg.Connection[Any], graph: FakeGraphApi) -> None:
+    meta = actions.MetaStatusSetter(graph.url)
+    rec = alert(5, kind="recovered", pause=True, dry_run=False, resume=True)
+    assert actions.apply(conn, keyring(), rec, meta) is None  # never paused: a person's pause stays
+    graph.fail_next(ScriptedError(code=100, status=400))
+    assert actions.apply(conn, keyring(), alert(6, pause=True, dry_run=False), meta) == "failed"
+    assert actions.apply(conn, keyring(), alert(6, kind="recovered", pause=True, dry_run=False, resume=True),
+                         meta) is None  # the pause failed: nothing to undo
+    assert graph.status_updates == []
+    assert actions.fired_fingerprint(rec.fingerprint) == alert(5).fingerprint
