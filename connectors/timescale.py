@@ -76,6 +76,50 @@ def _upsert_newest(table: str, columns: tuple[str, ...], key: tuple[str, ...], s
     )
 
 
+# The campaign-day rollup (migration 0005), in the same transaction, after
+# metrics_daily: the touched campaign-days are *recomputed* from metrics_daily (never
+# incremented), so a replay rewrites the same sums.  Two commit partitions can touch one
+# campaign-day through different ads, so first each locks its rows in key order (a
+# placeholder insert whose ON CONFLICT branch locks existing rows without writing
+# them); the sums are taken by a later statement, whose fresh READ COMMITTED snapshot
+# sees whatever the previous lock holder committed.  Summing inside the locking
+# statement would read a stale snapshot and the last writer would win.
+CAMPAIGN_KEY5 = ("workspace_id", "provider", "account_id", "campaign_id", "report_date")
+CAMPAIGN_KEY = (*CAMPAIGN_KEY5, "currency")
+_CK5, _CK = _cols(CAMPAIGN_KEY5), _cols(CAMPAIGN_KEY)
+
+
+def _eq(a: str, b: str, keys: tuple[str, ...]) -> str:
+    return " AND ".join(f"{a}.{k} = {b}.{k}" for k in keys)
+
+
+def _row(alias: str, cols: tuple[str, ...]) -> str:
+    return ", ".join(f"{alias}.{c}" for c in cols)
+
+
+_TZ_MEASURES = ("timezone", *MEASURES)
+CAMPAIGN_DAILY = [
+    f"INSERT INTO metrics_campaign_daily ({_CK}, timezone) "
+    f"SELECT DISTINCT ON ({_CK}) {_CK}, timezone FROM {STAGE} ORDER BY {_CK} "
+    f"ON CONFLICT ({_CK}) DO UPDATE SET timezone = EXCLUDED.timezone WHERE false",
+    # One index probe of metrics_daily (workspace_id, report_date, campaign_id) per
+    # touched campaign-day (LATERAL: the plan cannot turn into a scan of the table).
+    f"WITH t AS (SELECT DISTINCT {_CK5} FROM {STAGE}), "
+    f"s AS (SELECT t.*, x.* FROM t CROSS JOIN LATERAL ("
+    f"SELECT d.currency, min(d.timezone) AS timezone, sum(d.spend) AS spend, "
+    f"sum(d.impressions)::bigint AS impressions, sum(d.clicks)::bigint AS clicks, "
+    f"sum(d.conversions) AS conversions, sum(d.revenue) AS revenue FROM metrics_daily d "
+    f"WHERE {_eq('d', 't', CAMPAIGN_KEY5)} GROUP BY d.currency) x), "
+    f"up AS (UPDATE metrics_campaign_daily c SET "
+    + ", ".join(f"{m} = s.{m}" for m in _TZ_MEASURES)
+    + f", updated_at = clock_timestamp() FROM s WHERE {_eq('c', 's', CAMPAIGN_KEY)} "
+    f"AND ({_row('c', _TZ_MEASURES)}) IS DISTINCT FROM ({_row('s', _TZ_MEASURES)})) "
+    # A campaign-day (in a currency) that no longer has any ad row: gone.
+    f"DELETE FROM metrics_campaign_daily c USING t WHERE {_eq('c', 't', CAMPAIGN_KEY5)} "
+    f"AND NOT EXISTS (SELECT 1 FROM s WHERE {_eq('c', 's', CAMPAIGN_KEY)})",
+]
+
+
 _ID = _cols(IDENTITY)
 MOVE = ";\n".join(
     [
@@ -93,6 +137,7 @@ MOVE = ";\n".join(
             f"{_ID}, timezone, currency, {_cols(MEASURES)}, captured_at",
             extra_set=", updated_at = clock_timestamp()",
         ),
+        *CAMPAIGN_DAILY,
     ]
 )
 assert tuple(c for c in BUCKET_COLUMNS[-1:]) == ("last_captured_at",)

@@ -112,3 +112,19 @@ pipeline_progress = Table(
     Column("next_offset", BigInteger, nullable=False),
     Column("committed_at", TS, nullable=False),
 )
+
+# Sums of metrics_daily per campaign-day and currency (migration 0005), maintained by
+# the pipeline's commit transaction: what the dashboard reads when it needs no ad grain.
+metrics_campaign_daily = Table(
+    "metrics_campaign_daily",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True), primary_key=True, nullable=False),
+    Column("provider", Text, primary_key=True, nullable=False),
+    Column("account_id", Text, primary_key=True, nullable=False),
+    Column("campaign_id", Text, primary_key=True, nullable=False),
+    Column("report_date", Date, primary_key=True, nullable=False),
+    Column("currency", Text, primary_key=True, nullable=False),
+    Column("timezone", Text, nullable=False),
+    *_measures(),
+    Column("updated_at", TS, nullable=False),
+)

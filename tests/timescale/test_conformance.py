@@ -63,6 +63,7 @@ METRICX_RELATIONS = (
     "metrics_15m",
     "metrics_hourly",
     "metrics_daily",
+    "metrics_campaign_daily",
     "pipeline_progress",
 )
 
@@ -366,6 +367,19 @@ def check_invariants(world: World) -> None:
     daily = per_series(dsn, f"SELECT {KEY_SQL}, {VALS_SQL} FROM metrics_daily")
     assert daily == daily_expected
 
+    # The campaign-day rollup the pipeline keeps in the same transaction: metrics_daily's sums.
+    campaign_key = "workspace_id::text, provider, account_id, campaign_id, report_date, currency"
+    campaigns = query(
+        dsn,
+        f"SELECT {campaign_key}, {VALS_SQL} FROM metrics_campaign_daily ORDER BY 1, 2, 3, 4, 5, 6",
+    )
+    sums = query(
+        dsn,
+        f"SELECT {campaign_key}, {SUMS_SQL} FROM metrics_daily GROUP BY 1, 2, 3, 4, 5, 6 "
+        "ORDER BY 1, 2, 3, 4, 5, 6",
+    )
+    assert campaigns and campaigns == sums
+
     last_captured = {
         tuple(r[:5]): r[5]
         for r in query(dsn, f"SELECT {KEY_SQL}, last_captured_at FROM metrics_daily")
@@ -438,6 +452,7 @@ def dump(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         "metric_deltas": "",
         "metrics_15m": "",
         "metrics_daily": "updated_at",
+        "metrics_campaign_daily": "updated_at",
         "pipeline_progress": "committed_at",
     }
     out = {}
