@@ -36,9 +36,13 @@ TARGET: Final = {
              "WHEN entity_level IN ('ad', 'asset_group') THEN adset_id END",
     "campaign": "CASE WHEN entity_level = 'campaign' THEN entity_id ELSE campaign_id END",
 }
+# Every account's local date is within a day of UTC's: the constant bounds let the
+# (workspace_id, report_date) index narrow the scan before the per-row timezone decides.
+_NEAR: Final = ("report_date BETWEEN (now() AT TIME ZONE 'UTC')::date - %(n)s::int "
+                "AND (now() AT TIME ZONE 'UTC')::date + 1")
 WINDOW: Final = {
-    "today": "FROM metrics_daily WHERE report_date = (now() AT TIME ZONE timezone)::date",
-    "days": "FROM metrics_daily WHERE report_date > (now() AT TIME ZONE timezone)::date - %(n)s::int "
+    "today": f"FROM metrics_daily WHERE {_NEAR} AND report_date = (now() AT TIME ZONE timezone)::date",
+    "days": f"FROM metrics_daily WHERE {_NEAR} AND report_date > (now() AT TIME ZONE timezone)::date - %(n)s::int "
             "AND report_date <= (now() AT TIME ZONE timezone)::date",
     "hours": "FROM metric_deltas WHERE captured_at > now() - make_interval(hours => %(n)s::int)",
 }
