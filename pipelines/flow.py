@@ -6,7 +6,7 @@
                             --(refused: window / conflict: dead letter)----+
                             --(applied / ignored)--------------------------+-> commit sink
                             --(applied, workspace has rules)                 |
-      -> key by rule target -> stop-loss watch (windowed sums) --(alerts)----+
+      -> key by campaign -> stop-loss watch (windowed sums) --(alerts)-------+
         commit sink, per batch: send dead letters and wait for the broker's ack,
         one DB transaction (rows + Kafka progress), then the Redis live update.
 
@@ -34,11 +34,10 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE
 
 from metricx.settings import Settings
 from pipelines.commit import BackgroundCommitter, Committer
-from pipelines.deltas import Outcome
+from pipelines.deltas import Applied, Outcome
 from pipelines.rulebook import RuleBook
 from pipelines.steps import (
     SinkItem,
-    WatchItem,
     fold,
     is_refused,
     to_dead_letter,
@@ -115,7 +114,7 @@ def _dead_letter_key(dl: DeadLetter) -> str:
     return f"{dl.envelope.topic}:{dl.envelope.partition}"
 
 
-def _targets(book: RuleBook, kv: tuple[str, tuple[Outcome, Envelope]]) -> list[tuple[str, WatchItem]]:
+def _targets(book: RuleBook, kv: tuple[str, tuple[Outcome, Envelope]]) -> list[tuple[str, Applied]]:
     return watch_targets(book, kv[1][0])
 
 
@@ -149,8 +148,8 @@ def build_flow(
     invalid = op.key_on("dead_letter_key", valid.falses, _dead_letter_key)
     outputs = [refused.falses, invalid, refusals]
     if book is not None:
-        # Re-keyed by rule target (ad, or the ad set / campaign it rolls up into), so
-        # one stateful step owns each target's windowed sums and alert marks.
+        # Re-keyed by campaign: one stateful step owns the windowed sums and alert
+        # marks of a campaign, its ad sets and its ads.
         watched = op.flat_map("watch_targets", refused.falses, partial(_targets, book))
         fired = op.stateful_map("stoploss", watched, partial(watch_step, book, warmup))
         outputs.append(op.flat_map_value("alerts", fired, lambda alerts: alerts))

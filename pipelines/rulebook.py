@@ -16,24 +16,34 @@ from schemas.rules import Rule
 
 NameKey = tuple[str, str, str, str]  # workspace, provider, account, entity id
 
-_EMPTY: dict[str, tuple[Rule, ...]] = {}
+ByLevel = dict[str, tuple[Rule, ...]]
+_EMPTY: ByLevel = {}
+_ANY = "*"  # rules not scoped to accounts
 
 
 class RuleBook:
     def __init__(self, rules: list[Rule] | None = None) -> None:
         self._lock = threading.Lock()  # writers only
         self._rules: dict[str, Rule] = {}
-        self._index: dict[str, dict[str, tuple[Rule, ...]]] = {}  # ws -> level -> rules
+        # ws -> account (or "*") -> level -> the rules an entity of that account meets
+        self._index: dict[str, dict[str, ByLevel]] = {}
+        self.generation = 0  # bumped on every change, so watches can forget old marks
         self._names: Mapping[NameKey, str] = {}
         for r in rules or ():
             self.put(r)
 
     # -- read side (the dataflow) --
-    def levels(self, workspace_id: str) -> tuple[str, ...]:
-        return tuple(self._index.get(workspace_id, _EMPTY))
+    def for_account(self, workspace_id: str, account_id: str) -> ByLevel:
+        """The rules an entity of this account meets, by level (scoped to the account,
+        or to no account); the other scope filters are checked per rule."""
+        by_account = self._index.get(workspace_id)
+        if by_account is None:
+            return _EMPTY
+        found = by_account.get(account_id)
+        return found if found is not None else by_account.get(_ANY, _EMPTY)
 
-    def rules(self, workspace_id: str, level: str) -> tuple[Rule, ...]:
-        return self._index.get(workspace_id, _EMPTY).get(level, ())
+    def rule_ids(self) -> set[str]:
+        return set(self._rules)
 
     def name(self, workspace_id: str, provider: str, account_id: str, entity_id: str) -> str | None:
         return self._names.get((workspace_id, provider, account_id, entity_id))
@@ -68,13 +78,20 @@ class RuleBook:
         self._names = dict(names)
 
     def _reindex(self, workspace_id: str) -> None:
-        by_level: dict[str, list[Rule]] = {}
-        for r in self._rules.values():
-            if r.workspace_id == workspace_id:
-                by_level.setdefault(r.level, []).append(r)
+        mine = sorted((r for r in self._rules.values() if r.workspace_id == workspace_id), key=lambda r: r.id)
+        accounts = {a for r in mine for a in r.account_ids}
+        by_account: dict[str, ByLevel] = {}
+        for acc in (_ANY, *accounts):
+            by_level: dict[str, list[Rule]] = {}
+            for r in mine:
+                if not r.account_ids or acc in r.account_ids:
+                    by_level.setdefault(r.level, []).append(r)
+            if by_level:
+                by_account[acc] = {lvl: tuple(rs) for lvl, rs in by_level.items()}
         index = dict(self._index)
-        if by_level:
-            index[workspace_id] = {lvl: tuple(sorted(rs, key=lambda r: r.id)) for lvl, rs in by_level.items()}
+        if by_account:
+            index[workspace_id] = by_account
         else:
             index.pop(workspace_id, None)
         self._index = index
+        self.generation += 1

@@ -15,7 +15,7 @@ from pipelines.deltas import (
     apply_snapshot,
 )
 from pipelines.rulebook import RuleBook
-from pipelines.stoploss import Target, WatchState, target_key, targets_for, watch
+from pipelines.stoploss import WatchState, forget_rules, watch, watch_key
 from schemas.alerts import Alert
 from schemas.envelope import DeadLetter, Envelope
 from schemas.insight import InvalidInsight, Snapshot, parse_insight
@@ -54,30 +54,30 @@ SinkItem = StoreItem | DeadLetter | Alert
 
 # ---- stop-loss: applied snapshots -> the watches of the rules' targets -> alerts ------
 
-WatchItem = tuple[Applied, Target]
-
-
-def watch_targets(book: RuleBook, outcome: Outcome) -> list[tuple[str, WatchItem]]:
-    """The watches one applied snapshot feeds: one per rule level its workspace uses
-    (none, and no cost beyond a dict lookup, for a workspace without rules)."""
+def watch_targets(book: RuleBook, outcome: Outcome) -> list[tuple[str, Applied]]:
+    """The campaign watch an applied snapshot feeds, if its account meets any rule
+    (nothing, at the cost of a dict lookup, for a workspace without rules)."""
     if not isinstance(outcome, Applied):
         return []
-    levels = book.levels(outcome.snapshot.workspace_id)
-    if not levels:
+    s = outcome.snapshot
+    if not book.for_account(s.workspace_id, s.account_id):
         return []
-    return [(target_key(outcome, t), (outcome, t)) for t in targets_for(outcome, levels)]
+    return [(watch_key(outcome), outcome)]
 
 
 def watch_step(
-    book: RuleBook, warmup: timedelta, state: WatchState | None, item: WatchItem
+    book: RuleBook, warmup: timedelta, state: WatchState | None, applied: Applied
 ) -> tuple[WatchState | None, list[Alert]]:
-    applied, target = item
     s = applied.snapshot
-    rules = book.rules(s.workspace_id, target.level)
+    rules = book.for_account(s.workspace_id, s.account_id)
     if not rules:
-        return None, []  # the level's last rule is gone: forget the watch
+        return None, []  # the account's last rule is gone: forget the watch
+    if state is not None and state.rules_seen != book.generation:
+        forget_rules(state, book.rule_ids())
 
     def name_of(entity_id: str) -> str | None:
         return book.name(s.workspace_id, s.provider, s.account_id, entity_id)
 
-    return watch(state, applied, target, rules, name_of, warmup)
+    state, alerts = watch(state, applied, rules, name_of, warmup)
+    state.rules_seen = book.generation
+    return state, alerts

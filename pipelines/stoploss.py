@@ -27,13 +27,13 @@ produce the same fingerprints (``schemas.alerts``), and alert rows are inserted
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from pipelines.deltas import Applied
-from pipelines.kpis import Sums, kpis
+from pipelines.kpis import Sums, kpis, ratio
 from pipelines.rollups import local_date
 from schemas.alerts import Alert
 from schemas.metrics import Metrics
@@ -45,6 +45,37 @@ LEAF_LEVELS = frozenset({"ad", "asset_group"})
 
 # ---- the verdict: one rule over one set of sums (also used by the API's dry-run) -------
 
+_RATIO_PARTS = {
+    "roas": ("revenue", "spend", 1),
+    "cpa": ("spend", "conversions", 1),
+    "cpc": ("spend", "clicks", 1),
+    "ctr": ("clicks", "impressions", 1),
+    "cpm": ("spend", "impressions", 1000),
+}
+
+
+class Observed:
+    """The metrics of one window, ratios computed on first use: a rule reads one or two
+    of them, and a division plus rounding per ratio per rule adds up on the hot path."""
+
+    __slots__ = ("_cache", "sums")
+
+    def __init__(self, sums: Sums) -> None:
+        self.sums = sums
+        self._cache: dict[str, Decimal | int | None] = {}
+
+    def __getitem__(self, metric: str) -> Decimal | int | None:
+        v = self._cache.get(metric, self)
+        if v is self:
+            parts = _RATIO_PARTS.get(metric)
+            v = getattr(self.sums, metric) if parts is None else ratio(
+                getattr(self.sums, parts[0]), getattr(self.sums, parts[1]), parts[2])
+            self._cache[metric] = v
+        return v  # type: ignore[return-value]
+
+    def all(self) -> dict[str, Decimal | int | None]:
+        return kpis(self.sums)
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -53,7 +84,7 @@ class Verdict:
     observed: dict[str, Decimal | int | None]
 
 
-def _holds(c: Condition, observed: dict[str, Decimal | int | None]) -> bool:
+def _holds(c: Condition, observed: Observed) -> bool:
     v = observed[c.metric]
     if v is None:  # undefined ratio: satisfies nothing, not even "!="
         return False
@@ -71,22 +102,29 @@ def _holds(c: Condition, observed: dict[str, Decimal | int | None]) -> bool:
     return v != c.value
 
 
-def holds(g: Group, observed: dict[str, Decimal | int | None]) -> bool:
-    results = (holds(c, observed) if isinstance(c, Group) else _holds(c, observed) for c in g.conditions)
-    return all(results) if g.op == "and" else any(results)
+def holds(g: Group, observed: Observed) -> bool:
+    want = g.op == "or"  # "and" stops at the first False, "or" at the first True
+    for c in g.conditions:
+        if (holds(c, observed) if isinstance(c, Group) else _holds(c, observed)) is want:
+            return want
+    return not want
 
 
-def judge(rule: Rule, sums: Sums) -> Verdict:
-    observed = kpis(sums)
-    guarded = (
+def guarded(rule: Rule, sums: Sums) -> bool:
+    return (
         (rule.min_spend is None or sums.spend >= rule.min_spend)
         and (rule.min_impressions is None or sums.impressions >= rule.min_impressions)
         and (rule.min_clicks is None or sums.clicks >= rule.min_clicks)
     )
-    return Verdict(guarded, guarded and holds(rule.conditions, observed), observed)
 
 
-# ---- per-target state --------------------------------------------------------------
+def judge(rule: Rule, sums: Sums) -> Verdict:
+    observed = Observed(sums)
+    ok = guarded(rule, sums)
+    return Verdict(ok, ok and holds(rule.conditions, observed), observed.all())
+
+
+# ---- per-campaign state --------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -101,13 +139,20 @@ class Mark:
 
 @dataclass(slots=True)
 class WatchState:
+    """Everything the rules need about one campaign: its ads' latest cumulative values
+    per report date (an ad's, its ad set's and the campaign's windows are all sums of
+    these) and hourly deltas.  One state per campaign means one stateful step per
+    snapshot, whatever the levels its rules are written at."""
+
     since: datetime  # captured_at of the first snapshot this watch saw
     # report_date -> child entity id -> its latest cumulative for that date
     days: dict[date, dict[str, Metrics]] = field(default_factory=dict)
-    # hour index (UTC hours since the epoch) -> sum of deltas captured in that hour
-    hours: dict[int, Metrics] = field(default_factory=dict)
-    marks: dict[str, Mark] = field(default_factory=dict)  # rule id -> mark
+    parents: dict[str, str | None] = field(default_factory=dict)  # child -> its ad set
+    # child -> hour index (UTC hours since the epoch) -> sum of its deltas captured then
+    hours: dict[str, dict[int, Metrics]] = field(default_factory=dict)
+    marks: dict[tuple[str, str], Mark] = field(default_factory=dict)  # (rule id, target id)
     latest_day: date | None = None
+    rules_seen: int = -1  # the rule book generation the marks were last checked against
 
 
 def _hour(ts: datetime) -> int:
@@ -126,31 +171,55 @@ def _sum(ms: Iterable[Metrics]) -> Sums:
     return Sums(spend, impressions, clicks, conversions, revenue)
 
 
-def window_sums(state: WatchState, rule: Rule, today: date, now: datetime) -> Sums | None:
-    """The rule's window over this target; None when the watch cannot know it yet."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a rule judges: an ad, an ad set or a campaign."""
+
+    level: str
+    target_id: str
+
+
+def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
+    if t.level == "campaign":
+        return lambda _c: True
+    if t.level == "adset":
+        parents = state.parents
+        return lambda c: c == t.target_id or parents.get(c) == t.target_id
+    return lambda c: c == t.target_id
+
+
+def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: datetime) -> Sums | None:
+    """The rule's window over one target; None when the watch cannot know it yet."""
     if rule.window == "hours":
         if now - state.since < timedelta(hours=rule.window_n):
             return None
-        h = _hour(now)
-        return _sum(m for k, m in state.hours.items() if k > h - rule.window_n)
+        first_hour = _hour(now) - rule.window_n
+        if t.level in LEAF_LEVELS:
+            per_child = [state.hours.get(t.target_id, {})]
+        else:
+            child = _children(state, t)
+            per_child = [h for c, h in state.hours.items() if child(c)]
+        return _sum(m for h in per_child for k, m in h.items() if k > first_hour)
     first = today - timedelta(days=(rule.window_n if rule.window == "days" else 1) - 1)
-    return _sum(m for d, children in state.days.items() if first <= d <= today for m in children.values())
+    if t.level in LEAF_LEVELS:
+        return _sum(
+            m for d, children in state.days.items() if first <= d <= today
+            if (m := children.get(t.target_id)) is not None
+        )
+    child = _children(state, t)
+    return _sum(
+        m for d, children in state.days.items() if first <= d <= today
+        for c, m in children.items() if child(c)
+    )
 
 
 def covers(rule: Rule, report_date: date, today: date) -> bool:
     """Does a change to ``report_date`` move this rule's window?"""
+    if rule.window == "today":
+        return report_date == today
     if rule.window == "hours":
         return True
-    n = rule.window_n if rule.window == "days" else 1
-    return today - timedelta(days=n - 1) <= report_date <= today
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Which watch a snapshot feeds, for one rule level."""
-
-    level: str
-    target_id: str
+    return 0 <= today.toordinal() - report_date.toordinal() < rule.window_n
 
 
 def targets_for(applied: Applied, levels: Iterable[str]) -> list[Target]:
@@ -166,16 +235,14 @@ def targets_for(applied: Applied, levels: Iterable[str]) -> list[Target]:
             elif s.entity_level in LEAF_LEVELS and s.adset_id:
                 out.append(Target("adset", s.adset_id))
         elif level == "campaign":
-            if s.entity_level == "campaign":
-                out.append(Target("campaign", s.entity_id))
-            elif s.entity_level != "campaign":
-                out.append(Target("campaign", s.campaign_id))
+            out.append(Target("campaign", s.entity_id if s.entity_level == "campaign" else s.campaign_id))
     return out
 
 
-def target_key(applied: Applied, t: Target) -> str:
+def watch_key(applied: Applied) -> str:
+    """The campaign a snapshot belongs to: the key of its watch."""
     s = applied.snapshot
-    return f"{s.workspace_id}:{s.provider}:{s.account_id}:{t.level}:{t.target_id}"
+    return f"{s.workspace_id}:{s.provider}:{s.account_id}:{s.campaign_id}"
 
 
 def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], str | None]) -> bool:
@@ -194,18 +261,24 @@ def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], s
 
 def _fold(state: WatchState, applied: Applied, today: date) -> None:
     s = applied.snapshot
-    state.days.setdefault(s.report_date, {})[s.entity_id] = s.metrics
+    child = s.entity_id
+    state.days.setdefault(s.report_date, {})[child] = s.metrics
+    if s.adset_id is not None:
+        state.parents[child] = s.adset_id
     h = _hour(s.captured_at)
-    prev = state.hours.get(h)
-    state.hours[h] = applied.delta if prev is None else prev + applied.delta
+    hours = state.hours.get(child)
+    if hours is None:
+        hours = state.hours[child] = {}
+    prev = hours.get(h)
+    hours[h] = applied.delta if prev is None else prev + applied.delta
+    if len(hours) > MAX_HOURS + 2:
+        for k in [k for k in hours if k <= h - MAX_HOURS - 1]:
+            del hours[k]
     if state.latest_day is None or today > state.latest_day:
         state.latest_day = today
         oldest = today - timedelta(days=MAX_DAYS)
         for d in [d for d in state.days if d < oldest]:
             del state.days[d]
-    if len(state.hours) > MAX_HOURS + 2:
-        for k in [k for k in state.hours if k <= h - MAX_HOURS - 1]:
-            del state.hours[k]
 
 
 def _fingerprint(rule: Rule, applied: Applied, t: Target, slot: str) -> str:
@@ -214,7 +287,7 @@ def _fingerprint(rule: Rule, applied: Applied, t: Target, slot: str) -> str:
 
 
 def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str, today: date,
-           verdict: Verdict) -> Alert:
+           observed: Observed) -> Alert:
     s = applied.snapshot
     recovered = kind == "recovered"
     return Alert(
@@ -236,7 +309,7 @@ def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str,
         timezone=s.timezone,
         currency=s.currency,
         captured_at=s.captured_at,
-        observed=tuple(verdict.observed.items()),
+        observed=tuple(observed.all().items()),
         notify=rule.notify if (not recovered or rule.notify_recovery) else (),
         pause=rule.pause and not recovered,
         pause_dry_run=rule.pause_dry_run,
@@ -244,34 +317,42 @@ def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str,
     )
 
 
+WindowCache = dict[tuple[str, str, int], Observed | None]
+
+
 def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: date,
-             warmup: timedelta) -> Alert | None:
-    """One rule on one target after ``applied`` was folded in: fire, recover or nothing."""
+             warmup: timedelta, cache: WindowCache | None = None) -> Alert | None:
+    """One rule on one target after ``applied`` was folded in: fire, recover or nothing.
+    ``cache`` shares window sums between the rules of one target in one call."""
     s = applied.snapshot
-    mark = state.marks.get(rule.id)
-    if mark is None:
-        mark = state.marks[rule.id] = Mark()
-    if mark.open_alert is not None and mark.open_day != today:
+    mark = state.marks.get((rule.id, t.target_id))  # created on the first firing only
+    if mark is not None and mark.open_alert is not None and mark.open_day != today:
         mark.open_alert = None  # the day it was about is over: close silently
     if not covers(rule, s.report_date, today):
         return None
     if t.level not in LEAF_LEVELS and s.captured_at - state.since < warmup:
         return None
-    sums = window_sums(state, rule, today, s.captured_at)
-    if sums is None:
+    wkey = (t.target_id, rule.window, rule.window_n)
+    if cache is not None and wkey in cache:
+        observed = cache[wkey]
+    else:
+        sums = window_sums(state, rule, t, today, s.captured_at)
+        observed = None if sums is None else Observed(sums)
+        if cache is not None:
+            cache[wkey] = observed
+    if observed is None or not guarded(rule, observed.sums):
         return None
-    verdict = judge(rule, sums)
-    if not verdict.guarded:
-        return None
-    if not verdict.matched:
-        if mark.open_alert is None:
+    if not holds(rule.conditions, observed):
+        if mark is None or mark.open_alert is None:
             return None
         fingerprint = mark.open_alert.removesuffix("|fired") + "|recovered"
         mark.open_alert = None
-        return _alert(rule, applied, t, fingerprint, "recovered", today, verdict)
+        return _alert(rule, applied, t, fingerprint, "recovered", today, observed)
     d = applied.delta
     if not (d.spend > 0 or d.impressions > 0):
         return None  # no delivery in this delta: restated numbers of a paused entity
+    if mark is None:
+        mark = state.marks[(rule.id, t.target_id)] = Mark()
     if rule.trigger == "once_per_day":
         if mark.fired_day == today:
             return None
@@ -288,52 +369,37 @@ def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: 
     fingerprint = _fingerprint(rule, applied, t, slot)
     mark.fired_day, mark.last_fired_at = today, s.captured_at
     mark.open_alert, mark.open_day = fingerprint, today
-    return _alert(rule, applied, t, fingerprint, "fired", today, verdict)
+    return _alert(rule, applied, t, fingerprint, "fired", today, observed)
 
 
 def watch(
     state: WatchState | None,
     applied: Applied,
-    target: Target,
-    rules: Iterable[Rule],
+    rules: Mapping[str, tuple[Rule, ...]],
     name_of: Callable[[str], str | None] = lambda _: None,
     warmup: timedelta = DEFAULT_WARMUP,
 ) -> tuple[WatchState, list[Alert]]:
-    """Fold one applied snapshot into its target's watch, then evaluate the rules of
-    that level in scope.  Mutates and returns ``state``."""
+    """Fold one applied snapshot into its campaign's watch, then evaluate the rules in
+    scope (``rules``: by level) on the ad, ad set and campaign it belongs to.  Mutates
+    and returns ``state``."""
     s = applied.snapshot
     if state is None:
         state = WatchState(since=s.captured_at)
     today = local_date(s.captured_at, s.timezone)
     _fold(state, applied, today)
     alerts = []
-    live = set()
-    for rule in rules:
-        live.add(rule.id)
-        if not in_scope(rule, applied, target, name_of):
-            continue
-        alert = evaluate(state, rule, applied, target, today, warmup)
-        if alert is not None:
-            alerts.append(alert)
-    if len(state.marks) > len(live):
-        for rid in [r for r in state.marks if r not in live]:
-            del state.marks[rid]  # the rule was deleted or paused
+    cache: WindowCache = {}
+    for t in targets_for(applied, rules):
+        for rule in rules[t.level]:
+            if not in_scope(rule, applied, t, name_of):
+                continue
+            alert = evaluate(state, rule, applied, t, today, warmup, cache)
+            if alert is not None:
+                alerts.append(alert)
     return state, alerts
 
 
-__all__ = [
-    "DEFAULT_WARMUP",
-    "Mark",
-    "Target",
-    "Verdict",
-    "WatchState",
-    "covers",
-    "evaluate",
-    "holds",
-    "in_scope",
-    "judge",
-    "target_key",
-    "targets_for",
-    "watch",
-    "window_sums",
-]
+def forget_rules(state: WatchState, live: set[str]) -> None:
+    """Drop the marks of rules that were deleted or paused."""
+    for k in [k for k in state.marks if k[0] not in live]:
+        del state.marks[k]

@@ -20,7 +20,7 @@ from pipelines.deltas import Applied, EntityState, apply_snapshot
 from pipelines.kpis import Sums
 from pipelines.rulebook import RuleBook
 from pipelines.steps import watch_step, watch_targets
-from pipelines.stoploss import Target, WatchState, judge, target_key, targets_for, watch
+from pipelines.stoploss import Target, WatchState, judge, targets_for, watch, watch_key
 from schemas.alerts import Alert
 from schemas.rules import Condition, Group, Rule, RuleV1, to_rule
 from tests.factories import WS, metrics, snap
@@ -62,13 +62,10 @@ class Feed:
         self.entities[entity] = state
         if not isinstance(outcome, Applied):
             return []
-        out = []
-        for t in targets_for(outcome, [self.level]):
-            key = target_key(outcome, t)
-            st_, alerts = watch(self.watches.get(key), outcome, t, self.rules, warmup=self.warmup)
-            self.watches[key] = st_
-            out += alerts
-        return out
+        key = watch_key(outcome)
+        st_, alerts = watch(self.watches.get(key), outcome, {self.level: tuple(self.rules)}, warmup=self.warmup)
+        self.watches[key] = st_
+        return alerts
 
 
 def kinds(alerts: list[Alert]) -> list[str]:
@@ -232,6 +229,8 @@ def test_scope_filters_provider_account_campaign_and_name() -> None:
     assert watch_step(book, NO_WARMUP, None, item)[1] == []  # name unknown: never matches
     book.set_names({(WS, "sim", "act-1", "ad-1"): "US retargeting 2"})
     assert kinds(watch_step(book, NO_WARMUP, None, item)[1]) == ["fired"]
+    other = RuleBook([rule(BURN, scope={"level": "ad", "account_ids": ["act-2"]})])
+    assert watch_targets(other, applied) == []  # the rule's account is not this one
 
 
 def test_replay_from_a_snapshot_reproduces_the_same_fingerprints() -> None:
@@ -249,12 +248,21 @@ def test_replay_from_a_snapshot_reproduces_the_same_fingerprints() -> None:
 def test_rulebook_keeps_the_newest_version_and_forgets_removed_rules() -> None:
     r1 = rule(BURN)
     book = RuleBook([r1])
-    assert book.levels(WS) == ("ad",)
+    assert list(book.for_account(WS, "act-1")) == ["ad"]
     book.put(replace(r1, version=3, name="v3"))
     book.put(replace(r1, version=2, name="v2"))  # late replay of an older version
-    assert [x.name for x in book.rules(WS, "ad")] == ["v3"]
+    assert [x.name for x in book.for_account(WS, "act-1")["ad"]] == ["v3"]
     book.remove(r1.id)
-    assert book.levels(WS) == () and book.rules(WS, "ad") == ()
+    assert book.for_account(WS, "act-1") == {}
+
+
+def test_rulebook_indexes_account_scoped_rules_per_account() -> None:
+    everywhere = rule(BURN, name="all")
+    only_2 = rule(BURN, name="acc2", scope={"level": "campaign", "account_ids": ["act-2"]})
+    book = RuleBook([everywhere, only_2])
+    assert {lvl: [r.name for r in rs] for lvl, rs in book.for_account(WS, "act-1").items()} == {"ad": ["all"]}
+    assert {lvl: [r.name for r in rs] for lvl, rs in book.for_account(WS, "act-2").items()} == {
+        "ad": ["all"], "campaign": ["acc2"]}
 
 
 def test_watch_is_dropped_when_its_levels_last_rule_goes() -> None:
@@ -264,7 +272,7 @@ def test_watch_is_dropped_when_its_levels_last_rule_goes() -> None:
     [(_, item)] = watch_targets(book, applied)
     state, _ = watch_step(book, NO_WARMUP, None, item)
     assert state is not None
-    book.remove(book.rules(WS, "ad")[0].id)
+    book.remove(book.for_account(WS, "act-1")["ad"][0].id)
     assert watch_step(book, NO_WARMUP, state, item) == (None, [])
     assert watch_targets(book, applied) == []
 

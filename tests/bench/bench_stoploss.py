@@ -1,0 +1,140 @@
+"""Stop-loss figures, printed (never asserted): ``python -m tests.bench.bench_stoploss``.
+
+Rule-evaluation cost: the same simulated topic (default 200,000 snapshots over 20,000
+ads) is consumed by the Bytewax pipeline twice into empty databases — once without the
+stop-loss step, once with 1,000 active rules published on the rules topic — and the
+throughputs are compared (target ratio >= 0.8).
+
+The rules are an agency's: per workspace, per ad account, a few rules scoped to that
+account (ad-level burn and ROAS rules, an ad-set CPA rule over 3 days, a campaign
+spend cap), so every snapshot meets the handful of rules of its own account, as in
+production, and some of them fire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
+from connectors.sim.poller import run_bulk
+from connectors.sim.world import World, build_world_for_entities
+from metricx.settings import Settings, load_settings
+from schemas.rules import RuleV1, rule_message
+from tests.bench.run_bench import RunResult, drop_database, fresh_database, run_engine
+
+
+def _cond(metric: str, op: str, value: str) -> dict[str, str]:
+    return {"metric": metric, "operator": op, "value": value}
+
+
+def agency_rules(world: World, total: int) -> list[RuleV1]:
+    """``total`` rules spread over the world's accounts, four kinds per account."""
+    now = datetime.now(UTC).isoformat()
+    kinds: list[dict[str, Any]] = [
+        {"scope": {"level": "ad"}, "guards": {"min_impressions": 1000},
+         "conditions": {"op": "and", "conditions": [_cond("spend", ">=", "50"), _cond("conversions", "=", "0")]}},
+        {"scope": {"level": "ad"}, "guards": {"min_spend": "100"}, "trigger": {"mode": "cooldown", "minutes": 240},
+         "conditions": {"op": "and", "conditions": [_cond("roas", "<", "0.5")]}},
+        {"scope": {"level": "adset"}, "window": {"kind": "days", "n": 3},
+         "conditions": {"op": "or", "conditions": [_cond("cpa", ">", "80"), _cond("ctr", "<", "0.002")]}},
+        {"scope": {"level": "campaign"}, "conditions": {"op": "and", "conditions": [_cond("spend", ">", "5000")]}},
+    ]
+    rules = []
+    accounts = list(world.accounts)
+    i = 0
+    while len(rules) < total:
+        acc = accounts[(i // len(kinds)) % len(accounts)]
+        kind = kinds[i % len(kinds)]
+        scope = {**kind["scope"], "account_ids": [acc.id]}
+        rules.append(RuleV1.model_validate({
+            "id": str(uuid.uuid4()), "workspace_id": acc.workspace_id, "name": f"rule {i}",
+            "updated_at": now, **{**kind, "scope": scope},
+        }))
+        i += 1
+    return rules
+
+
+def publish_rules(settings: Settings, topic: str, rules: Iterable[RuleV1]) -> None:
+    p = Producer(settings.kafka_bootstrap, client_id="bench-rules")
+    for r in rules:
+        p.send(topic, rule_message(r), str(r.id))
+    p.flush()
+
+
+def count_alerts(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM alerts").fetchone()
+    return int(row[0]) if row else 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--snapshots", type=int, default=200_000)
+    ap.add_argument("--entities", type=int, default=20_000)
+    ap.add_argument("--rules", type=int, default=1_000)
+    args = ap.parse_args()
+
+    settings = load_settings()
+    workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-stoploss-"))
+    suffix = uuid.uuid4().hex[:6]
+    topic, dl, rules_topic, alerts_topic = (f"metricx.bench.{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
+    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4), TopicSpec(dl, 1), TopicSpec(alerts_topic, 1),
+                                             TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
+    results: dict[str, Any] = {"snapshots": args.snapshots, "entities": args.entities, "rules": args.rules,
+                               "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
+    runs: list[RunResult] = []
+    try:
+        print(f"producing {args.snapshots:,} snapshots over {args.entities:,} ads ...", flush=True)
+        world = build_world_for_entities(7, args.entities)
+        run_bulk(Producer(settings.kafka_bootstrap, client_id="bench-load"), world, snapshots=args.snapshots,
+                 seed=7, end_utc=datetime.now(UTC), topic=topic)
+        publish_rules(settings, rules_topic, agency_rules(world, args.rules))
+        base = {**os.environ, "METRICX_RAW_TOPIC": topic, "METRICX_DEADLETTER_TOPIC": dl,
+                "METRICX_RULES_TOPIC": rules_topic, "METRICX_ALERTS_TOPIC": alerts_topic,
+                "METRICX_RULES_WARMUP_S": "1800"}
+        for label, extra in (("no rules", {"METRICX_RULES_ENABLED": "false"}),
+                             (f"{args.rules} rules", {"METRICX_RULES_ENABLED": "true"})):
+            url = fresh_database(settings, "sl")
+            env = {**base, **extra, "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / label.replace(" ", "_"))}
+            print(f"running bytewax with {label} ...", flush=True)
+            try:
+                r = run_engine(label, [sys.executable, "-m", "metricx.cli", "pipeline"], env, url, topic,
+                               args.snapshots, workdir / f"{label.replace(' ', '_')}.log")
+                alerts = count_alerts(url)
+            finally:
+                drop_database(settings, url)
+            print(f"  {label}: {r.per_s:,.0f}/s end to end, steady {r.steady_per_s:,.0f}/s, "
+                  f"peak RSS {r.peak_rss_mb} MB, {alerts:,} alerts", flush=True)
+            runs.append(r)
+            results[label] = {**r.__dict__, "alerts": alerts}
+        without, with_rules = runs
+        results["ratio"] = round(with_rules.per_s / without.per_s, 3)
+        results["ratio_steady"] = round(with_rules.steady_per_s / without.steady_per_s, 3)
+    finally:
+        delete_topics(settings.kafka_bootstrap, [topic, dl, rules_topic, alerts_topic])
+    out = settings.data_dir / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stoploss.json").write_text(json.dumps(results, indent=2, default=str))
+    print("\n== metricx stop-loss benchmark ==")
+    for r in runs:
+        print(f"  {r.engine:12} {r.per_s:>8,} /s end to end   {r.steady_per_s:>8,} /s steady   peak RSS {r.peak_rss_mb} MB")
+    print(f"  ratio with/without rules: {results['ratio']} end to end, {results['ratio_steady']} steady"
+          "   (target >= 0.8)")
+    print(f"  details: {out / 'stoploss.json'}, logs in {workdir}")
+    time.sleep(0)
+
+
+if __name__ == "__main__":
+    main()
