@@ -27,6 +27,7 @@ class NotifierSettings(BaseSettings):
     slack_min_interval_s: float = 1.0  # Slack's documented limit: 1 message/s per webhook
     slack_timeout_s: float = 10.0
     notifier_group_id: str = "metricx-notifier"
+    notifier_senders: int = 4  # sender threads (channels are sent to in parallel, each one in order)
     notifier_batch_size: int = 10  # alerts per Slack message (Block Kit: 50 blocks)
     notifier_poll_s: float = 0.2  # idle sleep of the sender between outbox scans
     notifier_max_attempts: int = 8  # then the delivery is dead
@@ -44,7 +45,7 @@ class NotifierSettings(BaseSettings):
             raise ValueError("must be between 1 and 10")
         return v
 
-    @field_validator("notifier_max_attempts", "smtp_port")
+    @field_validator("notifier_max_attempts", "smtp_port", "notifier_senders")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

@@ -197,7 +197,7 @@ def _envelope(m: Message) -> Envelope:
 def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: Settings, keyring: Keyring,
                   meta: actions.StatusSetter, msgs: list[Message]) -> int:
     """Validate, ingest (one committed transaction), act; the caller commits offsets after."""
-    alerts: list[AlertV1] = []
+    alerts: list[tuple[Message, AlertV1]] = []
     dead = 0
     for m in msgs:
         err = m.error()
@@ -208,7 +208,7 @@ def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: S
                 log.warning("kafka consumer error", extra={"error": err.str()})
             continue
         try:
-            alerts.append(parse_alert(m.value()))
+            alerts.append((m, parse_alert(m.value())))
         except InvalidAlert as exc:
             send_dead_letter(producer, DeadLetter(_envelope(m), exc.reason, "notifier"), settings.deadletter_topic)
             dead += 1
@@ -216,15 +216,32 @@ def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: S
         producer.flush()  # the dead letters are safe before their offsets are committed
     # Actions first, so the messages can say what happened (each is claimed in the audit
     # before its call: a redelivered alert skips it).
-    for a in alerts:
-        actions.apply(conn, keyring, a, meta)
-    with conn.transaction():
-        results = [outbox.ingest(conn, a) for a in alerts]
-    for a, r in zip(alerts, results, strict=True):
+    for _, a in alerts:
+        try:
+            actions.apply(conn, keyring, a, meta)
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:  # the ingest below dead-letters it
+            log.error("entity action not recorded", extra={"fingerprint": a.fingerprint, "error": str(exc)[:300]})
+    try:
+        with conn.transaction():
+            results = [(a, outbox.ingest(conn, a)) for _, a in alerts]
+    except (psycopg.DataError, psycopg.IntegrityError):
+        # One alert the database refuses (e.g. a NUL character in a name) must not stop
+        # the topic: record the others one by one, dead-letter the refused one.
+        results = []
+        for m, a in alerts:
+            try:
+                results.append((a, outbox.ingest(conn, a)))
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                reason = f"database refused the alert: {type(exc).__name__}: {str(exc)[:300]}"
+                send_dead_letter(producer, DeadLetter(_envelope(m), reason, "notifier"), settings.deadletter_topic)
+                dead += 1
+        if dead:
+            producer.flush()
+    for a, r in results:
         log.info("alert recorded", extra={"fingerprint": a.fingerprint, "workspace_id": str(a.workspace_id),
                                           "kind": a.kind, "queued": len(r.queued), "dead": len(r.dead),
                                           "new": r.alert_created})
-    return len(alerts)
+    return len(results)
 
 
 def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: threading.Event | None = None) -> int:
@@ -237,10 +254,12 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
         raise ConfigError(f"the notifier decrypts channel secrets: {exc}") from None
     stop = stop or stop_on_signals()
     kick = threading.Event()
-    sender = Sender(ns, keyring)
-    thread = threading.Thread(target=sender_loop, args=(settings.libpq_url, sender, stop, kick),
-                              name="notifier-sender", daemon=True)
-    thread.start()
+    # Several senders, so one slow webhook or relay does not delay every other channel;
+    # the per-channel claim lock keeps each channel's messages one at a time.
+    threads = [threading.Thread(target=sender_loop, args=(settings.libpq_url, Sender(ns, keyring), stop, kick),
+                                name=f"notifier-sender-{i}", daemon=True) for i in range(ns.notifier_senders)]
+    for t in threads:
+        t.start()
     consumer = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": ns.notifier_group_id,
@@ -257,7 +276,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
     log.info("notifier started", extra={"topic": settings.alerts_topic, "group": ns.notifier_group_id})
     try:
         with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
-            while not stop.is_set() and thread.is_alive():
+            while not stop.is_set():
                 msgs = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.5)
                 if not msgs:
                     continue
@@ -271,7 +290,8 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
     finally:
         stop.set()
         consumer.close()
-        thread.join(timeout=ns.notifier_send_lease_s)
+        for t in threads:
+            t.join(timeout=ns.notifier_send_lease_s)
         producer.flush(10)
     log.info("notifier stopped")
     return 0

@@ -118,7 +118,7 @@ def claim(
     exclude: Iterable[uuid.UUID] = (),
     slack_min_interval_s: float = 0.0,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries of ONE ready channel (the one waiting longest),
+    """Claim up to ``limit`` due deliveries (one for email) of ONE ready channel (the one waiting longest),
     committed as 'sending' before returning.  ``exclude``: channels this process holds back
     (its own per-webhook pacing).  ``slack_min_interval_s``: a Slack channel that got a
     message less than this long ago is not ready (pacing that survives restarts and holds
@@ -143,6 +143,9 @@ def claim(
             if ch is None:
                 continue
             gap = slack_min_interval_s if ch[0] == "slack" else 0.0
+            # A Slack message carries the whole batch; emails go one by one, so claiming one
+            # at a time keeps a crash from stranding not-yet-sent mails as 'unknown'.
+            n = limit if ch[0] == "slack" else 1
             held = conn.execute(
                 """SELECT 1 FROM alert_deliveries WHERE channel_id = %s
                    AND ((status IN ('failed', 'sending') AND next_attempt_at > clock_timestamp())
@@ -163,7 +166,7 @@ def claim(
                         alerts a
                    WHERE d.channel_id = %s AND d.fingerprint = due.fingerprint AND a.fingerprint = d.fingerprint
                    RETURNING d.fingerprint, d.attempts, a.payload, a.created_at""",
-                (lease_s, cid, limit, cid),
+                (lease_s, cid, n, cid),
             ).fetchall()
             if not rows:
                 continue

@@ -131,6 +131,9 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
             for p in later + payloads[:5] + later[:3]:
                 producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
             producer.send(alerts_topic, b'{"schema": "metricx.alert.v1", "kind": "fired"}', str(WS).encode())
+            # valid JSON and a valid alert, but PostgreSQL refuses NUL characters: dead-lettered too
+            poison = payload(99, notify=[ch_a], pause=True, dry_run=True, rule_name="bad\u0000name")
+            producer.send(alerts_topic, json.dumps(poison).encode(), str(WS).encode())
             producer.flush()
             notifier.start()
 
@@ -164,7 +167,7 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         status = {(fp, chans[cid]): (st, err) for fp, cid, st, err in rows}
         assert {fp for fp, _ in status} == fps  # the duplicates and the invalid message queued nothing new
         for (fp, name), (st, err) in status.items():
-            if name == "slack-c":
+            if name == "slack-c" and st != "unknown":
                 assert st == "dead" and "410" in err, (fp, st, err)
             elif st == "sent":
                 assert got[(fp, name)] == 1, (fp, name)
@@ -174,13 +177,17 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         unknown = [k for k, (st, _) in status.items() if st == "unknown"]
         per_channel = Counter(name for _, name in unknown)
         assert all(n <= 10 for n in per_channel.values()), per_channel  # at most the one batch in flight
+        assert per_channel["email"] <= 1  # emails are claimed one at a time
         delivered_or_unknown = {k for k in status if k[1] != "slack-c"}
-        assert delivered_or_unknown == {k for k, n in got.items() if n} | set(unknown)  # none lost silently
+        assert delivered_or_unknown == {k for k in set(got) | set(unknown) if k[1] != "slack-c"}  # none lost silently
 
         # -- the 410 disabled its channel, with the error the API shows ----------------------
         st_c, err_c = conn.execute("SELECT status, last_error FROM channels WHERE id = %s", (ch_c,)).fetchone()  # type: ignore[misc]
         assert st_c == "disabled" and "410" in err_c and "channel_is_archived" in err_c
-        assert len(slack.requests_to(hook_c)) == 1
+        # one request, or two when the kill cut off the first (its batch is then 'unknown')
+        reqs_c = slack.requests_to(hook_c)
+        assert 1 <= len(reqs_c) <= 2 and reqs_c[-1].answered == 410
+        assert len(reqs_c) == 1 or Counter(n for _, n in unknown)["slack-c"] > 0
 
         # -- protocol: Retry-After honoured, 1 message/s per webhook, across the restart ----
         reqs_a = slack.requests_to(hook_a)
@@ -198,9 +205,10 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         c.subscribe([dlq_topic])
         dead: list[Any] = []
         deadline = time.monotonic() + 30
-        while not dead and time.monotonic() < deadline:
+        while len(dead) < 2 and time.monotonic() < deadline:
             m = c.poll(0.5)
             if m is not None and m.error() is None:
                 dead.append(m)
         c.close()
-        assert len(dead) == 1 and dict(dead[0].headers() or [])[H_STAGE] == b"notifier"
+        assert len(dead) == 2 and all(dict(d.headers() or [])[H_STAGE] == b"notifier" for d in dead)
+        assert b"bad\\u0000name" in dead[1].value()  # the original bytes, untouched
