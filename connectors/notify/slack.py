@@ -42,7 +42,9 @@ def retry_after(value: str | None) -> float:
         secs = float(value.strip())
     except ValueError:
         return DEFAULT_RETRY_AFTER_S
-    return min(MAX_RETRY_AFTER_S, max(DEFAULT_RETRY_AFTER_S if secs <= 0 else secs, 0.0))
+    if not secs > 0:  # zero, negative or NaN
+        return DEFAULT_RETRY_AFTER_S
+    return min(MAX_RETRY_AFTER_S, secs)
 
 
 def classify(status: int, body: str, headers: httpx.Headers | dict[str, str]) -> SlackResult:
