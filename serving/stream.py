@@ -9,6 +9,10 @@ per-client queues.
   ``Last-Event-ID`` and misses nothing that Redis still holds.
 - A client's events are coalesced: at most one ``update`` per ``METRICX_SSE_COALESCE_MS``,
   carrying the summed changes of every entry since the last one and the newest entry id.
+- An entry is decoded and encoded as an ``update`` event once, when it is read, and
+  the same bytes go to every client that has nothing else to coalesce it with (the
+  usual case): with 1,000 clients, per-client JSON and SSE encoding was most of the
+  delivery delay.
 - Resume: ``Last-Event-ID`` (a Redis stream id) replays the entries after it with
   ``XRANGE``; if the stream was trimmed past it, a ``reset`` event tells the page to
   reload its totals from ``/dashboard``.
@@ -78,10 +82,28 @@ def _decode(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     return msg if isinstance(msg, dict) else None
 
 
+def update_event(entries: list[Entry]) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps(coalesce(entries)), event="update", id=entries[-1][0])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Live:
+    """One stream entry as fanned out, shared by all of its workspace's clients."""
+
+    entry: Entry
+    order: tuple[int, int]
+    # The entry alone as an ``update`` event, encoded once for every client.
+    wire: bytes
+
+    @classmethod
+    def of(cls, entry: Entry) -> Live:
+        return cls(entry, id_key(entry[0]), update_event([entry]).encode())
+
+
 @dataclass(eq=False)
 class Client:
     workspace_id: str
-    queue: asyncio.Queue[Entry]
+    queue: asyncio.Queue[Live]
     start_id: str
     dropped: bool = False
     delivered: int = field(default=0)
@@ -181,9 +203,13 @@ class Hub:
         return id_key(after) >= id_key(oldest_id)
 
     def _fan_out(self, workspace_id: str, entry: Entry) -> None:
-        for client in list(self._clients.get(workspace_id, ())):
+        clients = self._clients.get(workspace_id)
+        if not clients:
+            return
+        live = Live.of(entry)
+        for client in list(clients):
             try:
-                client.queue.put_nowait(entry)
+                client.queue.put_nowait(live)
             except asyncio.QueueFull:
                 client.dropped = True
                 client.kicked.set()
@@ -219,7 +245,7 @@ class Hub:
 
 
 async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesce_ms: int
-                 ) -> AsyncIterator[ServerSentEvent]:
+                 ) -> AsyncIterator[ServerSentEvent | bytes]:
     """The event sequence of one connection: ``ready`` (or the resumed backlog), then
     coalesced ``update`` events; ``dropped`` last if the client fell behind."""
     try:
@@ -231,7 +257,7 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
                                       event="reset", id=seen)
             if backlog:
                 seen = backlog[-1][0]
-                yield ServerSentEvent(json.dumps(coalesce(backlog)), event="update", id=seen)
+                yield update_event(backlog)
             elif complete:
                 seen = last_event_id if id_key(last_event_id) > id_key(seen) else seen
                 yield ServerSentEvent(json.dumps({"last_event_id": seen, "resumed": True}), event="ready", id=seen)
@@ -240,6 +266,7 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
         loop = asyncio.get_running_loop()
         interval = coalesce_ms / 1000
         last_sent = 0.0
+        seen_key = id_key(seen)
         while True:
             first = await client.queue.get()
             wait = last_sent + interval - loop.time()
@@ -253,12 +280,12 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
                 yield ServerSentEvent(json.dumps({"reason": "client too slow; reconnect with Last-Event-ID",
                                                   "last_event_id": seen}), event="dropped")
                 return
-            fresh = [e for e in batch if id_key(e[0]) > id_key(seen)]
+            fresh = [e for e in batch if e.order > seen_key]
             if not fresh:
                 continue
-            seen = fresh[-1][0]
+            seen, seen_key = fresh[-1].entry[0], fresh[-1].order
             last_sent = loop.time()
             client.delivered += len(fresh)
-            yield ServerSentEvent(json.dumps(coalesce(fresh)), event="update", id=seen)
+            yield fresh[0].wire if len(fresh) == 1 else update_event([e.entry for e in fresh])
     finally:
         hub.unsubscribe(client)
