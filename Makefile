@@ -73,6 +73,7 @@ bench: setup services-up migrate topics
 	$(BIN)/python -m tests.bench.run_bench $(BENCH_ARGS)
 	$(BIN)/python -m tests.bench.bench_pollers
 	$(BIN)/python -m tests.bench.bench_serving
+	$(BIN)/python -m tests.bench.bench_stoploss
 
 lint: python
 	$(BIN)/ruff check metricx pipelines connectors schemas serving tests

@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from pipelines.deltas import Applied
+from pipelines.deltas import Applied, _from_micros, _micros, _pack, _unpack
 from pipelines.kpis import Sums, kpis, ratio
 from pipelines.rollups import local_date
 from schemas.alerts import Alert
@@ -150,9 +151,58 @@ class WatchState:
     parents: dict[str, str | None] = field(default_factory=dict)  # child -> its ad set
     # child -> hour index (UTC hours since the epoch) -> sum of its deltas captured then
     hours: dict[str, dict[int, Metrics]] = field(default_factory=dict)
-    marks: dict[tuple[str, str], Mark] = field(default_factory=dict)  # (rule id, target id)
+    marks: dict[str, dict[str, Mark]] = field(default_factory=dict)  # target id -> rule id -> mark
     latest_day: date | None = None
     rules_seen: int = -1  # the rule book generation the marks were last checked against
+
+    def __deepcopy__(self, memo: dict[int, object]) -> WatchState:
+        # Bytewax deep-copies every changed key's state at each snapshot.  Metrics,
+        # dates and strings are immutable: copying the containers (and the mutable
+        # marks) is ~20x cheaper than the generic walk and just as safe.
+        return WatchState(
+            self.since,
+            {d: dict(children) for d, children in self.days.items()},
+            dict(self.parents),
+            {c: dict(h) for c, h in self.hours.items()},
+            {t: {r: Mark(m.fired_day, m.last_fired_at, m.open_alert, m.open_day) for r, m in ms.items()}
+             for t, ms in self.marks.items()},
+            self.latest_day,
+            self.rules_seen,
+        )
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Pickled at every snapshot too: flat tuples of ints and strings instead of
+        # dataclasses and Decimals (see ``deltas.EntityState.__reduce__``).
+        days = tuple((d.toordinal(), tuple((c, *_pack(m)) for c, m in ch.items())) for d, ch in self.days.items())
+        hours = tuple((c, tuple((k, *_pack(m)) for k, m in h.items())) for c, h in self.hours.items())
+        marks = tuple(
+            (t, r, m.fired_day.toordinal() if m.fired_day else 0,
+             _micros(m.last_fired_at) if m.last_fired_at else None, m.open_alert,
+             m.open_day.toordinal() if m.open_day else 0)
+            for t, ms in self.marks.items() for r, m in ms.items()
+        )
+        return (_restore_watch, (
+            _micros(self.since), days, self.parents, hours, marks,
+            self.latest_day.toordinal() if self.latest_day else 0, self.rules_seen,
+        ))
+
+
+def _restore_watch(since: int, days: tuple[Any, ...], parents: dict[str, str | None], hours: tuple[Any, ...],
+                   marks: tuple[Any, ...], latest: int, seen: int) -> WatchState:
+    state = WatchState(
+        _from_micros(since),
+        {date.fromordinal(d): {c[0]: _unpack(c[1:]) for c in ch} for d, ch in days},
+        parents,
+        {c: {k[0]: _unpack(k[1:]) for k in h} for c, h in hours},
+        {},
+        date.fromordinal(latest) if latest else None,
+        seen,
+    )
+    for t, r, fired, last, open_alert, open_day in marks:
+        state.marks.setdefault(t, {})[r] = Mark(
+            date.fromordinal(fired) if fired else None, _from_micros(last) if last is not None else None,
+            open_alert, date.fromordinal(open_day) if open_day else None)
+    return state
 
 
 def _hour(ts: datetime) -> int:
@@ -298,7 +348,7 @@ def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str,
         rule_version=rule.version,
         rule_name=rule.name,
         conditions=rule.describe(),
-        window=rule.window if rule.window == "today" else f"{rule.window}:{rule.window_n}",
+        window=rule.window_label,
         provider=s.provider,
         account_id=s.account_id,
         entity_level=t.level,
@@ -317,29 +367,25 @@ def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str,
     )
 
 
-WindowCache = dict[tuple[str, str, int], Observed | None]
+WindowCache = dict[str, Observed | None]  # window label -> its sums, for one target
 
 
 def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: date,
-             warmup: timedelta, cache: WindowCache | None = None) -> Alert | None:
+             cache: WindowCache, marks: dict[str, Mark]) -> Alert | None:
     """One rule on one target after ``applied`` was folded in: fire, recover or nothing.
-    ``cache`` shares window sums between the rules of one target in one call."""
+    ``cache`` shares window sums between the target's rules; ``marks`` are the target's."""
     s = applied.snapshot
-    mark = state.marks.get((rule.id, t.target_id))  # created on the first firing only
+    mark = marks.get(rule.id)  # created on the first firing only
     if mark is not None and mark.open_alert is not None and mark.open_day != today:
         mark.open_alert = None  # the day it was about is over: close silently
     if not covers(rule, s.report_date, today):
         return None
-    if t.level not in LEAF_LEVELS and s.captured_at - state.since < warmup:
-        return None
-    wkey = (t.target_id, rule.window, rule.window_n)
-    if cache is not None and wkey in cache:
-        observed = cache[wkey]
+    label = rule.window_label
+    if label in cache:
+        observed = cache[label]
     else:
         sums = window_sums(state, rule, t, today, s.captured_at)
-        observed = None if sums is None else Observed(sums)
-        if cache is not None:
-            cache[wkey] = observed
+        observed = cache[label] = None if sums is None else Observed(sums)
     if observed is None or not guarded(rule, observed.sums):
         return None
     if not holds(rule.conditions, observed):
@@ -352,7 +398,7 @@ def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: 
     if not (d.spend > 0 or d.impressions > 0):
         return None  # no delivery in this delta: restated numbers of a paused entity
     if mark is None:
-        mark = state.marks[(rule.id, t.target_id)] = Mark()
+        mark = marks[rule.id] = Mark()
     if rule.trigger == "once_per_day":
         if mark.fired_day == today:
             return None
@@ -388,18 +434,29 @@ def watch(
     today = local_date(s.captured_at, s.timezone)
     _fold(state, applied, today)
     alerts = []
-    cache: WindowCache = {}
+    warming = s.captured_at - state.since < warmup
     for t in targets_for(applied, rules):
+        if warming and t.level not in LEAF_LEVELS:
+            continue  # an aggregate is not known until each of its ads has reported
+        cache: WindowCache = {}
+        marks = state.marks.get(t.target_id)
+        if marks is None:
+            marks = state.marks[t.target_id] = {}
         for rule in rules[t.level]:
-            if not in_scope(rule, applied, t, name_of):
-                continue
-            alert = evaluate(state, rule, applied, t, today, warmup, cache)
-            if alert is not None:
-                alerts.append(alert)
+            if in_scope(rule, applied, t, name_of):
+                alert = evaluate(state, rule, applied, t, today, cache, marks)
+                if alert is not None:
+                    alerts.append(alert)
+        if not marks:
+            del state.marks[t.target_id]
     return state, alerts
 
 
 def forget_rules(state: WatchState, live: set[str]) -> None:
     """Drop the marks of rules that were deleted or paused."""
-    for k in [k for k in state.marks if k[0] not in live]:
-        del state.marks[k]
+    for target in list(state.marks):
+        marks = state.marks[target]
+        for rid in [r for r in marks if r not in live]:
+            del marks[rid]
+        if not marks:
+            del state.marks[target]

@@ -199,6 +199,7 @@ class Rule:
     conditions: Group
     window: str  # "today" | "hours" | "days"
     window_n: int
+    window_label: str  # "today" | "hours:6" | "days:3": the key windows are shared under
     min_spend: Decimal | None
     min_impressions: int | None
     min_clicks: int | None
@@ -244,6 +245,7 @@ def to_rule(r: RuleV1) -> Rule:
         conditions=_group(r.conditions),
         window=r.window.kind,
         window_n=r.window.n or 1,
+        window_label=r.window.kind if r.window.kind == "today" else f"{r.window.kind}:{r.window.n}",
         min_spend=r.guards.min_spend,
         min_impressions=r.guards.min_impressions,
         min_clicks=r.guards.min_clicks,

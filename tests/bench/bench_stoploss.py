@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +31,14 @@ import psycopg
 from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
 from connectors.sim.poller import run_bulk
 from connectors.sim.world import World, build_world_for_entities
-from metricx.settings import Settings, load_settings
+from metricx.settings import REPO_ROOT, Settings, load_settings
 from schemas.rules import RuleV1, rule_message
 from tests.bench.run_bench import RunResult, drop_database, fresh_database, run_engine
+from tests.integration.totals import progress
+
+
+class _Skip(Exception):
+    pass
 
 
 def _cond(metric: str, op: str, value: str) -> dict[str, str]:
@@ -44,7 +50,7 @@ def agency_rules(world: World, total: int) -> list[RuleV1]:
     now = datetime.now(UTC).isoformat()
     kinds: list[dict[str, Any]] = [
         {"scope": {"level": "ad"}, "guards": {"min_impressions": 1000},
-         "conditions": {"op": "and", "conditions": [_cond("spend", ">=", "50"), _cond("conversions", "=", "0")]}},
+         "conditions": {"op": "and", "conditions": [_cond("spend", ">=", "80"), _cond("conversions", "=", "0")]}},
         {"scope": {"level": "ad"}, "guards": {"min_spend": "100"}, "trigger": {"mode": "cooldown", "minutes": 240},
          "conditions": {"op": "and", "conditions": [_cond("roas", "<", "0.5")]}},
         {"scope": {"level": "adset"}, "window": {"kind": "days", "n": 3},
@@ -79,11 +85,104 @@ def count_alerts(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: int, rate: float,
+                  seconds: float) -> dict[str, Any]:
+    """Snapshot produced into Kafka -> Slack webhook request received, per alert, with
+    the pipeline, the notifier and a local Slack (one webhook per workspace) running
+    while simulated polls arrive at a steady ``rate``."""
+    from connectors.notify import channels
+    from tests.connectors.notify.factory import KEY, keyring, workspace
+    from tests.fakes.slack_server import FakeSlack, fingerprints_in
+
+    suffix = uuid.uuid4().hex[:6]
+    topic, dl, rules_topic, alerts_topic = (f"metricx.bench.lat{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
+    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4), TopicSpec(dl, 1), TopicSpec(alerts_topic, 1),
+                                             TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
+    url = fresh_database(settings, "slat")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with FakeSlack().running() as slack:
+            hooks: dict[str, uuid.UUID] = {}
+            with psycopg.connect(url, autocommit=True) as conn:
+                for ws in world.workspaces:
+                    workspace(conn, uuid.UUID(ws.id))
+                    hooks[ws.id] = channels.create(conn, keyring(), uuid.UUID(ws.id), "slack", "alerts",
+                                                   slack.hook(ws.id)).id
+            rules = [r.model_copy(update={"actions": r.actions.model_copy(update={"notify": [hooks[str(r.workspace_id)]]})})
+                     for r in agency_rules(world, rules_total)]
+            publish_rules(settings, rules_topic, rules)
+            env = {**os.environ, "METRICX_RAW_TOPIC": topic, "METRICX_DEADLETTER_TOPIC": dl,
+                   "METRICX_RULES_TOPIC": rules_topic, "METRICX_ALERTS_TOPIC": alerts_topic,
+                   "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / f"lat-{int(rate)}"),
+                   "METRICX_TOKEN_KEYS": f"k1:{KEY}", "METRICX_TOKEN_KEY_ID": "k1",
+                   "METRICX_NOTIFIER_GROUP_ID": f"bench-{suffix}", "METRICX_RULES_WARMUP_S": "1800"}
+            for name in ("pipeline", "notifier"):
+                with open(workdir / f"lat-{name}.log", "wb") as out:
+                    procs.append(subprocess.Popen([sys.executable, "-m", "metricx.cli", name], env=env, stdout=out,
+                                                  stderr=subprocess.STDOUT, cwd=REPO_ROOT))
+            log = workdir / "lat-pipeline.log"
+            deadline = time.monotonic() + 90
+            while "kafka partition assigned" not in log.read_text(errors="replace"):
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"pipeline/notifier did not start; see {workdir}")
+                time.sleep(0.2)
+            time.sleep(2)
+            total = int(rate * seconds)
+            began = time.monotonic()
+            run_bulk(Producer(settings.kafka_bootstrap, client_id="bench-lat", linger_ms=1), world,
+                     snapshots=total, seed=11, end_utc=datetime.now(UTC), rate=rate, topic=topic)
+            achieved = total / (time.monotonic() - began)
+            deadline = time.monotonic() + 300
+            while progress(url, topic) < total and time.monotonic() < deadline:
+                time.sleep(0.5)
+            settle = time.monotonic() + 120
+            while time.monotonic() < settle:
+                with psycopg.connect(url) as conn:
+                    row = conn.execute("SELECT count(*) FROM alerts a WHERE a.kind = 'fired' AND NOT EXISTS "
+                                       "(SELECT 1 FROM alert_deliveries d WHERE d.fingerprint = a.fingerprint "
+                                       "AND d.status IN ('sent', 'dead', 'unknown'))").fetchone()
+                if row is not None and row[0] == 0:
+                    break
+                time.sleep(1)
+            received: dict[str, float] = {}
+            for r in slack.received:
+                if r.answered == 200:
+                    for fp in fingerprints_in(r.body):
+                        received.setdefault(fp, r.at)
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT a.fingerprint, extract(epoch FROM s.produced_at) FROM alerts a JOIN insight_snapshots s "
+                "ON s.workspace_id = a.workspace_id AND s.provider = a.provider AND s.account_id = a.account_id "
+                "AND s.entity_id = a.entity_id AND s.captured_at = a.captured_at "
+                "WHERE a.kind = 'fired' AND a.entity_level = 'ad' AND s.produced_at IS NOT NULL").fetchall()
+            n_alerts = conn.execute("SELECT count(*) FROM alerts").fetchone()
+        lat = sorted(received[fp] - float(produced) for fp, produced in rows if fp in received)
+        def pct(q: float) -> float:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else float("nan")
+        return {"rate_target": rate, "rate_achieved": round(achieved), "snapshots": total,
+                "alerts": int(n_alerts[0]) if n_alerts else 0, "measured": len(lat),
+                "delivered_to_slack": len(received), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+                "max_ms": pct(1.0)}
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        drop_database(settings, url)
+        delete_topics(settings.kafka_bootstrap, [topic, dl, rules_topic, alerts_topic])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--snapshots", type=int, default=200_000)
     ap.add_argument("--entities", type=int, default=20_000)
     ap.add_argument("--rules", type=int, default=1_000)
+    ap.add_argument("--latency-rates", default="10000,2500",
+                    help="steady produce rates for the alert latency runs (the target, then a sustainable one)")
+    ap.add_argument("--latency-seconds", type=float, default=30)
+    ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
 
     settings = load_settings()
@@ -96,6 +195,8 @@ def main() -> None:
                                "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
     runs: list[RunResult] = []
     try:
+        if args.skip_throughput:
+            raise _Skip
         print(f"producing {args.snapshots:,} snapshots over {args.entities:,} ads ...", flush=True)
         world = build_world_for_entities(7, args.entities)
         run_bulk(Producer(settings.kafka_bootstrap, client_id="bench-load"), world, snapshots=args.snapshots,
@@ -122,18 +223,30 @@ def main() -> None:
         without, with_rules = runs
         results["ratio"] = round(with_rules.per_s / without.per_s, 3)
         results["ratio_steady"] = round(with_rules.steady_per_s / without.steady_per_s, 3)
+    except _Skip:
+        pass
     finally:
         delete_topics(settings.kafka_bootstrap, [topic, dl, rules_topic, alerts_topic])
+    results["latency"] = []
+    for rate in (float(x) for x in args.latency_rates.split(",") if x):
+        print(f"alert latency at a steady {rate:,.0f} snapshots/s for {args.latency_seconds:.0f}s ...", flush=True)
+        lat = alert_latency(settings, workdir, build_world_for_entities(7, args.entities), args.rules, rate,
+                            args.latency_seconds)
+        results["latency"].append(lat)
+        print(f"  {lat}", flush=True)
     out = settings.data_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "stoploss.json").write_text(json.dumps(results, indent=2, default=str))
     print("\n== metricx stop-loss benchmark ==")
     for r in runs:
         print(f"  {r.engine:12} {r.per_s:>8,} /s end to end   {r.steady_per_s:>8,} /s steady   peak RSS {r.peak_rss_mb} MB")
-    print(f"  ratio with/without rules: {results['ratio']} end to end, {results['ratio_steady']} steady"
-          "   (target >= 0.8)")
+    if runs:
+        print(f"  ratio with/without rules: {results['ratio']} end to end, {results['ratio_steady']} steady"
+              "   (target >= 0.8)")
+    for lat in results["latency"]:
+        print(f"  snapshot -> Slack at {lat['rate_achieved']:,}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
+              f"max {lat['max_ms']} ms over {lat['measured']:,} ad alerts   (target p99 <= 2,000 ms at 10,000/s)")
     print(f"  details: {out / 'stoploss.json'}, logs in {workdir}")
-    time.sleep(0)
 
 
 if __name__ == "__main__":

@@ -289,3 +289,23 @@ def test_group_type_is_what_rules_evaluate() -> None:
     r = rule(BURN)
     assert r.conditions == Group("and", (Condition("spend", ">=", Decimal("80")), Condition("conversions", "=", Decimal(0))))
     assert r.describe() == "spend >= 80 AND conversions = 0"
+
+
+def test_watch_state_survives_bytewax_snapshots() -> None:
+    """Bytewax deep-copies and pickles state at every snapshot (custom, compact forms)."""
+    r = rule(BURN, scope={"level": "campaign"}, trigger={"mode": "cooldown", "minutes": 30})
+    f = Feed([r, rule(BURN, window={"kind": "hours", "n": 1})], level="campaign")
+    f.push(T0, "90", entity="ad-1")
+    f.push(T0 + timedelta(minutes=20), "95", entity="ad-2")
+    f.push(T0 + timedelta(hours=1), "120", entity="ad-1")
+    [state] = f.watches.values()
+    assert state.marks, "the scenario should have fired"
+    for clone in (pickle.loads(pickle.dumps(state)), copy.deepcopy(state)):
+        assert clone == state
+        clone.days[DAY]["ad-1"] = metrics("1")
+        next(iter(next(iter(clone.marks.values())).values())).open_alert = "changed"
+        clone.hours["ad-2"].clear()
+        assert clone != state  # and the original is untouched:
+        assert state.days[DAY]["ad-1"] == metrics("120", 12000, 240)
+        assert all(m.open_alert != "changed" for ms in state.marks.values() for m in ms.values())
+        assert state.hours["ad-2"]
