@@ -109,14 +109,16 @@ CAMPAIGN_DAILY = [
     f"SELECT d.currency, min(d.timezone) AS timezone, sum(d.spend) AS spend, "
     f"sum(d.impressions)::bigint AS impressions, sum(d.clicks)::bigint AS clicks, "
     f"sum(d.conversions) AS conversions, sum(d.revenue) AS revenue FROM metrics_daily d "
-    f"WHERE {_eq('d', 't', CAMPAIGN_KEY5)} GROUP BY d.currency) x), "
-    f"up AS (UPDATE metrics_campaign_daily c SET "
+    f"WHERE {_eq('d', 't', CAMPAIGN_KEY5)} GROUP BY d.currency) x) "
+    f"UPDATE metrics_campaign_daily c SET "
     + ", ".join(f"{m} = s.{m}" for m in _TZ_MEASURES)
     + f", updated_at = clock_timestamp() FROM s WHERE {_eq('c', 's', CAMPAIGN_KEY)} "
-    f"AND ({_row('c', _TZ_MEASURES)}) IS DISTINCT FROM ({_row('s', _TZ_MEASURES)})) "
-    # A campaign-day (in a currency) that no longer has any ad row: gone.
-    f"DELETE FROM metrics_campaign_daily c USING t WHERE {_eq('c', 't', CAMPAIGN_KEY5)} "
-    f"AND NOT EXISTS (SELECT 1 FROM s WHERE {_eq('c', 's', CAMPAIGN_KEY)})",
+    f"AND ({_row('c', _TZ_MEASURES)}) IS DISTINCT FROM ({_row('s', _TZ_MEASURES)})",
+    # A touched campaign-day (in a currency) without any ad row left (its ads moved to
+    # another currency, or a placeholder for a row the guard refused): gone.
+    f"DELETE FROM metrics_campaign_daily c USING (SELECT DISTINCT {_CK5} FROM {STAGE}) t "
+    f"WHERE {_eq('c', 't', CAMPAIGN_KEY5)} AND NOT EXISTS (SELECT 1 FROM metrics_daily d "
+    f"WHERE {_eq('d', 'c', CAMPAIGN_KEY)})",
 ]
 
 

@@ -158,8 +158,8 @@ def test_the_interleaving_where_the_last_writer_would_win_stale(database: str) -
     t1_batch = p1.batch([snap(ws, 1, 1, day, t0 + timedelta(minutes=1), rng, 5)])
     t2_batch = p2.batch([snap(ws, 2, 1, day, t0 + timedelta(minutes=1), rng, 7),
                          snap(ws, 3, 2, day, t0 + timedelta(minutes=1), rng, 7)])
-    first, second = MOVE.split(";\n" + CAMPAIGN_DAILY[1])
-    assert not second
+    first = MOVE.split(";\n" + CAMPAIGN_DAILY[1])[0]
+    assert first != MOVE
     with psycopg.connect(database) as holder, psycopg.connect(database) as t1:
         holder.execute("SELECT 1 FROM metrics_campaign_daily WHERE campaign_id = 'cmp-2' FOR UPDATE")
         t1.execute(CREATE_STAGE)
@@ -169,7 +169,7 @@ def test_the_interleaving_where_the_last_writer_would_win_stale(database: str) -
         t2.start()
         until(lambda: p2.store._conn is not None and waiting_on_a_lock(database, p2.store._conn.info.backend_pid),
               "T2 never waited")
-        sums = threading.Thread(target=t1.execute, args=(CAMPAIGN_DAILY[1],))
+        sums = threading.Thread(target=t1.execute, args=(";\n".join(CAMPAIGN_DAILY[1:]),))
         sums.start()
         sums.join(timeout=0.5)  # done at once when locked first; blocked on T2 otherwise
         holder.rollback()
