@@ -27,6 +27,7 @@ class RuleBook:
         self._rules: dict[str, Rule] = {}
         # ws -> account (or "*") -> level -> the rules an entity of that account meets
         self._index: dict[str, dict[str, ByLevel]] = {}
+        self._hours: dict[str, dict[str, bool]] = {}  # ws -> account (or "*") -> any hours window
         self.generation = 0  # bumped on every change, so watches can forget old marks
         self._names: Mapping[NameKey, str] = {}
         for r in rules or ():
@@ -41,6 +42,15 @@ class RuleBook:
             return _EMPTY
         found = by_account.get(account_id)
         return found if found is not None else by_account.get(_ANY, _EMPTY)
+
+    def uses_hours(self, workspace_id: str, account_id: str) -> bool:
+        """Whether a rule this account meets has an ``hours`` window (only then do its
+        watches keep hourly deltas)."""
+        by_account = self._hours.get(workspace_id)
+        if by_account is None:
+            return False
+        found = by_account.get(account_id)
+        return found if found is not None else by_account.get(_ANY, False)
 
     def rule_ids(self) -> set[str]:
         return set(self._rules)
@@ -81,6 +91,7 @@ class RuleBook:
         mine = sorted((r for r in self._rules.values() if r.workspace_id == workspace_id), key=lambda r: r.id)
         accounts = {a for r in mine for a in r.account_ids}
         by_account: dict[str, ByLevel] = {}
+        hours: dict[str, bool] = {}
         for acc in (_ANY, *accounts):
             by_level: dict[str, list[Rule]] = {}
             for r in mine:
@@ -88,10 +99,13 @@ class RuleBook:
                     by_level.setdefault(r.level, []).append(r)
             if by_level:
                 by_account[acc] = {lvl: tuple(rs) for lvl, rs in by_level.items()}
-        index = dict(self._index)
+                hours[acc] = any(r.window == "hours" for rs in by_level.values() for r in rs)
+        index, hours_index = dict(self._index), dict(self._hours)
         if by_account:
-            index[workspace_id] = by_account
+            index[workspace_id], hours_index[workspace_id] = by_account, hours
         else:
             index.pop(workspace_id, None)
+            hours_index.pop(workspace_id, None)
+        self._hours = hours_index  # read before the index: a stale "no" only delays hours
         self._index = index
         self.generation += 1

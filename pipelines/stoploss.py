@@ -154,6 +154,9 @@ class WatchState:
     marks: dict[str, dict[str, Mark]] = field(default_factory=dict)  # target id -> rule id -> mark
     latest_day: date | None = None
     rules_seen: int = -1  # the rule book generation the marks were last checked against
+    # Hourly deltas are kept only while some rule of the account has an ``hours`` window
+    # (they are most of the state otherwise); this is when they started.
+    hours_since: datetime | None = None
 
     def __deepcopy__(self, memo: dict[int, object]) -> WatchState:
         # Bytewax deep-copies every changed key's state at each snapshot.  Metrics,
@@ -168,6 +171,7 @@ class WatchState:
              for t, ms in self.marks.items()},
             self.latest_day,
             self.rules_seen,
+            self.hours_since,
         )
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
@@ -184,11 +188,12 @@ class WatchState:
         return (_restore_watch, (
             _micros(self.since), days, self.parents, hours, marks,
             self.latest_day.toordinal() if self.latest_day else 0, self.rules_seen,
+            _micros(self.hours_since) if self.hours_since else None,
         ))
 
 
 def _restore_watch(since: int, days: tuple[Any, ...], parents: dict[str, str | None], hours: tuple[Any, ...],
-                   marks: tuple[Any, ...], latest: int, seen: int) -> WatchState:
+                   marks: tuple[Any, ...], latest: int, seen: int, hours_since: int | None) -> WatchState:
     state = WatchState(
         _from_micros(since),
         {date.fromordinal(d): {c[0]: _unpack(c[1:]) for c in ch} for d, ch in days},
@@ -197,6 +202,7 @@ def _restore_watch(since: int, days: tuple[Any, ...], parents: dict[str, str | N
         {},
         date.fromordinal(latest) if latest else None,
         seen,
+        _from_micros(hours_since) if hours_since is not None else None,
     )
     for t, r, fired, last, open_alert, open_day in marks:
         state.marks.setdefault(t, {})[r] = Mark(
@@ -241,7 +247,7 @@ def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
 def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: datetime) -> Sums | None:
     """The rule's window over one target; None when the watch cannot know it yet."""
     if rule.window == "hours":
-        if now - state.since < timedelta(hours=rule.window_n):
+        if state.hours_since is None or now - state.hours_since < timedelta(hours=rule.window_n):
             return None
         first_hour = _hour(now) - rule.window_n
         if t.level in LEAF_LEVELS:
@@ -309,12 +315,24 @@ def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], s
     return True
 
 
-def _fold(state: WatchState, applied: Applied, today: date) -> None:
+def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool) -> None:
     s = applied.snapshot
     child = s.entity_id
     state.days.setdefault(s.report_date, {})[child] = s.metrics
     if s.adset_id is not None:
         state.parents[child] = s.adset_id
+    if state.latest_day is None or today > state.latest_day:
+        state.latest_day = today
+        oldest = today - timedelta(days=MAX_DAYS)
+        for d in [d for d in state.days if d < oldest]:
+            del state.days[d]
+    if not track_hours:
+        if state.hours_since is not None:
+            state.hours.clear()
+            state.hours_since = None
+        return
+    if state.hours_since is None:
+        state.hours_since = s.captured_at
     h = _hour(s.captured_at)
     hours = state.hours.get(child)
     if hours is None:
@@ -324,11 +342,6 @@ def _fold(state: WatchState, applied: Applied, today: date) -> None:
     if len(hours) > MAX_HOURS + 2:
         for k in [k for k in hours if k <= h - MAX_HOURS - 1]:
             del hours[k]
-    if state.latest_day is None or today > state.latest_day:
-        state.latest_day = today
-        oldest = today - timedelta(days=MAX_DAYS)
-        for d in [d for d in state.days if d < oldest]:
-            del state.days[d]
 
 
 def _fingerprint(rule: Rule, applied: Applied, t: Target, slot: str) -> str:
@@ -424,6 +437,7 @@ def watch(
     rules: Mapping[str, tuple[Rule, ...]],
     name_of: Callable[[str], str | None] = lambda _: None,
     warmup: timedelta = DEFAULT_WARMUP,
+    track_hours: bool = True,
 ) -> tuple[WatchState, list[Alert]]:
     """Fold one applied snapshot into its campaign's watch, then evaluate the rules in
     scope (``rules``: by level) on the ad, ad set and campaign it belongs to.  Mutates
@@ -432,7 +446,7 @@ def watch(
     if state is None:
         state = WatchState(since=s.captured_at)
     today = local_date(s.captured_at, s.timezone)
-    _fold(state, applied, today)
+    _fold(state, applied, today, track_hours)
     alerts = []
     warming = s.captured_at - state.since < warmup
     for t in targets_for(applied, rules):

@@ -309,3 +309,24 @@ def test_watch_state_survives_bytewax_snapshots() -> None:
         assert state.days[DAY]["ad-1"] == metrics("120", 12000, 240)
         assert all(m.open_alert != "changed" for ms in state.marks.values() for m in ms.values())
         assert state.hours["ad-2"]
+
+
+def test_hourly_deltas_are_kept_only_while_an_hours_rule_exists() -> None:
+    daily = rule(BURN)
+    book = RuleBook([daily])
+    _, first = apply_snapshot(None, snap(T0, DAY, metrics("10", 100, 1)))
+    assert isinstance(first, Applied)
+    [(_, item)] = watch_targets(book, first)
+    state, _ = watch_step(book, NO_WARMUP, None, item)
+    assert state is not None and state.hours == {} and state.hours_since is None
+    hourly = rule([{"metric": "spend", "operator": ">=", "value": "1"}], window={"kind": "hours", "n": 1})
+    book.put(hourly)
+    assert book.uses_hours(WS, "act-1")
+    later = T0 + timedelta(minutes=30)
+    _, second = apply_snapshot(None, snap(later, DAY, metrics("20", 200, 2)))
+    assert isinstance(second, Applied)
+    state, alerts = watch_step(book, NO_WARMUP, state, second)
+    assert state is not None and state.hours_since == later and alerts == []  # window not covered yet
+    book.remove(hourly.id)
+    state, _ = watch_step(book, NO_WARMUP, state, second)
+    assert state is not None and state.hours == {} and state.hours_since is None
