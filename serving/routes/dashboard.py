@@ -6,14 +6,15 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, TypeVar
+from typing import Annotated, Generic, TypeVar
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 
 from pipelines import kpis as k
 from schemas.api import (
@@ -43,36 +44,82 @@ from serving.timeframes import (
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["dashboard"])
 T = TypeVar("T")
 
 # The dashboard's two aggregate reads (the daily sums, then the top campaigns and the
 # intraday series in the chosen currency) each take tens of milliseconds of one
-# PostgreSQL backend on a small machine; run on a second pooled connection they overlap,
-# and the request takes the longer of them instead of their sum.  The second read needs
-# the currency the first one picks: it starts with the workspace's last answer (or the
+# PostgreSQL backend on a small machine; run on a second connection they overlap, and
+# the request takes the longer of them instead of their sum.  The second read needs the
+# currency the first one picks: it starts with the workspace's last answer (or the
 # requested currency) and is redone in the rare case the pick differs.
-_SIDE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dashboard-side")
+#
+# Side reads use their own small pool, and only as many run as it has connections: a
+# request never waits for a side connection (with every request connection taken, it
+# would wait for itself); without a free slot it reads on its own connection, in turn.
+SIDE_CONNECTIONS = 4
+_SIDE = ThreadPoolExecutor(max_workers=SIDE_CONNECTIONS, thread_name_prefix="dashboard-side")
+_SIDE_SLOTS = threading.BoundedSemaphore(SIDE_CONNECTIONS)
 _CURRENCY_HINTS: dict[uuid.UUID, str] = {}
 _MAX_HINTS = 10_000
 
 
-def _on_side(pool: ConnectionPool, fn: Callable[[Conn], T]) -> Future[T]:
-    def run() -> T:
-        with pool.connection() as side:
-            return fn(side)
+@asynccontextmanager
+async def _side_pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The side reads' pool lives with the app (merged into its lifespan by include_router)."""
+    pool = ConnectionPool(app.state.settings.libpq_url, max_size=SIDE_CONNECTIONS)
+    app.state.dashboard_side_pool = pool
+    try:
+        yield
+    finally:
+        app.state.dashboard_side_pool = None
+        pool.close()
 
-    return _SIDE.submit(run)
+
+def side_pool(request: Request) -> ConnectionPool | None:
+    pool: ConnectionPool | None = getattr(request.app.state, "dashboard_side_pool", None)
+    return pool
+
+
+router = APIRouter(tags=["dashboard"], lifespan=_side_pool_lifespan)
+
+
+class _Read(Generic[T]):
+    """One read: on a side connection when a slot is free now, else on the request's own
+    connection when its result is asked for."""
+
+    def __init__(self, pool: ConnectionPool | None, conn: Conn, fn: Callable[[Conn], T]) -> None:
+        self._conn, self._fn = conn, fn
+        self._future: Future[T] | None = None
+        if pool is not None and _SIDE_SLOTS.acquire(blocking=False):
+            def run() -> T:
+                try:
+                    with pool.connection() as side:
+                        return fn(side)
+                finally:
+                    _SIDE_SLOTS.release()
+
+            try:
+                self._future = _SIDE.submit(run)
+            except BaseException:
+                _SIDE_SLOTS.release()
+                raise
+
+    def result(self) -> T:
+        return self._future.result() if self._future is not None else self._fn(self._conn)
+
+    def wait(self) -> None:
+        if self._future is not None:
+            self._future.exception()
 
 
 class _SideReads:
-    """The reads that need the currency, started on other connections."""
+    """The reads that need the currency, started before it is known for sure."""
 
-    def __init__(self, pool: ConnectionPool, ws: uuid.UUID, cur: str, period: Period, grain: Grain,
-                 top: int) -> None:
-        self._top = _on_side(pool, lambda c: q.top_campaigns(c, ws, cur, period, top))
+    def __init__(self, pool: ConnectionPool | None, conn: Conn, ws: uuid.UUID, cur: str, period: Period,
+                 grain: Grain, top: int) -> None:
+        self._top = _Read(pool, conn, lambda c: q.top_campaigns(c, ws, cur, period, top))
         self._series = (None if grain == "day" else
-                        _on_side(pool, lambda c: q.series(c, ws, cur, period, grain, "provider")))
+                        _Read(pool, conn, lambda c: q.series(c, ws, cur, period, grain, "provider")))
 
     def top(self) -> list[tuple[str, str, str, k.Sums]]:
         return self._top.result()
@@ -81,9 +128,10 @@ class _SideReads:
         return self._series.result() if self._series is not None else []
 
     def wait(self) -> None:
-        for f in (self._top, self._series):
-            if f is not None:
-                f.exception()
+        """Let started reads finish (their answer is unused; their connection returns)."""
+        for r in (self._top, self._series):
+            if r is not None:
+                r.wait()
 
 
 Currency = Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="ISO 4217; default: largest spend")]
@@ -172,7 +220,7 @@ def dashboard(
     key = (ws.id, period, currency, top)
     figures = _cached(key, version)
     if figures is None:
-        figures = _figures(request.app.state.pool, conn, ws.id, period, prev, currency, top)
+        figures = _figures(side_pool(request), conn, ws.id, period, prev, currency, top)
         _remember(key, version, figures)
     log.info("dashboard", extra={"workspace_id": str(ws.id), "start": str(period.start), "end": str(period.end),
                                  "currency": figures.currency})
@@ -187,11 +235,11 @@ def dashboard(
     )
 
 
-def _figures(pool: ConnectionPool, conn: Conn, ws_id: uuid.UUID, period: Period, prev: Period,
+def _figures(pool: ConnectionPool | None, conn: Conn, ws_id: uuid.UUID, period: Period, prev: Period,
              currency: str | None, top: int) -> _Figures:
     grain = grain_for(period)
     guess = currency or _CURRENCY_HINTS.get(ws_id)
-    side = _SideReads(pool, ws_id, guess, period, grain, top) if guess is not None else None
+    side = _SideReads(pool, conn, ws_id, guess, period, grain, top) if guess is not None else None
     # One scan for both periods; everything but the intraday series and the top
     # campaigns is summed from it (exact decimal sums, ratios after aggregation).
     daily = q.daily_by_provider(conn, ws_id, prev.start, period.end)
@@ -210,7 +258,7 @@ def _figures(pool: ConnectionPool, conn: Conn, ws_id: uuid.UUID, period: Period,
     if cur is None:
         return _Figures(None, available, {}, [], [], [])
     if side is None:
-        side = _SideReads(pool, ws_id, cur, period, grain, top)
+        side = _SideReads(pool, conn, ws_id, cur, period, grain, top)
     now_s, prev_s, by_prov = k.Sums(), k.Sums(), dict[str, k.Sums]()
     day_points: dict[str, list[tuple[date, k.Sums]]] = {}
     for c, provider, day, s in sorted(daily, key=lambda r: (r[1], r[2])):

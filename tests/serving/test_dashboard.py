@@ -274,3 +274,37 @@ def test_page_and_openapi(client: TestClient) -> None:
     assert spec["paths"]["/stream"]["get"]["security"] == [{"HTTPBearer": []}, {"StreamToken": []},
                                                            {"StreamCookie": []}]
     assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_a_commit_between_two_loads_shows_at_once(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                                 populated: str) -> None:
+    """Figures are reused only while nothing was committed: a new snapshot shows in the
+    very next load, for the same timeframe and parameters."""
+    before = get(client, issuer, tenants, "/dashboard", timeframe="last_30_days")
+    assert get(client, issuer, tenants, "/dashboard", timeframe="last_30_days") == before
+    write(populated, [snapshot(tenants.ws_a, provider="meta", campaign="cmp-new", ad="ad-new", day=today_utc(),
+                               captured_at=now_minus(1), spend="1.25", impressions=10, clicks=1)])
+    after = get(client, issuer, tenants, "/dashboard", timeframe="last_30_days")
+    assert D(after["kpis"]["spend"]["value"]) == D(before["kpis"]["spend"]["value"]) + D("1.25")
+    assert "cmp-new" in {c["campaign_id"] for c in after["top_campaigns"]}
+
+
+def test_without_a_free_side_connection_the_answer_is_the_same(client: TestClient, issuer: Issuer,
+                                                              tenants: Tenants, populated: str) -> None:
+    """With every side-read slot taken, the dashboard reads on its own connection, in
+    turn, and answers the same (never waits for a connection it might itself hold)."""
+    from serving.routes import dashboard as route
+
+    expected = {tf: get(client, issuer, tenants, "/dashboard", timeframe=tf) for tf in ("today", "last_30_days")}
+    taken = 0
+    while route._SIDE_SLOTS.acquire(blocking=False):
+        taken += 1
+    try:
+        assert taken == route.SIDE_CONNECTIONS
+        with psycopg.connect(populated, autocommit=True) as conn:
+            conn.execute("CREATE TABLE tick (n int)")  # moves the WAL: no reuse of figures
+        for tf, body in expected.items():
+            assert get(client, issuer, tenants, "/dashboard", timeframe=tf) == body
+    finally:
+        for _ in range(taken):
+            route._SIDE_SLOTS.release()
