@@ -157,6 +157,11 @@ class WatchState:
     # Hourly deltas are kept only while some rule of the account has an ``hours`` window
     # (they are most of the state otherwise); this is when they started.
     hours_since: datetime | None = None
+    # Derived (rebuilt on restore, never pickled): per ad set / campaign ("level:id"),
+    # per report date, the sum of its children's cumulative values, kept up to date on
+    # every fold so an aggregate's window costs a few additions, not a walk of its ads.
+    totals: dict[str, dict[date, Metrics]] = field(default_factory=dict)
+    contributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # child -> aggregate keys
 
     def __deepcopy__(self, memo: dict[int, object]) -> WatchState:
         # Bytewax deep-copies every changed key's state at each snapshot.  Metrics,
@@ -172,6 +177,8 @@ class WatchState:
             self.latest_day,
             self.rules_seen,
             self.hours_since,
+            {k: dict(v) for k, v in self.totals.items()},
+            dict(self.contributes),
         )
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
@@ -188,12 +195,13 @@ class WatchState:
         return (_restore_watch, (
             _micros(self.since), days, self.parents, hours, marks,
             self.latest_day.toordinal() if self.latest_day else 0, self.rules_seen,
-            _micros(self.hours_since) if self.hours_since else None,
+            _micros(self.hours_since) if self.hours_since else None, self.contributes,
         ))
 
 
 def _restore_watch(since: int, days: tuple[Any, ...], parents: dict[str, str | None], hours: tuple[Any, ...],
-                   marks: tuple[Any, ...], latest: int, seen: int, hours_since: int | None) -> WatchState:
+                   marks: tuple[Any, ...], latest: int, seen: int, hours_since: int | None,
+                   contributes: dict[str, tuple[str, ...]]) -> WatchState:
     state = WatchState(
         _from_micros(since),
         {date.fromordinal(d): {c[0]: _unpack(c[1:]) for c in ch} for d, ch in days},
@@ -203,7 +211,10 @@ def _restore_watch(since: int, days: tuple[Any, ...], parents: dict[str, str | N
         date.fromordinal(latest) if latest else None,
         seen,
         _from_micros(hours_since) if hours_since is not None else None,
+        {},
+        contributes,
     )
+    state.totals = rebuild_totals(state)
     for t, r, fired, last, open_alert, open_day in marks:
         state.marks.setdefault(t, {})[r] = Mark(
             date.fromordinal(fired) if fired else None, _from_micros(last) if last is not None else None,
@@ -235,6 +246,29 @@ class Target:
     target_id: str
 
 
+def rebuild_totals(state: WatchState) -> dict[str, dict[date, Metrics]]:
+    """The aggregates' per-day sums, from the children's cumulative values."""
+    totals: dict[str, dict[date, Metrics]] = {}
+    for d, children in state.days.items():
+        for c, m in children.items():
+            for k in state.contributes.get(c, ()):
+                per_day = totals.setdefault(k, {})
+                prev = per_day.get(d)
+                per_day[d] = m if prev is None else prev + m
+    return totals
+
+
+def _contributes_to(applied: Applied) -> tuple[str, ...]:
+    s = applied.snapshot
+    if s.entity_level == "campaign":
+        return (f"campaign:{s.entity_id}",)
+    if s.entity_level == "adset":
+        return (f"adset:{s.entity_id}", f"campaign:{s.campaign_id}")
+    if s.adset_id:
+        return (f"adset:{s.adset_id}", f"campaign:{s.campaign_id}")
+    return (f"campaign:{s.campaign_id}",)
+
+
 def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
     if t.level == "campaign":
         return lambda _c: True
@@ -262,11 +296,8 @@ def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: date
             m for d, children in state.days.items() if first <= d <= today
             if (m := children.get(t.target_id)) is not None
         )
-    child = _children(state, t)
-    return _sum(
-        m for d, children in state.days.items() if first <= d <= today
-        for c, m in children.items() if child(c)
-    )
+    per_day = state.totals.get(f"{t.level}:{t.target_id}", {})
+    return _sum(m for d, m in per_day.items() if first <= d <= today)
 
 
 def covers(rule: Rule, report_date: date, today: date) -> bool:
@@ -318,14 +349,30 @@ def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], s
 def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool) -> None:
     s = applied.snapshot
     child = s.entity_id
-    state.days.setdefault(s.report_date, {})[child] = s.metrics
+    children = state.days.get(s.report_date)
+    if children is None:
+        children = state.days[s.report_date] = {}
+    old = children.get(child)
+    children[child] = s.metrics
     if s.adset_id is not None:
         state.parents[child] = s.adset_id
+    keys = state.contributes.get(child)
+    if keys is None:
+        keys = state.contributes[child] = _contributes_to(applied)
+    change = s.metrics if old is None else s.metrics - old
+    for k in keys:
+        per_day = state.totals.get(k)
+        if per_day is None:
+            per_day = state.totals[k] = {}
+        prev = per_day.get(s.report_date)
+        per_day[s.report_date] = change if prev is None else prev + change
     if state.latest_day is None or today > state.latest_day:
         state.latest_day = today
         oldest = today - timedelta(days=MAX_DAYS)
         for d in [d for d in state.days if d < oldest]:
             del state.days[d]
+            for per_day in state.totals.values():
+                per_day.pop(d, None)
     if not track_hours:
         if state.hours_since is not None:
             state.hours.clear()
@@ -340,8 +387,8 @@ def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool) -
     prev = hours.get(h)
     hours[h] = applied.delta if prev is None else prev + applied.delta
     if len(hours) > MAX_HOURS + 2:
-        for k in [k for k in hours if k <= h - MAX_HOURS - 1]:
-            del hours[k]
+        for old_hour in [x for x in hours if x <= h - MAX_HOURS - 1]:
+            del hours[old_hour]
 
 
 def _fingerprint(rule: Rule, applied: Applied, t: Target, slot: str) -> str:
