@@ -504,7 +504,9 @@ def watch(
         if marks is None:
             marks = state.marks[t.target_id] = {}
         for rule in rules[t.level]:
-            if in_scope(rule, applied, t, name_of):
+            # ``rules`` come from the book's per-account index: only the other filters
+            # are left to check, and most rules have none.
+            if not rule.filtered or in_scope(rule, applied, t, name_of):
                 alert = evaluate(state, rule, applied, t, today, cache, marks)
                 if alert is not None:
                     alerts.append(alert)

@@ -196,6 +196,7 @@ class Rule:
     account_ids: frozenset[str]
     campaign_ids: frozenset[str]
     name_contains: str | None  # lower-cased
+    filtered: bool  # scoped by provider, campaign or name (accounts are indexed, not filtered)
     conditions: Group
     window: str  # "today" | "hours" | "days"
     window_n: int
@@ -242,6 +243,7 @@ def to_rule(r: RuleV1) -> Rule:
         account_ids=frozenset(r.scope.account_ids),
         campaign_ids=frozenset(r.scope.campaign_ids),
         name_contains=r.scope.name_contains.lower() if r.scope.name_contains else None,
+        filtered=bool(r.scope.providers or r.scope.campaign_ids or r.scope.name_contains),
         conditions=_group(r.conditions),
         window=r.window.kind,
         window_n=r.window.n or 1,

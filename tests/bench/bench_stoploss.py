@@ -1,9 +1,9 @@
 """Stop-loss figures, printed (never asserted): ``python -m tests.bench.bench_stoploss``.
 
-Rule-evaluation cost: the same simulated topic (default 200,000 snapshots over 20,000
-ads) is consumed by the Bytewax pipeline twice into empty databases — once without the
-stop-loss step, once with 1,000 active rules published on the rules topic — and the
-throughputs are compared (target ratio >= 0.8).
+Rule-evaluation cost: the same simulated topic (default 300,000 snapshots over 50,000
+ads, as many as the backbone benchmark) is consumed by the Bytewax pipeline twice into
+empty databases — once without the stop-loss step, once with 1,000 active rules
+published on the rules topic — and the throughputs are compared (target ratio >= 0.8).
 
 The rules are an agency's: per workspace, per ad account, a few rules scoped to that
 account (ad-level burn and ROAS rules, an ad-set CPA rule over 3 days, a campaign
@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,24 +46,27 @@ def _cond(metric: str, op: str, value: str) -> dict[str, str]:
     return {"metric": metric, "operator": op, "value": value}
 
 
-def agency_rules(world: World, total: int) -> list[RuleV1]:
-    """``total`` rules spread over the world's accounts, four kinds per account."""
+def agency_rules(world: World, total: int, seed: int = 7) -> list[RuleV1]:
+    """``total`` rules spread over the world's accounts, four kinds per account, each
+    with its own thresholds (no two rules of an account are the same question)."""
+    rnd = random.Random(seed)
     now = datetime.now(UTC).isoformat()
-    kinds: list[dict[str, Any]] = [
-        {"scope": {"level": "ad"}, "guards": {"min_impressions": 1000},
-         "conditions": {"op": "and", "conditions": [_cond("spend", ">=", "80"), _cond("conversions", "=", "0")]}},
-        {"scope": {"level": "ad"}, "guards": {"min_spend": "100"}, "trigger": {"mode": "cooldown", "minutes": 240},
-         "conditions": {"op": "and", "conditions": [_cond("roas", "<", "0.5")]}},
-        {"scope": {"level": "adset"}, "window": {"kind": "days", "n": 3},
-         "conditions": {"op": "or", "conditions": [_cond("cpa", ">", "80"), _cond("ctr", "<", "0.002")]}},
-        {"scope": {"level": "campaign"}, "conditions": {"op": "and", "conditions": [_cond("spend", ">", "5000")]}},
+    kinds: list[Callable[[], dict[str, Any]]] = [
+        lambda: {"scope": {"level": "ad"}, "guards": {"min_impressions": 1000}, "conditions": {
+            "op": "and", "conditions": [_cond("spend", ">=", str(rnd.randint(60, 120))), _cond("conversions", "=", "0")]}},
+        lambda: {"scope": {"level": "ad"}, "guards": {"min_spend": "100"}, "trigger": {"mode": "cooldown", "minutes": 240},
+                 "conditions": {"op": "and", "conditions": [_cond("roas", "<", f"0.{rnd.randint(3, 8)}")]}},
+        lambda: {"scope": {"level": "adset"}, "window": {"kind": "days", "n": 3}, "conditions": {
+            "op": "or", "conditions": [_cond("cpa", ">", str(rnd.randint(50, 120))), _cond("ctr", "<", "0.002")]}},
+        lambda: {"scope": {"level": "campaign"}, "conditions": {
+            "op": "and", "conditions": [_cond("spend", ">", str(rnd.randint(3000, 8000)))]}},
     ]
     rules = []
     accounts = list(world.accounts)
     i = 0
     while len(rules) < total:
         acc = accounts[(i // len(kinds)) % len(accounts)]
-        kind = kinds[i % len(kinds)]
+        kind = kinds[i % len(kinds)]()
         scope = {**kind["scope"], "account_ids": [acc.id]}
         rules.append(RuleV1.model_validate({
             "id": str(uuid.uuid4()), "workspace_id": acc.workspace_id, "name": f"rule {i}",
@@ -176,8 +180,8 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--snapshots", type=int, default=200_000)
-    ap.add_argument("--entities", type=int, default=20_000)
+    ap.add_argument("--snapshots", type=int, default=300_000)
+    ap.add_argument("--entities", type=int, default=50_000)
     ap.add_argument("--rules", type=int, default=1_000)
     ap.add_argument("--latency-rates", default="10000,2500",
                     help="steady produce rates for the alert latency runs (the target, then a sustainable one)")
