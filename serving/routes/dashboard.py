@@ -238,11 +238,13 @@ def dashboard(
 def _figures(pool: ConnectionPool | None, conn: Conn, ws_id: uuid.UUID, period: Period, prev: Period,
              currency: str | None, top: int) -> _Figures:
     grain = grain_for(period)
+    # The previous period's daily sums on a side connection while this one reads the
+    # period's own; everything but the intraday series and the top campaigns is summed
+    # from them (exact decimal sums, ratios after aggregation).
+    earlier = _Read(pool, conn, lambda c: q.daily_by_provider(c, ws_id, prev.start, prev.end))
     guess = currency or _CURRENCY_HINTS.get(ws_id)
     side = _SideReads(pool, conn, ws_id, guess, period, grain, top) if guess is not None else None
-    # One scan for both periods; everything but the intraday series and the top
-    # campaigns is summed from it (exact decimal sums, ratios after aggregation).
-    daily = q.daily_by_provider(conn, ws_id, prev.start, period.end)
+    daily = q.daily_by_provider(conn, ws_id, period.start, period.end) + earlier.result()
     spend_by_cur: dict[str, Decimal] = {}
     for c, _, _, s in daily:
         spend_by_cur[c] = spend_by_cur.get(c, Decimal(0)) + s.spend
