@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +46,49 @@ def demo_token(env: dict[str, str], seed: int) -> tuple[str, str]:
     return ws.id, out.stdout.strip()
 
 
+DEMO_RULE = {
+    "name": "Demo: ad losing money",
+    "scope": {"level": "ad"},
+    "conditions": {"op": "and", "conditions": [{"metric": "roas", "operator": "<", "value": "1"}]},
+    "guards": {"min_spend": "50", "min_impressions": 500},
+    "trigger": {"mode": "once_per_day"},
+    "actions": {"pause": {"enabled": True, "dry_run": True}},
+}
+
+
+def ensure_demo_rule(settings: Settings, ws: str) -> None:
+    """One stop-loss rule for the demo workspace, saved and published the way the Rules
+    API does it, so the alert feed has something to show and the notifier audits a
+    dry-run pause.  Rules the user made are left alone."""
+    from psycopg.rows import dict_row
+
+    from schemas.rules import RuleIn
+    from serving.rules_store import RulePublisher, insert_rule, publish_ids, update_rule
+
+    body = RuleIn.model_validate(DEMO_RULE)
+    with psycopg.connect(settings.libpq_url, autocommit=True, row_factory=dict_row) as conn:
+        row = conn.execute("SELECT id FROM rules WHERE workspace_id = %s AND created_by = 'demo' LIMIT 1",
+                           (ws,)).fetchone()
+        if row is None:
+            rule_id = insert_rule(conn, uuid.UUID(ws), body, "demo")
+        else:
+            rule_id = row["id"]
+            update_rule(conn, uuid.UUID(ws), rule_id, body)
+        publisher = RulePublisher(settings.kafka_bootstrap, settings.rules_topic)
+        publish_ids(conn, publisher, [rule_id])
+        publisher.close()
+
+
+def demo_key(path: Path) -> str:
+    from connectors.connections.crypto import generate_key
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate_key())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def _print_summary(settings: Settings) -> None:
     try:
         with psycopg.connect(settings.libpq_url) as conn:
@@ -69,11 +113,16 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
     # The demo signs in with the local development issuer; never enable it in production.
     env = {**os.environ, "METRICX_DEV_ISSUER": "1"}
     ws, token = demo_token(env, seed)
+    ensure_demo_rule(settings, ws)
+    if not env.get("METRICX_TOKEN_KEYS"):
+        # The notifier opens channel secrets with the token keyring: a local demo key.
+        env["METRICX_TOKEN_KEYS"] = "demo:" + demo_key(settings.data_dir / "demo-token-key")
     procs: list[subprocess.Popen[bytes]] = []
     for name, cmd in (
         ("pipeline", [*exe, "pipeline"]),
         ("poller", [*exe, "poller", "--sim", "--interval", str(interval), "--seed", str(seed)]),
         ("serve", [*exe, "serve", "--port", str(port)]),
+        ("notifier", [*exe, "notifier"]),
     ):
         with open(logs_dir / f"{name}.log", "ab") as out:
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -85,7 +134,8 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
         f"  tables:    psql {settings.libpq_url} -c 'SELECT * FROM metrics_daily LIMIT 5'\n"
         f"  live:      redis-cli XREVRANGE metricx:live:{ws} + - COUNT 1\n"
         f"  bad input: topic {settings.deadletter_topic}\n"
-        f"  logs:      {logs_dir}/{{pipeline,poller,serve}}.log (JSON lines)\n"
+        f"  rules:     a demo stop-loss rule (dry-run pause); alerts: psql ... -c 'SELECT * FROM alerts'\n"
+        f"  logs:      {logs_dir}/{{pipeline,poller,serve,notifier}}.log (JSON lines)\n"
         "  stop:      Ctrl-C\n",
         flush=True,
     )
