@@ -65,9 +65,20 @@ function renderAlerts(alerts) {
       `<div class="muted">${nums}</div></li>`;
   }).join("") : '<li class="muted">no alerts</li>';
 }
+// A channel disabled by a permanent delivery error (Slack 410, ...) stops alerts from
+// reaching anyone: say so above the feed, with the platform's reason.
+function renderChannels(channels) {
+  const off = channels.filter((c) => c.status === "disabled");
+  const el = $("channel-errors");
+  el.hidden = !off.length;
+  el.innerHTML = off.map((c) => `<li class="channel-error" data-channel="${esc(c.id)}">` +
+    `${esc(c.kind)} channel <b>${esc(c.name)}</b> is disabled: ${esc(c.last_error || "delivery failed")}</li>`).join("");
+}
 async function loadAlerts() {
-  const d = await api("/alerts?" + new URLSearchParams({ workspace_id: state.ws, limit: "10" }));
+  const q = new URLSearchParams({ workspace_id: state.ws, limit: "10" });
+  const [d, ch] = await Promise.all([api("/alerts?" + q), api("/channels?" + new URLSearchParams({ workspace_id: state.ws }))]);
   renderAlerts(d.alerts);
+  renderChannels(ch.channels);
 }
 // Alerts arrive with the data that fired them: refetch on live events, at most every 5 s.
 let alertsAt = 0, alertsTimer = null;
@@ -134,6 +145,7 @@ async function start(token) {
   if (!state.ws) return showLogin("the token has no workspace_id; add ?workspace_id=<uuid> to the address");
   $("login").hidden = true; $("app").hidden = false;
   await loadDashboard();
+  loadAlerts().catch(showError);
   await openStream();
 }
 

@@ -14,9 +14,11 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from connectors.kafka import Producer, publish_snapshots
+from connectors.notify import channels
 from connectors.redis_live import LivePublisher
 from metricx.settings import Settings
 from schemas.alerts import Alert, alert_payload
+from tests.connectors.notify.factory import keyring
 from tests.integration.conftest import Pipeline, Topics, pipeline, topics  # noqa: F401 - fixtures
 from tests.serving.cdp import Browser
 from tests.serving.conftest import Issuer, Server, Tenants, snapshot, today_utc, write
@@ -88,6 +90,9 @@ def test_alert_feed_shows_a_new_alert_on_the_next_live_event(services: Settings,
             "entity_id, campaign_id, report_date, currency, captured_at, payload) "
             "VALUES (%s, %s, %s, 'fired', 'meta', 'act-1', 'ad', 'ad-1', 'cmp-demo', %s, 'USD', %s, %s)",
             (a.fingerprint, tenants.ws_a, rule, a.report_date, now, Jsonb(alert_payload(a))))
+        # A Slack channel the notifier disabled (410): the page must say alerts stopped there.
+        hook = channels.create(conn, keyring(), tenants.ws_a, "slack", "#buyers", "https://hooks.slack.com/services/T/B/x")
+        channels.disable(conn, tenants.ws_a, hook.id, "410 channel_is_archived")
     live = LivePublisher(services.redis_url)
     try:
         live.publish({str(tenants.ws_a): {"committed_at": now.isoformat(), "changes": []}})
@@ -97,3 +102,6 @@ def test_alert_feed_shows_a_new_alert_on_the_next_live_event(services: Settings,
     assert "<i>Spent 80</i>, no sale" in feed and "ad-1" in feed and "fired" in feed
     assert "spend $84.50" in feed and "cpa —" in feed
     assert browser.evaluate(session, "document.querySelectorAll('#alerts i').length") == 0  # text, never markup
+    banner = browser.evaluate(session, "document.getElementById('channel-errors').hidden ? '' : "
+                                       "document.getElementById('channel-errors').textContent")
+    assert "#buyers" in banner and "410 channel_is_archived" in banner
