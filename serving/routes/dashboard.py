@@ -64,14 +64,17 @@ _MAX_HINTS = 10_000
 
 
 @asynccontextmanager
-async def _side_pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The side reads' pool lives with the app (merged into its lifespan by include_router)."""
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The side reads' pool and the figure cache live with the app (merged into its
+    lifespan by include_router)."""
     pool = ConnectionPool(app.state.settings.libpq_url, max_size=SIDE_CONNECTIONS)
     app.state.dashboard_side_pool = pool
+    app.state.dashboard_figures = FigureCache()
     try:
         yield
     finally:
         app.state.dashboard_side_pool = None
+        app.state.dashboard_figures = None
         pool.close()
 
 
@@ -80,7 +83,7 @@ def side_pool(request: Request) -> ConnectionPool | None:
     return pool
 
 
-router = APIRouter(tags=["dashboard"], lifespan=_side_pool_lifespan)
+router = APIRouter(tags=["dashboard"], lifespan=_lifespan)
 
 
 class _Read(Generic[T]):
@@ -164,37 +167,40 @@ class _Figures:
     spend_mix: list[MixRow]
 
 
-# Figures per (workspace, period, currency asked, top), valid while the database's WAL
-# insert position has not moved: every committed change writes WAL, so an unchanged
-# position read *before* the figures' queries proves nothing committed since they were
-# computed (exact, never a TTL).  Any write anywhere in the cluster invalidates: this
-# saves repeated work (several viewers, reloads between commits), it never serves old
-# numbers.  On a standby (no insert position) nothing is cached.
-_CACHE: OrderedDict[tuple[object, ...], tuple[str, _Figures]] = OrderedDict()
-_CACHE_SIZE = 512
-_CACHE_LOCK = threading.Lock()
 WAL_POSITION = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END AS v"
 
 
-def _cached(key: tuple[object, ...], version: str | None) -> _Figures | None:
-    if version is None:
-        return None
-    with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-        if hit is None or hit[0] != version:
+class FigureCache:
+    """Figures per (workspace, period, currency asked, top), valid while the database's
+    WAL insert position has not moved: every committed change writes WAL, so an unchanged
+    position read *before* the figures' queries proves nothing committed since they were
+    computed (exact, never a TTL).  Any write anywhere in the cluster invalidates: this
+    saves repeated work (several viewers, reloads between commits), it never serves old
+    numbers.  On a standby (no insert position) nothing is cached."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[object, ...], tuple[str, _Figures]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...], version: str | None) -> _Figures | None:
+        if version is None:
             return None
-        _CACHE.move_to_end(key)
-        return hit[1]
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None or hit[0] != version:
+                return None
+            self._entries.move_to_end(key)
+            return hit[1]
 
-
-def _remember(key: tuple[object, ...], version: str | None, figures: _Figures) -> None:
-    if version is None:
-        return
-    with _CACHE_LOCK:
-        _CACHE[key] = (version, figures)
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+    def put(self, key: tuple[object, ...], version: str | None, figures: _Figures) -> None:
+        if version is None:
+            return
+        with self._lock:
+            self._entries[key] = (version, figures)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
 
 
 @router.get("/dashboard", response_model=Dashboard)
@@ -215,13 +221,15 @@ def dashboard(
     on report dates in the workspace's timezone."""
     period = period_for(ws.timezone, timeframe, start, end)
     prev = previous(period)
-    row = conn.execute(WAL_POSITION).fetchone()
+    cache: FigureCache | None = getattr(request.app.state, "dashboard_figures", None)
+    row = conn.execute(WAL_POSITION).fetchone() if cache is not None else None
     version = row["v"] if row else None
     key = (ws.id, period, currency, top)
-    figures = _cached(key, version)
+    figures = cache.get(key, version) if cache is not None else None
     if figures is None:
         figures = _figures(side_pool(request), conn, ws.id, period, prev, currency, top)
-        _remember(key, version, figures)
+        if cache is not None:
+            cache.put(key, version, figures)
     log.info("dashboard", extra={"workspace_id": str(ws.id), "start": str(period.start), "end": str(period.end),
                                  "currency": figures.currency})
     return Dashboard(
