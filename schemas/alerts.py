@@ -22,6 +22,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from schemas.edge import Invalid, first_error
+
 ALERT_SCHEMA = "metricx.alert.v1"
 ALERTS_TOPIC = "metricx.alerts"
 
@@ -136,10 +138,8 @@ class AlertV1(_Strict):
     actions: ActionsV1
 
 
-class InvalidAlert(ValueError):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class InvalidAlert(Invalid):
+    pass
 
 
 def parse_alert(value: bytes | None) -> AlertV1:
@@ -148,6 +148,4 @@ def parse_alert(value: bytes | None) -> AlertV1:
     try:
         return AlertV1.model_validate_json(value)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise InvalidAlert(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from None
+        raise InvalidAlert(first_error(exc)) from None

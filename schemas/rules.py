@@ -19,6 +19,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from schemas.edge import Invalid, first_error
+
 RULE_SCHEMA = "metricx.rule.v1"
 RULES_TOPIC = "metricx.rules"
 
@@ -150,19 +152,15 @@ class RuleV1(RuleIn):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class InvalidRule(ValueError):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+class InvalidRule(Invalid):
+    pass
 
 
 def parse_rule_message(value: bytes) -> RuleV1:
     try:
         return RuleV1.model_validate_json(value)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise InvalidRule(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from None
+        raise InvalidRule(first_error(exc)) from None
 
 
 def rule_message(rule: RuleV1) -> bytes:
