@@ -16,9 +16,13 @@ from urllib.parse import quote, urlencode
 
 from schemas.alerts import AlertV1
 
-# Block Kit allows 50 blocks per message; a batch renders at most this many alerts so a
-# message stays well inside it (header + per alert 3 blocks + divider + footer).
-MAX_ALERTS_PER_MESSAGE = 10
+# Block Kit allows 50 blocks per message.  The first DETAILED alerts of a batch get their
+# own section (3 blocks each); in an alert storm the rest are listed compactly, ten linked
+# lines per context block, so one message per second per webhook drains any burst of up
+# to MAX_ALERTS_PER_MESSAGE instead of queueing it for minutes.
+DETAILED_ALERTS = 10
+MAX_ALERTS_PER_MESSAGE = 100
+_PER_CONTEXT = 10
 SLACK_TEXT_LIMIT = 3000  # characters per section text
 
 _SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹", "BRL": "R$", "AUD": "A$", "CAD": "C$"}
@@ -185,7 +189,8 @@ def slack_message(
     outcomes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One webhook body for up to :data:`MAX_ALERTS_PER_MESSAGE` alerts (a batch when
-    many fire together, so 1 message/s per webhook never builds a backlog)."""
+    many fire together, so 1 message/s per webhook never builds a backlog): the first
+    :data:`DETAILED_ALERTS` in full, the others one linked line each."""
     if not alerts:
         raise ValueError("no alerts to render")
     if len(alerts) > MAX_ALERTS_PER_MESSAGE:
@@ -198,7 +203,8 @@ def slack_message(
         title = f"metricx: {fired} alert(s), {len(payloads) - fired} recovery notice(s)"
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": title[:150]}})
     texts: list[str] = []
-    for p in payloads:
+    detailed, listed = payloads[:DETAILED_ALERTS], payloads[DETAILED_ALERTS:]
+    for p in detailed:
         outcome = outcomes.get(str(p.get("fingerprint")))
         icon = ":white_check_mark:" if p.get("kind") == "recovered" else ":rotating_light:"
         body = [f"{icon} *{_esc(headline(p, names))}*", f"_{_esc(_context(p, names))}_",
@@ -210,7 +216,15 @@ def slack_message(
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": f"<{dashboard_link(p, dashboard_url)}|Open in metricx>"}]})
         blocks.append({"type": "divider"})
-        texts.append(text_for(p, names, outcome))
+        texts.append(text_for(p, names, outcomes.get(str(p.get("fingerprint")))))
+    if listed:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*…and {len(listed)} more:*"}})
+        # Each line keeps its whole link (the fingerprint is in it); only the label is cut.
+        lines = [{"type": "mrkdwn", "text": f"<{dashboard_link(p, dashboard_url)}|{_esc(_clip(headline(p, names), 150))}>"
+                  f" ({_esc(_clip(' · '.join(observed_lines(p)), 200))})"} for p in listed]
+        blocks.extend({"type": "context", "elements": lines[i:i + _PER_CONTEXT]}
+                      for i in range(0, len(lines), _PER_CONTEXT))
+        texts.append(f"...and {len(listed)} more alerts in metricx")
     if blocks and blocks[-1]["type"] == "divider":
         blocks.pop()
     return {"text": _clip("\n\n".join(texts), 4000), "blocks": blocks}

@@ -9,6 +9,7 @@ from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metricx.settings import ENV_PREFIX, ConfigError
+from pipelines.alert_messages import MAX_ALERTS_PER_MESSAGE
 
 
 class NotifierSettings(BaseSettings):
@@ -28,7 +29,7 @@ class NotifierSettings(BaseSettings):
     slack_timeout_s: float = 10.0
     notifier_group_id: str = "metricx-notifier"
     notifier_senders: int = 4  # sender threads (channels are sent to in parallel, each one in order)
-    notifier_batch_size: int = 10  # alerts per Slack message (Block Kit: 50 blocks)
+    notifier_batch_size: int = 100  # alerts per Slack message: 10 in full, the rest one line each
     notifier_poll_s: float = 0.2  # idle sleep of the sender between outbox scans
     notifier_max_attempts: int = 8  # then the delivery is dead
     notifier_retry_base_s: float = 5.0
@@ -41,8 +42,8 @@ class NotifierSettings(BaseSettings):
     @field_validator("notifier_batch_size")
     @classmethod
     def _batch(cls, v: int) -> int:
-        if not 1 <= v <= 10:
-            raise ValueError("must be between 1 and 10")
+        if not 1 <= v <= MAX_ALERTS_PER_MESSAGE:
+            raise ValueError(f"must be between 1 and {MAX_ALERTS_PER_MESSAGE}")
         return v
 
     @field_validator("notifier_max_attempts", "smtp_port", "notifier_senders")

@@ -116,6 +116,9 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
             "METRICX_SMTP_PORT": str(smtp.port),
             "METRICX_SMTP_FROM": "alerts@metricx.test",
             "METRICX_SLACK_MIN_INTERVAL_S": str(MIN_INTERVAL_S),
+            # Small batches, so the burst takes several messages per webhook and the kill
+            # lands between them (the default batch would carry it in one).
+            "METRICX_NOTIFIER_BATCH_SIZE": "10",
             "METRICX_NOTIFIER_SEND_LEASE_S": "5",
             "METRICX_DASHBOARD_URL": "https://app.metricx.test",
             "PYTHONUNBUFFERED": "1",

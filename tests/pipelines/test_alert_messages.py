@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from pipelines.alert_messages import (
+    DETAILED_ALERTS,
     MAX_ALERTS_PER_MESSAGE,
     email_message,
     format_metric,
@@ -15,6 +16,7 @@ from pipelines.alert_messages import (
     slack_message,
 )
 from tests.connectors.notify.factory import alert, payload
+from tests.fakes.slack_server import fingerprints_in
 
 NAMES = {"2385000000": "Black Friday – video 3", "cmp-9": "BF Prospecting"}
 URL = "https://app.metricx.test"
@@ -77,12 +79,19 @@ def test_pause_wording_dry_run_done_failed() -> None:
 
 
 def test_batch_fits_block_kit_and_carries_every_alert() -> None:
-    alerts = [alert(i) for i in range(MAX_ALERTS_PER_MESSAGE)]
-    msg = slack_message(alerts, {}, URL)
-    assert len(msg["blocks"]) <= 50
-    assert msg["blocks"][0]["type"] == "header" and "10 alert(s)" in msg["blocks"][0]["text"]["text"]
-    for a in alerts:
-        assert a.entity_id in msg["text"]
+    for n in (1, DETAILED_ALERTS, DETAILED_ALERTS + 1, 37, MAX_ALERTS_PER_MESSAGE):
+        alerts = [alert(i) for i in range(n)]
+        msg = slack_message(alerts, {}, URL)
+        assert len(msg["blocks"]) <= 50, n
+        assert all(len(b.get("elements", [])) <= 10 for b in msg["blocks"])  # Block Kit: 10 per context
+        if n > 1:
+            assert msg["blocks"][0]["type"] == "header" and f"{n} alert(s)" in msg["blocks"][0]["text"]["text"]
+        # every alert is identifiable (its link carries the fingerprint), detailed or listed
+        assert sorted(fingerprints_in(msg)) == sorted(a.fingerprint for a in alerts), n
+        for a in alerts[:DETAILED_ALERTS]:
+            assert a.entity_id in msg["text"]
+        if n > DETAILED_ALERTS:
+            assert f"and {n - DETAILED_ALERTS} more" in msg["text"]
     with pytest.raises(ValueError):
         slack_message([alert(i) for i in range(MAX_ALERTS_PER_MESSAGE + 1)], {}, URL)
 

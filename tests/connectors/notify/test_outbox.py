@@ -60,6 +60,8 @@ def rows(conn: psycopg.Connection[Any], channel_id: uuid.UUID | None = None) -> 
 
 
 def make_sender(smtp: FakeSmtp | None = None, clock: Clock | None = None, **kw: Any) -> Sender:
+    # Batches of 10 here, so 12 alerts make two messages (the default of 100 would not).
+    kw.setdefault("notifier_batch_size", 10)
     ns = NotifierSettings(smtp_port=smtp.port if smtp else 25, smtp_from="alerts@metricx.test",
                           notifier_retry_base_s=30, **kw)
     return Sender(ns, keyring(), slack=SlackClient(timeout_s=5), clock=clock or Clock())
@@ -236,3 +238,16 @@ def test_workspace_row_needed_only_for_channels(conn: psycopg.Connection[Any]) -
     workspace(conn)
     r = outbox.ingest(conn, alert(1, notify=[]))
     assert r.alert_created and r.queued == []
+
+
+def test_an_alert_storm_leaves_in_one_message_per_webhook(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
+    """With the default batch, a burst of 37 alerts for one webhook is one message (10 in
+    full, 27 as linked lines), not four messages a second apart."""
+    url = slack.hook("storm")
+    ch = channel(conn, "slack", url)
+    alerts = [alert(i, notify=[ch]) for i in range(37)]
+    for a in alerts:
+        outbox.ingest(conn, a)
+    assert make_sender(notifier_batch_size=NotifierSettings().notifier_batch_size).send_once(conn) == 37
+    [request] = slack.requests_to(url)
+    assert sorted(fingerprints_in(request.body)) == sorted(a.fingerprint for a in alerts)
