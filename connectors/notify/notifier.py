@@ -277,7 +277,9 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
     try:
         with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
             while not stop.is_set():
-                msgs = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.5)
+                # Short: consume() waits the whole timeout unless a full batch is there, and
+                # alerts trickle in; the wait was most of an alert's time to its channel.
+                msgs = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.05)
                 if not msgs:
                     continue
                 if consume_batch(conn, producer, settings, keyring, meta, msgs):
