@@ -122,6 +122,40 @@ CAMPAIGN_DAILY = [
 ]
 
 
+# The account-day rollup (migration 0007), right after the campaign-days and the same
+# way: lock the touched account-days (per staged currency) in key order with a
+# placeholder insert, recompute their sums from metrics_campaign_daily in a later
+# statement (whose snapshot sees the campaign-days other partitions committed while
+# this one waited, and this transaction's own), then delete emptied rows.  Two
+# partitions writing different campaigns of one account never meet on a campaign-day
+# row, only here.  Every writer takes all its campaign-day locks before any account-day
+# lock, each set in key order, so the two phases cannot deadlock each other.
+ACCOUNT_KEY4 = ("workspace_id", "provider", "account_id", "report_date")
+ACCOUNT_KEY = (*ACCOUNT_KEY4, "currency")
+_AK4, _AK = _cols(ACCOUNT_KEY4), _cols(ACCOUNT_KEY)
+ACCOUNT_DAILY = [
+    f"INSERT INTO metrics_account_daily ({_AK}, timezone) "
+    f"SELECT DISTINCT ON ({_AK}) {_AK}, timezone FROM {STAGE} ORDER BY {_AK} "
+    f"ON CONFLICT ({_AK}) DO UPDATE SET timezone = EXCLUDED.timezone WHERE false",
+    # One probe of metrics_campaign_daily's (workspace_id, report_date, provider,
+    # account_id) index per touched account-day.
+    f"WITH t AS (SELECT DISTINCT {_AK4} FROM {STAGE}), "
+    f"s AS (SELECT t.*, x.* FROM t CROSS JOIN LATERAL ("
+    f"SELECT c.currency, min(c.timezone) AS timezone, sum(c.spend) AS spend, "
+    f"sum(c.impressions)::bigint AS impressions, sum(c.clicks)::bigint AS clicks, "
+    f"sum(c.conversions) AS conversions, sum(c.revenue) AS revenue FROM metrics_campaign_daily c "
+    f"WHERE {_eq('c', 't', ACCOUNT_KEY4)} GROUP BY c.currency) x) "
+    f"UPDATE metrics_account_daily a SET "
+    + ", ".join(f"{m} = s.{m}" for m in _TZ_MEASURES)
+    + f", updated_at = clock_timestamp() FROM s WHERE {_eq('a', 's', ACCOUNT_KEY)} "
+    f"AND ({_row('a', _TZ_MEASURES)}) IS DISTINCT FROM ({_row('s', _TZ_MEASURES)})",
+    # A touched account-day (in a currency) without any campaign-day left: gone.
+    f"DELETE FROM metrics_account_daily a USING (SELECT DISTINCT {_AK4} FROM {STAGE}) t "
+    f"WHERE {_eq('a', 't', ACCOUNT_KEY4)} AND NOT EXISTS (SELECT 1 FROM metrics_campaign_daily c "
+    f"WHERE {_eq('c', 'a', ACCOUNT_KEY)})",
+]
+
+
 _ID = _cols(IDENTITY)
 MOVE = ";\n".join(
     [
@@ -140,6 +174,7 @@ MOVE = ";\n".join(
             extra_set=", updated_at = clock_timestamp()",
         ),
         *CAMPAIGN_DAILY,
+        *ACCOUNT_DAILY,
     ]
 )
 assert tuple(c for c in BUCKET_COLUMNS[-1:]) == ("last_captured_at",)

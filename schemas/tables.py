@@ -128,3 +128,18 @@ metrics_campaign_daily = Table(
     *_measures(),
     Column("updated_at", TS, nullable=False),
 )
+
+# Sums of metrics_campaign_daily per account-day and currency (migration 0007), kept by
+# the same commit transaction: what the dashboard reads when it needs no campaign grain.
+metrics_account_daily = Table(
+    "metrics_account_daily",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True), primary_key=True, nullable=False),
+    Column("provider", Text, primary_key=True, nullable=False),
+    Column("account_id", Text, primary_key=True, nullable=False),
+    Column("report_date", Date, primary_key=True, nullable=False),
+    Column("currency", Text, primary_key=True, nullable=False),
+    Column("timezone", Text, nullable=False),
+    *_measures(),
+    Column("updated_at", TS, nullable=False),
+)

@@ -46,12 +46,12 @@ from serving.timeframes import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# The dashboard's two aggregate reads (the daily sums, then the top campaigns and the
-# intraday series in the chosen currency) each take tens of milliseconds of one
-# PostgreSQL backend on a small machine; run on a second connection they overlap, and
-# the request takes the longer of them instead of their sum.  The second read needs the
-# currency the first one picks: it starts with the workspace's last answer (or the
-# requested currency) and is redone in the rare case the pick differs.
+# The dashboard's aggregate reads: the daily sums of both periods (account grain, about
+# a millisecond) and the reads in the chosen currency (top campaigns at campaign grain,
+# the intraday series at ad grain), which take tens of milliseconds of one PostgreSQL
+# backend on a small machine.  The latter run on a second connection, started before
+# the daily sums pick the currency: with the workspace's last answer (or the requested
+# currency), redone in the rare case the pick differs.
 #
 # Side reads use their own small pool, and only as many run as it has connections: a
 # request never waits for a side connection (with every request connection taken, it
@@ -216,9 +216,11 @@ def dashboard(
 ) -> Dashboard:
     """KPIs with the previous equal period and the change, a series by provider (15-min
     for one day, hourly up to 7 days, daily beyond), top campaigns by spend and the spend
-    mix.  Daily sums from ``metrics_campaign_daily`` (equal to ``metrics_daily``'s),
-    intraday series from ``metrics_15m`` / ``metrics_hourly``, in one currency, filtered
-    on report dates in the workspace's timezone."""
+    mix.  Daily sums (KPIs of both periods, currencies, mix, daily series) from
+    ``metrics_account_daily``, top campaigns (this period only) from
+    ``metrics_campaign_daily`` (both equal to ``metrics_daily``'s sums), intraday series
+    from ``metrics_15m`` / ``metrics_hourly``, in one currency, filtered on report dates
+    in the workspace's timezone."""
     period = period_for(ws.timezone, timeframe, start, end)
     prev = previous(period)
     cache: FigureCache | None = getattr(request.app.state, "dashboard_figures", None)
@@ -246,13 +248,12 @@ def dashboard(
 def _figures(pool: ConnectionPool | None, conn: Conn, ws_id: uuid.UUID, period: Period, prev: Period,
              currency: str | None, top: int) -> _Figures:
     grain = grain_for(period)
-    # The previous period's daily sums on a side connection while this one reads the
-    # period's own; everything but the intraday series and the top campaigns is summed
-    # from them (exact decimal sums, ratios after aggregation).
-    earlier = _Read(pool, conn, lambda c: q.daily_by_provider(c, ws_id, prev.start, prev.end))
     guess = currency or _CURRENCY_HINTS.get(ws_id)
     side = _SideReads(pool, conn, ws_id, guess, period, grain, top) if guess is not None else None
-    daily = q.daily_by_provider(conn, ws_id, period.start, period.end) + earlier.result()
+    # Both periods' daily sums in one read (the previous period ends the day before this
+    # one starts); everything but the intraday series and the top campaigns is summed
+    # from them (exact decimal sums, ratios after aggregation).
+    daily = q.daily_by_provider(conn, ws_id, prev.start, period.end)
     spend_by_cur: dict[str, Decimal] = {}
     for c, _, _, s in daily:
         spend_by_cur[c] = spend_by_cur.get(c, Decimal(0)) + s.spend

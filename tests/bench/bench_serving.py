@@ -58,6 +58,14 @@ SELECT workspace_id, provider, account_id, campaign_id, report_date, currency, m
        sum(impressions), sum(clicks), sum(conversions), sum(revenue)
 FROM metrics_daily WHERE workspace_id = %(ws)s GROUP BY 1, 2, 3, 4, 5, 6
 """
+# And what it keeps in metrics_account_daily (ACCOUNT_DAILY), from the campaign-days.
+FILL_ACCOUNT = """
+INSERT INTO metrics_account_daily (workspace_id, provider, account_id, report_date, currency, timezone,
+                                   spend, impressions, clicks, conversions, revenue)
+SELECT workspace_id, provider, account_id, report_date, currency, min(timezone), sum(spend),
+       sum(impressions), sum(clicks), sum(conversions), sum(revenue)
+FROM metrics_campaign_daily WHERE workspace_id = %(ws)s GROUP BY 1, 2, 3, 4, 5
+"""
 FILL_15M = """
 INSERT INTO metrics_15m (workspace_id, provider, account_id, entity_level, entity_id, campaign_id, adset_id,
                          report_date, currency, bucket_start, spend, impressions, clicks, conversions, revenue,
@@ -259,6 +267,7 @@ def fill(url: str, ws: uuid.UUID, args: argparse.Namespace) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FILL, {"ws": ws, "ads": args.ads, "campaigns": args.campaigns, "days": args.days})
         conn.execute(FILL_CAMPAIGN, {"ws": ws})
+        conn.execute(FILL_ACCOUNT, {"ws": ws})
         conn.execute(FILL_15M, {"ws": ws})
         conn.execute("VACUUM ANALYZE")
         n = conn.execute("SELECT count(*) FROM metrics_daily").fetchone()

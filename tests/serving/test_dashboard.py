@@ -172,6 +172,54 @@ def test_week_is_hourly_from_metrics_hourly(client: TestClient, issuer: Issuer, 
     assert flat == [(r["provider"], r["bucket_start"], r["clicks"]) for r in rows]
 
 
+def test_month_daily_series_and_mix_equal_the_analyst_query(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                                             populated: str) -> None:
+    """Beyond 7 days the series, the spend mix and the KPIs come from the account-day
+    rollup: the same numbers as metrics_daily, by provider and day."""
+    body = get(client, issuer, tenants, "/dashboard", timeframe="last_30_days")
+    assert body["grain"] == "day"
+    start = today_utc() - timedelta(days=29)
+    rows = analyst(populated, f"SELECT provider, report_date, {SUMS_SQL} FROM metrics_daily "
+                              "WHERE workspace_id = %(ws)s AND currency = 'USD' AND report_date >= %(d)s "
+                              "GROUP BY 1, 2 ORDER BY 1, 2", ws=tenants.ws_a, d=start)
+    measures = ("spend", "impressions", "clicks", "conversions", "revenue")
+    flat = [(s["provider"], date.fromisoformat(p["bucket_start"]), *(num(p[m]) for m in measures))
+            for s in body["series"] for p in s["points"]]
+    assert flat == [(r["provider"], r["report_date"], *(num(r[m]) for m in measures)) for r in rows]
+    assert len({r["report_date"] for r in rows}) > 1  # several days, more than one row per provider
+    mix = analyst(populated, "SELECT provider, sum(spend) AS spend FROM metrics_daily WHERE workspace_id = %(ws)s "
+                             "AND currency = 'USD' AND report_date >= %(d)s GROUP BY 1 ORDER BY 2 DESC, 1",
+                  ws=tenants.ws_a, d=start)
+    assert [(m["provider"], D(m["spend"])) for m in body["spend_mix"]] == [(r["provider"], r["spend"]) for r in mix]
+
+
+@pytest.mark.parametrize("group_by", ["provider", "account_id", "campaign_id"])
+def test_daily_timeseries_by_any_group_equals_the_analyst_query(client: TestClient, issuer: Issuer,
+                                                                tenants: Tenants, populated: str,
+                                                                group_by: str) -> None:
+    """Day grain reads the account-day rollup unless a campaign is asked for: either way
+    the numbers are metrics_daily's."""
+    body = get(client, issuer, tenants, "/analytics/timeseries", metric="spend", grain="day",
+               timeframe="last_30_days", group_by=group_by)
+    rows = analyst(populated, f"SELECT {group_by} AS key, report_date, sum(spend) AS spend FROM metrics_daily "
+                              "WHERE workspace_id = %(ws)s AND currency = 'USD' AND report_date > %(d)s "
+                              "GROUP BY 1, 2 ORDER BY 1, 2", ws=tenants.ws_a, d=today_utc() - timedelta(days=30))
+    flat = [(g["key"], date.fromisoformat(p["bucket_start"]), num(p["value"])) for g in body["groups"]
+            for p in g["points"]]
+    assert flat == [(r["key"], r["report_date"], r["spend"]) for r in rows]
+
+
+def test_the_rollups_equal_metrics_daily(populated: str) -> None:
+    """What the dashboard reads instead of metrics_daily, after the real writer."""
+    key = "workspace_id, provider, account_id, report_date, currency"
+    sums = "sum(spend), sum(impressions), sum(clicks), sum(conversions), sum(revenue)"
+    expected = analyst(populated, f"SELECT {key}, {sums} FROM metrics_daily GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5")
+    assert expected
+    for table in ("metrics_account_daily", "metrics_campaign_daily"):
+        assert analyst(populated, f"SELECT {key}, {sums} FROM {table} GROUP BY 1, 2, 3, 4, 5 "
+                                  "ORDER BY 1, 2, 3, 4, 5") == expected, table
+
+
 def test_other_currency_on_request(client: TestClient, issuer: Issuer, tenants: Tenants, populated: str) -> None:
     body = get(client, issuer, tenants, "/dashboard", timeframe="today", currency="EUR")
     assert body["currency"] == "EUR"

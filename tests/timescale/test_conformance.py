@@ -64,6 +64,7 @@ METRICX_RELATIONS = (
     "metrics_hourly",
     "metrics_daily",
     "metrics_campaign_daily",
+    "metrics_account_daily",
     "pipeline_progress",
 )
 
@@ -380,6 +381,17 @@ def check_invariants(world: World) -> None:
     )
     assert campaigns and campaigns == sums
 
+    # The account-day rollup, recomputed from the campaign-days in the same transaction.
+    account_key = "workspace_id::text, provider, account_id, report_date, currency"
+    accounts = query(
+        dsn, f"SELECT {account_key}, {VALS_SQL} FROM metrics_account_daily ORDER BY 1, 2, 3, 4, 5"
+    )
+    account_sums = query(
+        dsn,
+        f"SELECT {account_key}, {SUMS_SQL} FROM metrics_daily GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+    )
+    assert accounts and accounts == account_sums
+
     last_captured = {
         tuple(r[:5]): r[5]
         for r in query(dsn, f"SELECT {KEY_SQL}, last_captured_at FROM metrics_daily")
@@ -453,6 +465,7 @@ def dump(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         "metrics_15m": "",
         "metrics_daily": "updated_at",
         "metrics_campaign_daily": "updated_at",
+        "metrics_account_daily": "updated_at",
         "pipeline_progress": "committed_at",
     }
     out = {}
@@ -563,10 +576,11 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
             dsn,
             "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON "
             "n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname IN "
-            "('metrics_daily', 'pipeline_progress')",
+            "('metrics_daily', 'metrics_campaign_daily', 'metrics_account_daily', 'pipeline_progress')",
         )
     )
-    assert kinds == {"metrics_daily": "r", "pipeline_progress": "r"}  # plain tables
+    assert kinds == {"metrics_daily": "r", "metrics_campaign_daily": "r", "metrics_account_daily": "r",
+                     "pipeline_progress": "r"}  # plain tables
 
     jobs = query(
         dsn,
