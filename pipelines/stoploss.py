@@ -27,6 +27,7 @@ produce the same fingerprints (``schemas.alerts``), and alert rows are inserted
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -37,7 +38,7 @@ from pipelines.deltas import Applied, _from_micros, _micros, _pack, _unpack
 from pipelines.kpis import Sums, kpis, ratio
 from pipelines.rollups import local_date
 from schemas.alerts import Alert
-from schemas.metrics import Metrics
+from schemas.metrics import NO_METRICS, Metrics
 from schemas.rules import MAX_DAYS, MAX_HOURS, Condition, Group, Rule
 
 DEFAULT_WARMUP = timedelta(minutes=30)
@@ -61,7 +62,7 @@ class Observed:
 
     __slots__ = ("_cache", "sums")
 
-    def __init__(self, sums: Sums) -> None:
+    def __init__(self, sums: Sums | Metrics) -> None:
         self.sums = sums
         self._cache: dict[str, Decimal | int | None] = {}
 
@@ -75,7 +76,8 @@ class Observed:
         return v  # type: ignore[return-value]
 
     def all(self) -> dict[str, Decimal | int | None]:
-        return kpis(self.sums)
+        m = self.sums
+        return kpis(Sums(m.spend, m.impressions, m.clicks, m.conversions, m.revenue))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ def holds(g: Group, observed: Observed) -> bool:
     return not want
 
 
-def guarded(rule: Rule, sums: Sums) -> bool:
+def guarded(rule: Rule, sums: Sums | Metrics) -> bool:
     return (
         (rule.min_spend is None or sums.spend >= rule.min_spend)
         and (rule.min_impressions is None or sums.impressions >= rule.min_impressions)
@@ -226,7 +228,7 @@ def _hour(ts: datetime) -> int:
     return int(ts.timestamp()) // 3600
 
 
-def _sum(ms: Iterable[Metrics]) -> Sums:
+def _sum(ms: Iterable[Metrics]) -> Metrics:
     spend = conversions = revenue = Decimal(0)
     impressions = clicks = 0
     for m in ms:
@@ -235,7 +237,7 @@ def _sum(ms: Iterable[Metrics]) -> Sums:
         clicks += m.clicks
         conversions += m.conversions
         revenue += m.revenue
-    return Sums(spend, impressions, clicks, conversions, revenue)
+    return Metrics(spend, impressions, clicks, conversions, revenue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,8 +280,16 @@ def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
     return lambda c: c == t.target_id
 
 
-def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: datetime) -> Sums | None:
-    """The rule's window over one target; None when the watch cannot know it yet."""
+@functools.lru_cache(maxsize=256)
+def _dates(today: date, n: int) -> tuple[date, ...]:
+    last = today.toordinal()
+    return tuple(date.fromordinal(o) for o in range(last - n + 1, last + 1))
+
+
+def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: datetime) -> Metrics | None:
+    """The rule's window over one target; None when the watch cannot know it yet.  A
+    one-day window is a lookup (the cumulative of an ad, or the running total of an ad
+    set / campaign), a days window a few additions."""
     if rule.window == "hours":
         if state.hours_since is None or now - state.hours_since < timedelta(hours=rule.window_n):
             return None
@@ -290,14 +300,19 @@ def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: date
             child = _children(state, t)
             per_child = [h for c, h in state.hours.items() if child(c)]
         return _sum(m for h in per_child for k, m in h.items() if k > first_hour)
-    first = today - timedelta(days=(rule.window_n if rule.window == "days" else 1) - 1)
     if t.level in LEAF_LEVELS:
-        return _sum(
-            m for d, children in state.days.items() if first <= d <= today
-            if (m := children.get(t.target_id)) is not None
-        )
-    per_day = state.totals.get(f"{t.level}:{t.target_id}", {})
-    return _sum(m for d, m in per_day.items() if first <= d <= today)
+        if rule.window == "today":
+            children = state.days.get(today)
+            return (children.get(t.target_id) if children else None) or NO_METRICS
+        days = state.days
+        return _sum(m for d in _dates(today, rule.window_n)
+                    if (ch := days.get(d)) is not None and (m := ch.get(t.target_id)) is not None)
+    per_day = state.totals.get(f"{t.level}:{t.target_id}")
+    if not per_day:
+        return NO_METRICS
+    if rule.window == "today":
+        return per_day.get(today) or NO_METRICS
+    return _sum(m for d in _dates(today, rule.window_n) if (m := per_day.get(d)) is not None)
 
 
 def covers(rule: Rule, report_date: date, today: date) -> bool:
