@@ -125,6 +125,7 @@ class Applied:
     delta: Metrics
     bucket_start: datetime
     bucket_value: Metrics
+    local_day: date  # captured_at's day in the account's timezone (its "today")
 
 
 @dataclass(slots=True)
@@ -187,7 +188,7 @@ def apply_snapshot(
         series.cumulative = snap.metrics
         series.captured_at = snap.captured_at
 
-    applied = Applied(snap, delta, bucket, series.cumulative - series.bucket_base)
+    applied = Applied(snap, delta, bucket, series.cumulative - series.bucket_base, own_day)
     if state.latest_local_day is None or own_day > state.latest_local_day:
         state.latest_local_day = own_day
         _evict(state, own_day - timedelta(days=window_days + 1))

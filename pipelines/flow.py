@@ -43,7 +43,7 @@ from pipelines.steps import (
     to_dead_letter,
     validate,
     watch_step,
-    watch_targets,
+    watch_target,
 )
 from pipelines.stoploss import DEFAULT_WARMUP
 from schemas.envelope import DeadLetter, Envelope
@@ -114,8 +114,8 @@ def _dead_letter_key(dl: DeadLetter) -> str:
     return f"{dl.envelope.topic}:{dl.envelope.partition}"
 
 
-def _targets(book: RuleBook, kv: tuple[str, tuple[Outcome, Envelope]]) -> list[tuple[str, Applied]]:
-    return watch_targets(book, kv[1][0])
+def _target(book: RuleBook, kv: tuple[str, tuple[Outcome, Envelope]]) -> tuple[str, Applied] | None:
+    return watch_target(book, kv[1][0])
 
 
 def build_flow(
@@ -150,9 +150,8 @@ def build_flow(
     if book is not None:
         # Re-keyed by campaign: one stateful step owns the windowed sums and alert
         # marks of a campaign, its ad sets and its ads.
-        watched = op.flat_map("watch_targets", refused.falses, partial(_targets, book))
-        fired = op.stateful_map("stoploss", watched, partial(watch_step, book, warmup))
-        outputs.append(op.flat_map_value("alerts", fired, lambda alerts: alerts))
+        watched = op.filter_map("watch_targets", refused.falses, partial(_target, book))
+        outputs.append(op.stateful_flat_map("stoploss", watched, partial(watch_step, book, warmup)))
     everything = op.merge("all", *outputs)
     op.output("commit", everything, CommitSink(settings, consumer, commit_partitions))
     return flow

@@ -54,15 +54,15 @@ SinkItem = StoreItem | DeadLetter | Alert
 
 # ---- stop-loss: applied snapshots -> the watches of the rules' targets -> alerts ------
 
-def watch_targets(book: RuleBook, outcome: Outcome) -> list[tuple[str, Applied]]:
+def watch_target(book: RuleBook, outcome: Outcome) -> tuple[str, Applied] | None:
     """The campaign watch an applied snapshot feeds, if its account meets any rule
-    (nothing, at the cost of a dict lookup, for a workspace without rules)."""
+    (None, at the cost of a dict lookup, for a workspace without rules)."""
     if not isinstance(outcome, Applied):
-        return []
+        return None
     s = outcome.snapshot
     if not book.for_account(s.workspace_id, s.account_id):
-        return []
-    return [(watch_key(outcome), outcome)]
+        return None
+    return watch_key(outcome), outcome
 
 
 def watch_step(

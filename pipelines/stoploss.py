@@ -36,7 +36,6 @@ from typing import Any
 
 from pipelines.deltas import Applied, _from_micros, _micros, _pack, _unpack
 from pipelines.kpis import Sums, kpis, ratio
-from pipelines.rollups import local_date
 from schemas.alerts import Alert
 from schemas.metrics import NO_METRICS, Metrics
 from schemas.rules import MAX_DAYS, MAX_HOURS, Condition, Group, Rule
@@ -507,7 +506,7 @@ def watch(
     s = applied.snapshot
     if state is None:
         state = WatchState(since=s.captured_at)
-    today = local_date(s.captured_at, s.timezone)
+    today = applied.local_day
     _fold(state, applied, today, track_hours)
     alerts = []
     warming = s.captured_at - state.since < warmup

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pipelines.deltas import Applied, EntityState, apply_snapshot
 from pipelines.kpis import Sums
 from pipelines.rulebook import RuleBook
-from pipelines.steps import watch_step, watch_targets
+from pipelines.steps import watch_step, watch_target
 from pipelines.stoploss import Target, WatchState, judge, targets_for, watch, watch_key
 from schemas.alerts import Alert
 from schemas.rules import Condition, Group, Rule, RuleV1, to_rule
@@ -225,12 +225,14 @@ def test_scope_filters_provider_account_campaign_and_name() -> None:
     s = snap(T0, DAY, metrics("90", 9000, 100))
     _, applied = apply_snapshot(None, s)
     assert isinstance(applied, Applied)
-    [(_, item)] = watch_targets(book, applied)
+    found = watch_target(book, applied)
+    assert found is not None
+    item = found[1]
     assert watch_step(book, NO_WARMUP, None, item)[1] == []  # name unknown: never matches
     book.set_names({(WS, "sim", "act-1", "ad-1"): "US retargeting 2"})
     assert kinds(watch_step(book, NO_WARMUP, None, item)[1]) == ["fired"]
     other = RuleBook([rule(BURN, scope={"level": "ad", "account_ids": ["act-2"]})])
-    assert watch_targets(other, applied) == []  # the rule's account is not this one
+    assert watch_target(other, applied) is None  # the rule's account is not this one
 
 
 def test_replay_from_a_snapshot_reproduces_the_same_fingerprints() -> None:
@@ -269,12 +271,14 @@ def test_watch_is_dropped_when_its_levels_last_rule_goes() -> None:
     book = RuleBook([rule(BURN)])
     _, applied = apply_snapshot(None, snap(T0, DAY, metrics("10", 100, 1)))
     assert isinstance(applied, Applied)
-    [(_, item)] = watch_targets(book, applied)
+    found = watch_target(book, applied)
+    assert found is not None
+    item = found[1]
     state, _ = watch_step(book, NO_WARMUP, None, item)
     assert state is not None
     book.remove(book.for_account(WS, "act-1")["ad"][0].id)
     assert watch_step(book, NO_WARMUP, state, item) == (None, [])
-    assert watch_targets(book, applied) == []
+    assert watch_target(book, applied) is None
 
 
 @pytest.mark.parametrize("level, expected", [("ad", "ad-1"), ("adset", "set-1"), ("campaign", "cmp-1")])
@@ -316,7 +320,9 @@ def test_hourly_deltas_are_kept_only_while_an_hours_rule_exists() -> None:
     book = RuleBook([daily])
     _, first = apply_snapshot(None, snap(T0, DAY, metrics("10", 100, 1)))
     assert isinstance(first, Applied)
-    [(_, item)] = watch_targets(book, first)
+    found = watch_target(book, first)
+    assert found is not None
+    item = found[1]
     state, _ = watch_step(book, NO_WARMUP, None, item)
     assert state is not None and state.hours == {} and state.hours_since is None
     hourly = rule([{"metric": "spend", "operator": ">=", "value": "1"}], window={"kind": "hours", "n": 1})
