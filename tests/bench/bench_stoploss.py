@@ -206,8 +206,8 @@ def main() -> None:
     ap.add_argument("--snapshots", type=int, default=300_000)
     ap.add_argument("--entities", type=int, default=50_000)
     ap.add_argument("--rules", type=int, default=1_000)
-    ap.add_argument("--latency-rates", default="10000,2500",
-                    help="steady produce rates for the alert latency runs (the target, then a sustainable one)")
+    ap.add_argument("--latency-rates", default="10000,2500,1000",
+                    help="steady produce rates for the alert latency runs (the target, then sustainable ones)")
     ap.add_argument("--latency-seconds", type=float, default=30)
     ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
