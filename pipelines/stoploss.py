@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipelines.deltas import Applied, _from_micros, _micros, _pack, _unpack
 from pipelines.kpis import Sums, kpis, ratio
@@ -239,9 +239,9 @@ def _sum(ms: Iterable[Metrics]) -> Metrics:
     return Metrics(spend, impressions, clicks, conversions, revenue)
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What a rule judges: an ad, an ad set or a campaign."""
+class Target(NamedTuple):
+    """What a rule judges: an ad, an ad set or a campaign (a tuple: built three times
+    per snapshot, where a frozen dataclass costs several times more)."""
 
     level: str
     target_id: str
@@ -306,7 +306,7 @@ def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: date
         days = state.days
         return _sum(m for d in _dates(today, rule.window_n)
                     if (ch := days.get(d)) is not None and (m := ch.get(t.target_id)) is not None)
-    per_day = state.totals.get(f"{t.level}:{t.target_id}")
+    per_day = state.totals.get(t.level + ":" + t.target_id)
     if not per_day:
         return NO_METRICS
     if rule.window == "today":
@@ -445,14 +445,18 @@ WindowCache = dict[str, Observed | None]  # window label -> its sums, for one ta
 
 
 def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: date,
-             cache: WindowCache, marks: dict[str, Mark]) -> Alert | None:
+             cache: WindowCache) -> Alert | None:
     """One rule on one target after ``applied`` was folded in: fire, recover or nothing.
-    ``cache`` shares window sums between the target's rules; ``marks`` are the target's."""
+    ``cache`` shares window sums between the target's rules."""
     s = applied.snapshot
-    mark = marks.get(rule.id)  # created on the first firing only
+    marks = state.marks.get(t.target_id)  # created on the target's first firing only
+    mark = marks.get(rule.id) if marks is not None else None
     if mark is not None and mark.open_alert is not None and mark.open_day != today:
         mark.open_alert = None  # the day it was about is over: close silently
-    if not covers(rule, s.report_date, today):
+    if rule.window == "today":
+        if s.report_date != today:
+            return None
+    elif not covers(rule, s.report_date, today):
         return None
     label = rule.window_label
     if label in cache:
@@ -472,6 +476,8 @@ def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: 
     if not (d.spend > 0 or d.impressions > 0):
         return None  # no delivery in this delta: restated numbers of a paused entity
     if mark is None:
+        if marks is None:
+            marks = state.marks[t.target_id] = {}
         mark = marks[rule.id] = Mark()
     if rule.trigger == "once_per_day":
         if mark.fired_day == today:
@@ -514,18 +520,13 @@ def watch(
         if warming and t.level not in LEAF_LEVELS:
             continue  # an aggregate is not known until each of its ads has reported
         cache: WindowCache = {}
-        marks = state.marks.get(t.target_id)
-        if marks is None:
-            marks = state.marks[t.target_id] = {}
         for rule in rules[t.level]:
             # ``rules`` come from the book's per-account index: only the other filters
             # are left to check, and most rules have none.
             if not rule.filtered or in_scope(rule, applied, t, name_of):
-                alert = evaluate(state, rule, applied, t, today, cache, marks)
+                alert = evaluate(state, rule, applied, t, today, cache)
                 if alert is not None:
                     alerts.append(alert)
-        if not marks:
-            del state.marks[t.target_id]
     return state, alerts
 
 
