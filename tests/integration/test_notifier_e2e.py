@@ -147,7 +147,13 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
                 expected = N_ALERTS * 3 + N_ALERTS // 4
                 return open_rows == (0,) and total == (expected,)
 
-            wait_for(settled, "every delivery to reach a final state", notifier)
+            try:
+                wait_for(settled, "every delivery to reach a final state", notifier)
+            except AssertionError as exc:  # say which deliveries did not settle, and why
+                rows = conn.execute(
+                    "SELECT status, attempts, round(extract(epoch FROM next_attempt_at - now())), "
+                    "left(last_error, 120), count(*) FROM alert_deliveries GROUP BY 1, 2, 3, 4 ORDER BY 1").fetchall()
+                raise AssertionError(f"{exc}\ndeliveries (status, attempts, due in s, error, n): {rows}") from None
             assert notifier.proc is not None
             notifier.proc.send_signal(signal.SIGTERM)  # a clean stop: exits 0
             assert notifier.proc.wait(timeout=60) == 0, notifier.log()[-3000:]
