@@ -51,16 +51,25 @@ def ratio(numerator: Decimal | int, denominator: Decimal | int, scale: int = 1) 
     )
 
 
+# ratio -> (numerator, denominator, scale): ROAS = revenue/spend, CPA = spend/conversions,
+# CPC = spend/clicks, CTR = clicks/impressions, CPM = 1000 * spend/impressions.
+RATIO_PARTS: Final[dict[str, tuple[str, str, int]]] = {
+    "roas": ("revenue", "spend", 1),
+    "cpa": ("spend", "conversions", 1),
+    "cpc": ("spend", "clicks", 1),
+    "ctr": ("clicks", "impressions", 1),
+    "cpm": ("spend", "impressions", 1000),
+}
+
+
+def ratio_of(s: object, name: str) -> Decimal | None:
+    """One ratio of anything carrying the five measures as attributes."""
+    num, den, scale = RATIO_PARTS[name]
+    return ratio(getattr(s, num), getattr(s, den), scale)
+
+
 def ratios(s: Sums) -> dict[str, Decimal | None]:
-    """ROAS = revenue/spend, CPA = spend/conversions, CPC = spend/clicks,
-    CTR = clicks/impressions, CPM = 1000 * spend/impressions."""
-    return {
-        "roas": ratio(s.revenue, s.spend),
-        "cpa": ratio(s.spend, s.conversions),
-        "cpc": ratio(s.spend, s.clicks),
-        "ctr": ratio(s.clicks, s.impressions),
-        "cpm": ratio(s.spend, s.impressions, 1000),
-    }
+    return {name: ratio_of(s, name) for name in RATIO_PARTS}
 
 
 def kpis(s: Sums) -> dict[str, Decimal | int | None]:

@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from pipelines.deltas import Applied, _from_micros, _micros, _pack, _unpack
-from pipelines.kpis import Sums, kpis, ratio
+from pipelines.kpis import RATIO_PARTS, Sums, kpis, ratio_of
 from schemas.alerts import Alert
 from schemas.metrics import NO_METRICS, Metrics
 from schemas.rules import MAX_DAYS, MAX_HOURS, Condition, Group, Rule
@@ -46,13 +46,6 @@ LEAF_LEVELS = frozenset({"ad", "asset_group"})
 
 # ---- the verdict: one rule over one set of sums (also used by the API's dry-run) -------
 
-_RATIO_PARTS = {
-    "roas": ("revenue", "spend", 1),
-    "cpa": ("spend", "conversions", 1),
-    "cpc": ("spend", "clicks", 1),
-    "ctr": ("clicks", "impressions", 1),
-    "cpm": ("spend", "impressions", 1000),
-}
 
 
 class Observed:
@@ -68,9 +61,7 @@ class Observed:
     def __getitem__(self, metric: str) -> Decimal | int | None:
         v = self._cache.get(metric, self)
         if v is self:
-            parts = _RATIO_PARTS.get(metric)
-            v = getattr(self.sums, metric) if parts is None else ratio(
-                getattr(self.sums, parts[0]), getattr(self.sums, parts[1]), parts[2])
+            v = ratio_of(self.sums, metric) if metric in RATIO_PARTS else getattr(self.sums, metric)
             self._cache[metric] = v
         return v  # type: ignore[return-value]
 

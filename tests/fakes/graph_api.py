@@ -259,23 +259,17 @@ class FakeGraphApi:
             def do_GET(self) -> None:
                 u = urlparse(self.path)
                 params = {k: v[-1] for k, v in parse_qs(u.query).items()}
-                status, body, headers = fake.handle(u.path, params, "GET")
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                self._reply(*fake.handle(u.path, params, "GET"))
 
             def do_POST(self) -> None:
                 u = urlparse(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 params = {k: v[-1] for k, v in parse_qs(u.query).items()}
                 params.update({k: v[-1] for k, v in parse_qs(body).items()})
-                status, out, headers = fake.handle(u.path, params, "POST")
-                data = json.dumps(out).encode()
+                self._reply(*fake.handle(u.path, params, "POST"))
+
+            def _reply(self, status: int, body: Any, headers: dict[str, str]) -> None:
+                data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
