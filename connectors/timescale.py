@@ -143,12 +143,17 @@ ACCOUNT_DAILY = [
     f"s AS (SELECT t.*, x.* FROM t CROSS JOIN LATERAL ("
     f"SELECT c.currency, min(c.timezone) AS timezone, sum(c.spend) AS spend, "
     f"sum(c.impressions)::bigint AS impressions, sum(c.clicks)::bigint AS clicks, "
-    f"sum(c.conversions) AS conversions, sum(c.revenue) AS revenue FROM metrics_campaign_daily c "
+    f"sum(c.conversions) AS conversions, sum(c.revenue) AS revenue, "
+    f"max(c.updated_at) AS changed_at FROM metrics_campaign_daily c "
     f"WHERE {_eq('c', 't', ACCOUNT_KEY4)} GROUP BY c.currency) x) "
     f"UPDATE metrics_account_daily a SET "
     + ", ".join(f"{m} = s.{m}" for m in _TZ_MEASURES)
     + f", updated_at = clock_timestamp() FROM s WHERE {_eq('a', 's', ACCOUNT_KEY)} "
-    f"AND ({_row('a', _TZ_MEASURES)}) IS DISTINCT FROM ({_row('s', _TZ_MEASURES)})",
+    f"AND (({_row('a', _TZ_MEASURES)}) IS DISTINCT FROM ({_row('s', _TZ_MEASURES)}) "
+    # ...or a campaign-day under it was written by this transaction (whose updated_at is
+    # at least its start), even if the account's sums came out the same: the account-day
+    # row's version then stands for everything beneath it (serving.queries.day_versions).
+    f"OR s.changed_at >= now())",
     # A touched account-day (in a currency) without any campaign-day left: gone.
     f"DELETE FROM metrics_account_daily a USING (SELECT DISTINCT {_AK4} FROM {STAGE}) t "
     f"WHERE {_eq('a', 't', ACCOUNT_KEY4)} AND NOT EXISTS (SELECT 1 FROM metrics_campaign_daily c "

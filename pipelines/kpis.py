@@ -7,9 +7,11 @@ make "ROAS < 1" true for every paused ad).  Pure: no I/O.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Final
+from typing import Final, TypeVar
 
 # Ratios are reported with this many decimals, rounded half away from zero, which is what
 # PostgreSQL's ``round(numeric, 6)`` does: an analyst can reproduce them exactly.
@@ -91,3 +93,27 @@ def change(current: Decimal | int | None, previous: Decimal | int | None) -> Dec
     if current is None or previous is None:
         return None
     return ratio(Decimal(current) - Decimal(previous), previous)
+
+
+K = TypeVar("K", bound=tuple[str, ...])
+
+
+def accumulate(into: dict[K, Sums], more: Mapping[K, Sums]) -> None:
+    """Add ``more``'s sums into ``into``, key by key."""
+    for key, s in more.items():
+        have = into.get(key)
+        into[key] = s if have is None else have + s
+
+
+def add_sums(base: Mapping[K, Sums], more: Mapping[K, Sums]) -> dict[K, Sums]:
+    """Per-key sums of two sets of rows (e.g. two date ranges read apart); ``base`` is
+    left as it was (it may be a cached read)."""
+    out = dict(base)
+    accumulate(out, more)
+    return out
+
+
+def top_by_spend(sums: Mapping[K, Sums], limit: int) -> list[tuple[K, Sums]]:
+    """The ``limit`` largest spenders, ties in key order (code points), so the ranking
+    does not depend on how the sums were put together."""
+    return heapq.nsmallest(limit, sums.items(), key=lambda kv: (-kv[1].spend, kv[0]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -65,16 +66,49 @@ def currencies(conn: Conn, ws: uuid.UUID, periods: Sequence[Period]) -> list[str
     return [r["currency"] for r in rows]
 
 
-def daily_by_provider(conn: Conn, ws: uuid.UUID, start: date, end: date
-                      ) -> list[tuple[str, str, date, Sums]]:
-    """(currency, provider, report_date, sums) over ``start..end``: one scan that yields
-    the KPIs of both periods, the currencies, the spend mix and the daily series."""
+# A version of an account-day row: the commit rewrites the row (a new xmin) whenever
+# anything beneath it changed in that transaction (connectors.timescale.ACCOUNT_DAILY),
+# and deletes it when nothing is left, so the versions of an account's rows over some
+# days change exactly when any campaign-day, ad-day or 15-minute bucket of that account
+# on those days changes.  Hashed with the row's key, xor-combined (order-free), counted.
+ROW_VERSION: Final = "hashtextextended(account_id || ':' || report_date || ':' || xmin::text, 0)"
+
+Version = tuple[int, int]  # (xor of the rows' hashes, number of rows)
+AccountKey = tuple[str, str, str]  # (currency, provider, account_id)
+PREVIOUS, SETTLED, HOT = 0, 1, 2  # the parts of Daily.versions
+
+
+@dataclass(frozen=True, slots=True)
+class Daily:
+    """(currency, provider, report_date, sums) rows over both periods, and the version
+    of each account's rows in each part of the range (previous period, settled days,
+    hot days)."""
+
+    rows: list[tuple[str, str, date, Sums]]
+    versions: dict[tuple[AccountKey, int], Version]
+
+    def accounts(self, currency: str, part: int) -> dict[tuple[str, str], Version]:
+        """(provider, account_id) -> version, for accounts with rows in ``part``."""
+        return {(k[1], k[2]): v for (k, p), v in self.versions.items() if p == part and k[0] == currency}
+
+
+def daily_by_provider(conn: Conn, ws: uuid.UUID, start: date, settled: date, hot: date, end: date) -> Daily:
+    """One scan of ``start..end`` (``settled`` and ``hot`` are the first days of the
+    settled and hot parts): the KPIs of both periods, the currencies, the spend mix, the
+    daily series, and the versions that tell whether reads made earlier over a part of
+    the range, for an account, still hold."""
     rows = conn.execute(
-        f"SELECT currency, provider, report_date, {SUMS} FROM {ACCOUNT_DAILY} "
-        "WHERE workspace_id = %(ws)s AND report_date BETWEEN %(start)s AND %(end)s GROUP BY 1, 2, 3",
-        {"ws": ws, "start": start, "end": end},
+        f"SELECT currency, provider, report_date, account_id, "
+        f"CASE WHEN report_date < %(settled)s THEN {PREVIOUS} WHEN report_date < %(hot)s THEN {SETTLED} "
+        f"ELSE {HOT} END AS part, GROUPING(account_id) AS by_day, {SUMS}, "
+        f"bit_xor({ROW_VERSION}) AS version, count(*) AS n FROM {ACCOUNT_DAILY} "
+        "WHERE workspace_id = %(ws)s AND report_date BETWEEN %(start)s AND %(end)s "
+        "GROUP BY GROUPING SETS ((currency, provider, report_date), (currency, provider, account_id, part))",
+        {"ws": ws, "start": start, "settled": settled, "hot": hot, "end": end},
     ).fetchall()
-    return [(r["currency"], r["provider"], r["report_date"], sums_of(r)) for r in rows]
+    return Daily([(r["currency"], r["provider"], r["report_date"], sums_of(r)) for r in rows if r["by_day"]],
+                 {((r["currency"], r["provider"], r["account_id"]), r["part"]): (int(r["version"]), int(r["n"]))
+                  for r in rows if not r["by_day"]})
 
 
 def series(conn: Conn, ws: uuid.UUID, cur: str, p: Period, grain: Grain,
@@ -101,14 +135,23 @@ def series(conn: Conn, ws: uuid.UUID, cur: str, p: Period, grain: Grain,
     return [(r["key"], r["bucket"], sums_of(r)) for r in rows]
 
 
-def top_campaigns(conn: Conn, ws: uuid.UUID, cur: str, p: Period, limit: int
-                  ) -> list[tuple[str, str, str, Sums]]:
+CampaignKey = tuple[str, str, str]  # (provider, account_id, campaign_id)
+
+
+def campaign_sums(conn: Conn, ws: uuid.UUID, cur: str, p: Period, accounts: Sequence[tuple[str, str]]
+                  ) -> dict[tuple[str, str], dict[CampaignKey, Sums]]:
+    """Each listed (provider, account)'s campaigns' sums over ``p`` (the dashboard ranks
+    them itself, after adding the parts it read apart)."""
     rows = conn.execute(
         f"SELECT provider, account_id, campaign_id, {SUMS} FROM {CAMPAIGN_DAILY} WHERE {WHERE} "
-        "GROUP BY 1, 2, 3 ORDER BY spend DESC, 1, 2, 3 LIMIT %(limit)s",
-        _params(ws, cur, p, limit=limit),
+        "AND (provider, account_id) IN (SELECT * FROM unnest(%(providers)s::text[], %(accounts)s::text[])) "
+        "GROUP BY 1, 2, 3",
+        _params(ws, cur, p, providers=[a[0] for a in accounts], accounts=[a[1] for a in accounts]),
     ).fetchall()
-    return [(r["provider"], r["account_id"], r["campaign_id"], sums_of(r)) for r in rows]
+    out: dict[tuple[str, str], dict[CampaignKey, Sums]] = {a: {} for a in accounts}
+    for r in rows:
+        out[(r["provider"], r["account_id"])][(r["provider"], r["account_id"], r["campaign_id"])] = sums_of(r)
+    return out
 
 
 ENTITY_IDS: Final = (

@@ -92,3 +92,21 @@ def grain_for(p: Period) -> Grain:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# The days the pollers' hot loop still rewrites every few minutes: the workspace's today,
+# and its yesterday (accounts west of the workspace are still in it, and a day's last
+# polls land after midnight).  Older days change only when the restatement loop runs,
+# about twice a day per account.
+HOT_DAYS: Final = 2
+
+
+def split_hot(p: Period, today: date, hot_days: int = HOT_DAYS) -> tuple[Period | None, Period | None]:
+    """``p`` as (settled days, hot days): either may be None.  Reads over the settled
+    part can be reused while its days' versions stand; the hot part is read each time."""
+    hot_start = today - timedelta(days=hot_days - 1)
+    if p.end < hot_start:
+        return p, None
+    if p.start >= hot_start:
+        return None, p
+    return Period(p.start, hot_start - timedelta(days=1)), Period(hot_start, p.end)

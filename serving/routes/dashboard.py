@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Generic, TypeVar
 
@@ -27,6 +26,7 @@ from schemas.api import (
     SeriesPoint,
     WorkspaceOut,
 )
+from serving import campaign_totals
 from serving import queries as q
 from serving.alerts_queries import latest_alerts
 from serving.db import ConnectionPool
@@ -40,17 +40,20 @@ from serving.timeframes import (
     local_today,
     previous,
     resolve,
+    split_hot,
     utc_now,
 )
+from serving.versioned_cache import VersionedCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ONE_DAY = timedelta(days=1)
 
-# The dashboard's aggregate reads: the daily sums of both periods (account grain, about
-# a millisecond) and the reads in the chosen currency (top campaigns at campaign grain,
-# the intraday series at ad grain), which take tens of milliseconds of one PostgreSQL
-# backend on a small machine.  The latter run on a second connection, started before
-# the daily sums pick the currency: with the workspace's last answer (or the requested
+# The dashboard's reads: the daily sums of both periods with the accounts' versions
+# (account grain, a millisecond or two), every campaign's sums over the period (only the
+# accounts and parts whose versions moved are read again, see serving.campaign_totals),
+# and the intraday series.  The series runs on a second connection, started before the
+# daily sums pick the currency: with the workspace's last answer (or the requested
 # currency), redone in the rare case the pick differs.
 #
 # Side reads use their own small pool, and only as many run as it has connections: a
@@ -65,16 +68,18 @@ _MAX_HINTS = 10_000
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The side reads' pool and the figure cache live with the app (merged into its
-    lifespan by include_router)."""
+    """The side reads' pool and the caches live with the app (merged into its lifespan by
+    include_router)."""
     pool = ConnectionPool(app.state.settings.libpq_url, max_size=SIDE_CONNECTIONS)
     app.state.dashboard_side_pool = pool
-    app.state.dashboard_figures = FigureCache()
+    app.state.dashboard_figures = VersionedCache[_Figures](FIGURE_ENTRIES)
+    app.state.dashboard_campaigns = campaign_totals.new_cache()
     try:
         yield
     finally:
         app.state.dashboard_side_pool = None
         app.state.dashboard_figures = None
+        app.state.dashboard_campaigns = None
         pool.close()
 
 
@@ -115,26 +120,12 @@ class _Read(Generic[T]):
             self._future.exception()
 
 
-class _SideReads:
-    """The reads that need the currency, started before it is known for sure."""
-
-    def __init__(self, pool: ConnectionPool | None, conn: Conn, ws: uuid.UUID, cur: str, period: Period,
-                 grain: Grain, top: int) -> None:
-        self._top = _Read(pool, conn, lambda c: q.top_campaigns(c, ws, cur, period, top))
-        self._series = (None if grain == "day" else
-                        _Read(pool, conn, lambda c: q.series(c, ws, cur, period, grain, "provider")))
-
-    def top(self) -> list[tuple[str, str, str, k.Sums]]:
-        return self._top.result()
-
-    def series(self) -> list[tuple[str | None, datetime | date, k.Sums]]:
-        return self._series.result() if self._series is not None else []
-
-    def wait(self) -> None:
-        """Let started reads finish (their answer is unused; their connection returns)."""
-        for r in (self._top, self._series):
-            if r is not None:
-                r.wait()
+def _series_read(pool: ConnectionPool | None, conn: Conn, ws: uuid.UUID, cur: str, period: Period,
+                 grain: Grain) -> _Read[list[tuple[str | None, datetime | date, k.Sums]]] | None:
+    """The intraday series (none for a daily grain: the daily sums give it)."""
+    if grain == "day":
+        return None
+    return _Read(pool, conn, lambda c: q.series(c, ws, cur, period, grain, "provider"))
 
 
 Currency = Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="ISO 4217; default: largest spend")]
@@ -167,40 +158,13 @@ class _Figures:
     spend_mix: list[MixRow]
 
 
+# Whole answers, valid while the database's WAL insert position has not moved: every
+# committed change writes WAL, so an unchanged position read *before* the figures'
+# queries proves nothing committed since they were computed.  Any write anywhere in the
+# cluster invalidates: this saves repeated work (several viewers, reloads between
+# commits).  On a standby (no insert position) nothing is cached.
+FIGURE_ENTRIES = 512
 WAL_POSITION = "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END AS v"
-
-
-class FigureCache:
-    """Figures per (workspace, period, currency asked, top), valid while the database's
-    WAL insert position has not moved: every committed change writes WAL, so an unchanged
-    position read *before* the figures' queries proves nothing committed since they were
-    computed (exact, never a TTL).  Any write anywhere in the cluster invalidates: this
-    saves repeated work (several viewers, reloads between commits), it never serves old
-    numbers.  On a standby (no insert position) nothing is cached."""
-
-    def __init__(self, size: int = 512) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[object, ...], tuple[str, _Figures]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[object, ...], version: str | None) -> _Figures | None:
-        if version is None:
-            return None
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is None or hit[0] != version:
-                return None
-            self._entries.move_to_end(key)
-            return hit[1]
-
-    def put(self, key: tuple[object, ...], version: str | None, figures: _Figures) -> None:
-        if version is None:
-            return
-        with self._lock:
-            self._entries[key] = (version, figures)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
 
 
 @router.get("/dashboard", response_model=Dashboard)
@@ -223,13 +187,15 @@ def dashboard(
     in the workspace's timezone."""
     period = period_for(ws.timezone, timeframe, start, end)
     prev = previous(period)
-    cache: FigureCache | None = getattr(request.app.state, "dashboard_figures", None)
+    cache: VersionedCache[_Figures] | None = getattr(request.app.state, "dashboard_figures", None)
     row = conn.execute(WAL_POSITION).fetchone() if cache is not None else None
     version = row["v"] if row else None
     key = (ws.id, period, currency, top)
     figures = cache.get(key, version) if cache is not None else None
     if figures is None:
-        figures = _figures(side_pool(request), conn, ws.id, period, prev, currency, top)
+        campaigns = getattr(request.app.state, "dashboard_campaigns", None)
+        figures = _figures(side_pool(request), campaigns, conn, ws.id, period, prev, local_today(utc_now(), ws.timezone),
+                           currency, top)
         if cache is not None:
             cache.put(key, version, figures)
     log.info("dashboard", extra={"workspace_id": str(ws.id), "start": str(period.start), "end": str(period.end),
@@ -245,17 +211,19 @@ def dashboard(
     )
 
 
-def _figures(pool: ConnectionPool | None, conn: Conn, ws_id: uuid.UUID, period: Period, prev: Period,
-             currency: str | None, top: int) -> _Figures:
+def _figures(pool: ConnectionPool | None, campaigns: campaign_totals.Cache | None, conn: Conn, ws_id: uuid.UUID,
+             period: Period, prev: Period, today: date, currency: str | None, top: int) -> _Figures:
     grain = grain_for(period)
+    settled, hot = split_hot(period, today)
     guess = currency or _CURRENCY_HINTS.get(ws_id)
-    side = _SideReads(pool, conn, ws_id, guess, period, grain, top) if guess is not None else None
+    series = _series_read(pool, conn, ws_id, guess, period, grain) if guess is not None else None
     # Both periods' daily sums in one read (the previous period ends the day before this
     # one starts); everything but the intraday series and the top campaigns is summed
     # from them (exact decimal sums, ratios after aggregation).
-    daily = q.daily_by_provider(conn, ws_id, prev.start, period.end)
+    daily = q.daily_by_provider(conn, ws_id, prev.start, period.start, hot.start if hot else period.end + ONE_DAY,
+                                period.end)
     spend_by_cur: dict[str, Decimal] = {}
-    for c, _, _, s in daily:
+    for c, _, _, s in daily.rows:
         spend_by_cur[c] = spend_by_cur.get(c, Decimal(0)) + s.spend
     available = sorted(spend_by_cur, key=lambda c: (-spend_by_cur[c], c))
     cur = currency if currency is not None else (available[0] if available else None)
@@ -263,16 +231,16 @@ def _figures(pool: ConnectionPool | None, conn: Conn, ws_id: uuid.UUID, period: 
         if len(_CURRENCY_HINTS) >= _MAX_HINTS:
             _CURRENCY_HINTS.clear()
         _CURRENCY_HINTS[ws_id] = cur
-    if side is not None and guess != cur:
-        side.wait()  # a wrong guess: its answer is unused, its connection comes back
-        side = None
+    if series is not None and guess != cur:
+        series.wait()  # a wrong guess: its answer is unused, its connection comes back
+        series = None
     if cur is None:
         return _Figures(None, available, {}, [], [], [])
-    if side is None:
-        side = _SideReads(pool, conn, ws_id, cur, period, grain, top)
+    if series is None:
+        series = _series_read(pool, conn, ws_id, cur, period, grain)
     now_s, prev_s, by_prov = k.Sums(), k.Sums(), dict[str, k.Sums]()
     day_points: dict[str, list[tuple[date, k.Sums]]] = {}
-    for c, provider, day, s in sorted(daily, key=lambda r: (r[1], r[2])):
+    for c, provider, day, s in sorted(daily.rows, key=lambda r: (r[1], r[2])):
         if c != cur:
             continue
         if day >= period.start:
@@ -284,20 +252,23 @@ def _figures(pool: ConnectionPool | None, conn: Conn, ws_id: uuid.UUID, period: 
     now_k, prev_k = k.kpis(now_s), k.kpis(prev_s)
     kpis = {name: KpiValue(value=now_k[name], previous=prev_k[name], change=k.change(now_k[name], prev_k[name]))
             for name in k.KPI_NAMES}
-    points: dict[str, list[tuple[datetime | date, k.Sums]]] = {}
-    if grain == "day":
-        points = {p: list(v) for p, v in day_points.items()}
-    else:
-        for key, bucket, s in side.series():
-            points.setdefault(str(key), []).append((bucket, s))
-    series = [ProviderSeries(provider=p, points=[_point(b, s) for b, s in pts]) for p, pts in points.items()]
+    totals = campaign_totals.campaign_totals(
+        conn, campaigns, ws_id, cur,
+        [(days, daily.accounts(cur, part)) for days, part in ((settled, q.SETTLED), (hot, q.HOT)) if days])
     top_rows = [
         CampaignRow(provider=p, account_id=a, campaign_id=c, **k.kpis(s))  # type: ignore[arg-type]
-        for p, a, c, s in side.top()
+        for (p, a, c), s in k.top_by_spend(totals, top)
     ]
+    points: dict[str, list[tuple[datetime | date, k.Sums]]] = {}
+    if series is None:
+        points = {p: list(v) for p, v in day_points.items()}
+    else:
+        for key, bucket, s in series.result():
+            points.setdefault(str(key), []).append((bucket, s))
+    series_out = [ProviderSeries(provider=p, points=[_point(b, s) for b, s in pts]) for p, pts in points.items()]
     mix = [MixRow(provider=p, spend=s.spend, share=k.ratio(s.spend, now_s.spend))
            for p, s in sorted(by_prov.items(), key=lambda x: (-x[1].spend, x[0]))]
-    return _Figures(cur, available, kpis, series, top_rows, mix)
+    return _Figures(cur, available, kpis, series_out, top_rows, mix)
 
 
 def _point(bucket: datetime | date, s: k.Sums) -> SeriesPoint:

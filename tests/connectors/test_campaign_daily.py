@@ -194,12 +194,15 @@ def test_a_replayed_batch_changes_nothing(database: str) -> None:  # noqa: F811
             w.store.write(w.batch([snap(ws, ad, ad % 2, day, t0 + timedelta(minutes=r), rng, r + 1)
                                    for ad in range(6)]))
         before = rows(database, "SELECT *, xmin::text FROM metrics_campaign_daily ORDER BY 1, 2, 3, 4, 5, 6")
+        accounts = rows(database, "SELECT *, xmin::text FROM metrics_account_daily ORDER BY 1, 2, 3, 4, 5")
         for b in (w.batches[0], w.batches[2], w.batches[1]):
             w.store.write(b)
     finally:
         w.store.close()
-    # Same sums, and not even rewritten (same updated_at and row version).
+    # Same sums, and not even rewritten (same updated_at and row version): the
+    # dashboard's reuse of settled days keys on the account-days' row versions.
     assert rows(database, "SELECT *, xmin::text FROM metrics_campaign_daily ORDER BY 1, 2, 3, 4, 5, 6") == before
+    assert rows(database, "SELECT *, xmin::text FROM metrics_account_daily ORDER BY 1, 2, 3, 4, 5") == accounts
     assert_rollup_exact(database)
 
 

@@ -356,3 +356,71 @@ def test_without_a_free_side_connection_the_answer_is_the_same(client: TestClien
     finally:
         for _ in range(taken):
             route._SIDE_SLOTS.release()
+
+
+TOP_SQL = (f"SELECT provider, account_id, campaign_id, {SUMS_SQL} FROM metrics_daily WHERE workspace_id = %(ws)s "
+           "AND currency = 'USD' AND report_date BETWEEN %(s)s AND %(e)s GROUP BY 1, 2, 3 "
+           'ORDER BY spend DESC, provider COLLATE "C", account_id COLLATE "C", campaign_id COLLATE "C"')
+
+
+def top_of(body: dict[str, Any]) -> list[tuple[str, Decimal, int]]:
+    return [(r["campaign_id"], D(r["spend"]), r["impressions"]) for r in body["top_campaigns"]]
+
+
+def top_expected(url: str, t: Tenants, start: date, end: date) -> list[tuple[str, Decimal, int]]:
+    return [(r["campaign_id"], r["spend"], r["impressions"])
+            for r in analyst(url, TOP_SQL, ws=t.ws_a, s=start, e=end)][:10]
+
+
+def test_settled_days_are_reused_until_one_of_them_changes(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                                           populated: str) -> None:
+    """last_30_days reads each account's settled days once: a commit of today's numbers
+    shows at once, re-reading only that account's hot days; a restatement of a settled
+    day shows at once too, even one that leaves the account's sums unchanged (two
+    campaigns swap figures), re-reading only that account's settled days."""
+    cache = client.app.state.dashboard_campaigns  # type: ignore[attr-defined]
+    start, end = days_ago(29), today_utc()
+    # A second campaign on the settled day of cmp-g (days_ago(10)), in the same account.
+    write(populated, [snapshot(tenants.ws_a, provider="google", account="cus-9", campaign="cmp-h", ad="h-1",
+                               day=days_ago(10), captured_at=utc(days_ago(10), 13), spend="20", impressions=2000,
+                               clicks=20, conversions="1", revenue="40")])
+    first = get(client, issuer, tenants, "/dashboard", timeframe="last_30_days")
+    assert top_of(first) == top_expected(populated, tenants, start, end)
+    misses, hits = cache.misses, cache.hits
+
+    write(populated, [snapshot(tenants.ws_a, provider="meta", campaign="cmp-new", ad="ad-new", day=today_utc(),
+                               captured_at=now_minus(1), spend="500", impressions=10, clicks=1)])
+    second = get(client, issuer, tenants, "/dashboard", timeframe="last_30_days")
+    # Read again: act-1's hot days; reused: cus-9's settled and hot days.
+    assert (cache.misses - misses, cache.hits - hits) == (1, 2)
+    assert top_of(second)[0] == ("cmp-new", D("500"), 10)
+    assert top_of(second) == top_expected(populated, tenants, start, end)
+
+    # The restatement loop swaps the two campaigns' figures on the settled day: the
+    # account-day's sums stay the same, its rows' version does not.
+    account_day = ("SELECT spend, impressions, clicks, conversions, revenue FROM metrics_account_daily "
+                   "WHERE workspace_id = %(ws)s AND account_id = 'cus-9' AND report_date = %(d)s")
+    before = analyst(populated, account_day, ws=tenants.ws_a, d=days_ago(10))
+    write(populated, [
+        snapshot(tenants.ws_a, provider="google", account="cus-9", campaign="cmp-g", ad="g-1", day=days_ago(10),
+                 captured_at=utc(days_ago(1), 3), spend="20", impressions=2000, clicks=20, conversions="1",
+                 revenue="40"),
+        snapshot(tenants.ws_a, provider="google", account="cus-9", campaign="cmp-h", ad="h-1", day=days_ago(10),
+                 captured_at=utc(days_ago(1), 3), spend="33.3", impressions=3000, clicks=30, conversions="1",
+                 revenue="99.9"),
+    ])
+    assert analyst(populated, account_day, ws=tenants.ws_a, d=days_ago(10)) == before
+    third = get(client, issuer, tenants, "/dashboard", timeframe="last_30_days")
+    # Read again: cus-9's settled days; reused: both accounts' hot days.
+    assert (cache.misses - misses, cache.hits - hits) == (2, 4)
+    assert top_of(third) == top_expected(populated, tenants, start, end)
+    assert top_of(third) != top_of(second)
+
+
+def test_a_settled_range_ranks_like_the_analyst_query(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                                      populated: str) -> None:
+    """A custom range with no hot day is all settled days; one with both, merged."""
+    for start, end in ((days_ago(12), days_ago(2)), (days_ago(12), today_utc()), (days_ago(3), days_ago(1))):
+        body = get(client, issuer, tenants, "/dashboard", **{"from": start.isoformat(), "to": end.isoformat()})
+        assert top_of(body) == top_expected(populated, tenants, start, end), (start, end)
+        assert top_of(body), (start, end)
