@@ -161,6 +161,41 @@ ACCOUNT_DAILY = [
 ]
 
 
+# The account 15-minute rollup (migration 0008), kept by differences, right before the
+# metrics_15m upsert: for each ad bucket the upsert will write (the newest staged row
+# per key, unless the stored row is newer: the upsert's own guard), subtract the stored
+# ad row (in its currency, which differs when an ad's currency changed) and add the
+# staged one, counting ad rows; then delete account buckets left with no ad row.  The
+# stored side is read from metrics_15m itself and the added side is exactly what the
+# upsert writes, so the rollup equals metrics_15m's sums whatever was written, and a
+# replay subtracts and adds the same values.  One statement, all its rows in key order
+# (no lock-order cycles between commit partitions).  Only the commit partition owning
+# an ad writes its rows, so nothing changes them in between.
+BUCKET_ACCOUNT_KEY5 = ("workspace_id", "provider", "account_id", "report_date", "bucket_start")
+BUCKET_ACCOUNT_KEY = ("workspace_id", "provider", "account_id", "report_date", "currency", "bucket_start")
+_BK = _cols(BUCKET_ACCOUNT_KEY)
+_BUCKET_ADDS = ", ".join(f"{c} = metrics_account_15m.{c} + EXCLUDED.{c}" for c in (*MEASURES, "ad_rows"))
+ACCOUNT_15M = [
+    "WITH j AS (SELECT n.*, m.currency AS old_currency, m.last_captured_at AS old_at, "
+    + ", ".join(f"m.{c} AS old_{c}" for c in MEASURES)
+    + f" FROM (SELECT DISTINCT ON ({_cols(BUCKET_KEY)}) {_cols(BUCKET_KEY)}, currency, captured_at, "
+    f"{_cols(BUCKET_MEASURES)} FROM {STAGE} ORDER BY {_cols(BUCKET_KEY)}, captured_at DESC) n "
+    f"LEFT JOIN metrics_15m m ON {_eq('m', 'n', BUCKET_KEY)} "
+    f"WHERE m.last_captured_at IS NULL OR m.last_captured_at <= n.captured_at), "
+    f"d AS (SELECT {_cols(BUCKET_ACCOUNT_KEY)}, "
+    + ", ".join(f"{b} AS {c}" for b, c in zip(BUCKET_MEASURES, MEASURES, strict=True))
+    + ", 1 AS ad_rows FROM j UNION ALL "
+    "SELECT workspace_id, provider, account_id, report_date, old_currency, bucket_start, "
+    + ", ".join(f"-old_{c}" for c in MEASURES)
+    + ", -1 FROM j WHERE old_at IS NOT NULL) "
+    f"INSERT INTO metrics_account_15m ({_BK}, {_cols(MEASURES)}, ad_rows) "
+    f"SELECT {_BK}, " + ", ".join(f"sum({c})" for c in (*MEASURES, "ad_rows"))
+    + f" FROM d GROUP BY {_BK} ORDER BY {_BK} ON CONFLICT ({_BK}) DO UPDATE SET {_BUCKET_ADDS}",
+    f"DELETE FROM metrics_account_15m a USING (SELECT DISTINCT {_cols(BUCKET_ACCOUNT_KEY5)} FROM {STAGE}) t "
+    f"WHERE {_eq('a', 't', BUCKET_ACCOUNT_KEY5)} AND a.ad_rows = 0",
+]
+
+
 _ID = _cols(IDENTITY)
 MOVE = ";\n".join(
     [
@@ -169,6 +204,7 @@ MOVE = ";\n".join(
         f"INSERT INTO metric_deltas ({_cols(DELTA_COLUMNS)}) "
         f"SELECT {_ID}, currency, captured_at, bucket_start, {_cols(DELTA_MEASURES)} FROM {STAGE} "
         f"ON CONFLICT ({_cols(SNAPSHOT_KEY)}) DO NOTHING",
+        *ACCOUNT_15M,
         _upsert_newest(
             "metrics_15m", BUCKET_COLUMNS, BUCKET_KEY,
             f"{_ID}, currency, bucket_start, {_cols(BUCKET_MEASURES)}, captured_at",

@@ -143,3 +143,18 @@ metrics_account_daily = Table(
     *_measures(),
     Column("updated_at", TS, nullable=False),
 )
+
+# Sums of metrics_15m per account-bucket and currency (migration 0008), kept by the same
+# commit transaction by differences; ad_rows counts the ad rows beneath.
+metrics_account_15m = Table(
+    "metrics_account_15m",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True), primary_key=True, nullable=False),
+    Column("provider", Text, primary_key=True, nullable=False),
+    Column("account_id", Text, primary_key=True, nullable=False),
+    Column("report_date", Date, primary_key=True, nullable=False),
+    Column("currency", Text, primary_key=True, nullable=False),
+    Column("bucket_start", TS, primary_key=True, nullable=False),
+    *_measures(),
+    Column("ad_rows", Integer, nullable=False),
+)

@@ -29,9 +29,11 @@ SUMS: Final = (
 # sums in the same transaction: the campaign-day one (~20x fewer rows than
 # metrics_daily) for anything by campaign, the account-day one (fewer still, by the
 # number of campaigns per account) for KPIs, currencies, spend mix and daily series by
-# provider or account.
+# provider or account, and the account 15-minute one (equal to metrics_15m's sums) for
+# intraday series by provider or account.
 CAMPAIGN_DAILY: Final = "metrics_campaign_daily"
 ACCOUNT_DAILY: Final = "metrics_account_daily"
+ACCOUNT_15M: Final = "metrics_account_15m"
 # grain -> (source relation, bucket expression); every source is filtered on
 # report_date so a day's buckets always add up to the day's total (restatements are
 # booked in the last bucket of their date).
@@ -39,6 +41,14 @@ SOURCES: Final[dict[str, tuple[str, str]]] = {
     "15m": ("metrics_15m", "bucket_start"),
     "hour": ("metrics_hourly", "bucket_start"),
     "day": (CAMPAIGN_DAILY, "report_date"),
+}
+# The same at account grain (migrations 0007 and 0008), for questions without a campaign:
+# metrics_hourly is metrics_15m's hours by time_bucket, so the account buckets' hours
+# are the same sums.
+ACCOUNT_SOURCES: Final[dict[str, tuple[str, str]]] = {
+    "15m": (ACCOUNT_15M, "bucket_start"),
+    "hour": (ACCOUNT_15M, "time_bucket(INTERVAL '1 hour', bucket_start)"),
+    "day": (ACCOUNT_DAILY, "report_date"),
 }
 GROUP_COLUMNS: Final = ("provider", "account_id", "campaign_id")
 WHERE: Final = "workspace_id = %(ws)s AND currency = %(cur)s AND report_date BETWEEN %(start)s AND %(end)s"
@@ -118,8 +128,9 @@ def series(conn: Conn, ws: uuid.UUID, cur: str, p: Period, grain: Grain,
     table, bucket = SOURCES[grain]
     if group_by is not None and group_by not in GROUP_COLUMNS:
         raise ValueError(f"cannot group by {group_by!r}")
-    if table == CAMPAIGN_DAILY and group_by != "campaign_id" and "campaign_id" not in (filters or {}):
-        table = ACCOUNT_DAILY  # no campaign in the question: the coarser rollup answers it
+    if group_by != "campaign_id" and "campaign_id" not in (filters or {}):
+        # No campaign in the question: the account rollups answer it.
+        table, bucket = ACCOUNT_SOURCES[grain]
     key = group_by or "NULL::text"
     where, params = WHERE, _params(ws, cur, p)
     for col, val in (filters or {}).items():

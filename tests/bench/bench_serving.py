@@ -1,7 +1,7 @@
 """Serving figures, printed (never asserted): ``python -m tests.bench.bench_serving``.
 
 1. ``GET /dashboard?timeframe=last_30_days`` (and ``today``) against 90 days of
-   ``metrics_daily`` for 1,000 campaigns / 20,000 ads (plus today's 15-minute rows),
+   ``metrics_daily`` for 1,000 campaigns / 20,000 ads (plus a whole day of 15-minute rows for today),
    through a real ``metricx serve``-equivalent uvicorn process: p50/p99 latency with
    nothing committing, with a poll of today committed before each load (live), and
    with a restatement of a settled day committed before each load.
@@ -83,9 +83,17 @@ INSERT INTO metrics_15m (workspace_id, provider, account_id, entity_level, entit
                          last_captured_at)
 SELECT workspace_id, provider, account_id, entity_level, entity_id, campaign_id, adset_id, report_date, currency,
        b, spend / 8, impressions / 8, clicks / 8, conversions / 8, revenue / 8, now()
-FROM metrics_daily, generate_series(date_trunc('day', now()), date_trunc('day', now()) + interval '105 minutes',
+FROM metrics_daily, generate_series(date_trunc('day', now()), date_trunc('day', now()) + interval '1425 minutes',
                                     interval '15 minutes') b
 WHERE workspace_id = %(ws)s AND report_date = current_date
+"""
+# And what it keeps in metrics_account_15m (ACCOUNT_15M_*), from the ad buckets.
+FILL_ACCOUNT_15M = """
+INSERT INTO metrics_account_15m (workspace_id, provider, account_id, report_date, currency, bucket_start,
+                                 spend, impressions, clicks, conversions, revenue, ad_rows)
+SELECT workspace_id, provider, account_id, report_date, currency, bucket_start, sum(spend), sum(impressions),
+       sum(clicks), sum(conversions), sum(revenue), count(*)
+FROM metrics_15m WHERE workspace_id = %(ws)s GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY report_date
 """
 
 
@@ -324,6 +332,7 @@ def fill(url: str, ws: uuid.UUID, args: argparse.Namespace) -> None:
         conn.execute(FILL_CAMPAIGN, {"ws": ws})
         conn.execute(FILL_ACCOUNT, {"ws": ws})
         conn.execute(FILL_15M, {"ws": ws})
+        conn.execute(FILL_ACCOUNT_15M, {"ws": ws})
         conn.execute("VACUUM ANALYZE")
         n = conn.execute("SELECT count(*) FROM metrics_daily").fetchone()
     print(f"data: {n[0] if n else 0} metrics_daily rows ({args.ads} ads, {args.campaigns} campaigns, "

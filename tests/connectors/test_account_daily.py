@@ -119,7 +119,7 @@ def test_the_interleaving_where_the_last_writer_would_win_stale(database: str, l
     ws = uuid.uuid4()
     rng = random.Random(11)
     day = datetime.now(UTC).date()
-    t0 = datetime.now(UTC) - timedelta(hours=1)
+    t0 = datetime.combine(day, datetime.min.time(), UTC) + timedelta(minutes=1)  # buckets of `day`, any hour
     p1, p2 = Writer(database, 0), Writer(database, 1)
     p1.store.write(p1.batch([snap(ws, 1, 0, day, t0, rng, 1)]))
     p2.store.write(p2.batch([snap(ws, 2, 1, day, t0, rng, 1), snap(ws, 3, 2, day, t0, rng, 1)]))
@@ -128,8 +128,11 @@ def test_the_interleaving_where_the_last_writer_would_win_stale(database: str, l
         monkeypatch.setattr(ts, "MOVE", UNLOCKED)
     move = ts.MOVE
     t1_batch = p1.batch([snap(ws, 1, 0, day, t0 + timedelta(minutes=1), rng, 5)])
-    t2_batch = p2.batch([snap(ws, 2, 1, day, t0 + timedelta(minutes=1), rng, 7),
-                         snap(ws, 3, 2, day, t0 + timedelta(minutes=1), rng, 7)])
+    # T2 polls a quarter of an hour later: in another 15-minute bucket, whose account
+    # bucket rows T1 does not hold (else T2 would wait for T1 there, before any
+    # campaign-day, and this interleaving could not happen).
+    t2_batch = p2.batch([snap(ws, 2, 1, day, t0 + timedelta(minutes=16), rng, 7),
+                         snap(ws, 3, 2, day, t0 + timedelta(minutes=16), rng, 7)])
     first, sep, rest = move.partition(ACCOUNT_DAILY[1])
     assert sep
     with psycopg.connect(database) as holder, psycopg.connect(database) as t1:

@@ -40,10 +40,22 @@ def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
+BUCKET_KEY = "workspace_id, provider, account_id, report_date, currency, bucket_start"
+FROM_15M = (f"SELECT {BUCKET_KEY}, sum(spend), sum(impressions)::bigint, sum(clicks)::bigint, sum(conversions), "
+            f"sum(revenue), count(*)::int FROM metrics_15m GROUP BY {BUCKET_KEY} ORDER BY {BUCKET_KEY}")
+FROM_ACCOUNT_15M = (f"SELECT {BUCKET_KEY}, spend, impressions, clicks, conversions, revenue, ad_rows "
+                    f"FROM metrics_account_15m ORDER BY {BUCKET_KEY}")
+
+
 def assert_rollup_exact(url: str) -> None:
+    """Both rollups kept by the writer: campaign-days (recomputed) and account buckets
+    (by differences) equal the sums of the ad rows beneath them."""
     expected = rows(url, FROM_DAILY)
     assert expected, "nothing was written"
     assert rows(url, FROM_ROLLUP) == expected
+    buckets = rows(url, FROM_15M)
+    assert buckets, "no 15-minute rows"
+    assert rows(url, FROM_ACCOUNT_15M) == buckets
 
 
 class Writer:

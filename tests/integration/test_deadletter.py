@@ -18,7 +18,7 @@ def test_bad_messages_are_dead_lettered_and_good_ones_counted(
     services: Settings, topics: Topics, database: str, pipeline: Pipeline
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    day = now.date()
+    day = (now - timedelta(minutes=60)).date()  # never after a capture's day, even just past midnight
     good = [snap(now - timedelta(minutes=60 - i), day, metrics(f"{i}.25", 10 * i, i), entity=f"ad-{i % 3}")
             for i in range(1, 13)]
     base = good[0].to_event()

@@ -26,9 +26,11 @@ SUMS_SQL = "sum(spend) AS spend, sum(impressions) AS impressions, sum(clicks) AS
 
 
 def now_minus(minutes: int) -> datetime:
+    """``minutes`` ago, but within today (UTC): shortly after midnight, a second per
+    minute after it, so that a larger ``minutes`` is still the earlier capture."""
     t = datetime.now(UTC) - timedelta(minutes=minutes)
     midnight = datetime.combine(today_utc(), datetime.min.time(), tzinfo=UTC)
-    return max(t, midnight + timedelta(seconds=minutes))  # stays in today (UTC) near midnight
+    return max(t, midnight + timedelta(seconds=120 - minutes))
 
 
 def populate(url: str, t: Tenants) -> None:

@@ -65,6 +65,7 @@ METRICX_RELATIONS = (
     "metrics_daily",
     "metrics_campaign_daily",
     "metrics_account_daily",
+    "metrics_account_15m",
     "pipeline_progress",
 )
 
@@ -392,6 +393,18 @@ def check_invariants(world: World) -> None:
     )
     assert accounts and accounts == account_sums
 
+    # The account buckets, kept by differences around the metrics_15m upsert.
+    bucket_key = "workspace_id::text, provider, account_id, report_date, currency, bucket_start"
+    account_buckets = query(
+        dsn, f"SELECT {bucket_key}, {VALS_SQL}, ad_rows FROM metrics_account_15m ORDER BY 1, 2, 3, 4, 5, 6"
+    )
+    bucket_sums = query(
+        dsn,
+        f"SELECT {bucket_key}, {SUMS_SQL}, count(*)::int FROM metrics_15m GROUP BY 1, 2, 3, 4, 5, 6 "
+        "ORDER BY 1, 2, 3, 4, 5, 6",
+    )
+    assert account_buckets and account_buckets == bucket_sums
+
     last_captured = {
         tuple(r[:5]): r[5]
         for r in query(dsn, f"SELECT {KEY_SQL}, last_captured_at FROM metrics_daily")
@@ -466,6 +479,7 @@ def dump(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         "metrics_daily": "updated_at",
         "metrics_campaign_daily": "updated_at",
         "metrics_account_daily": "updated_at",
+        "metrics_account_15m": "",
         "pipeline_progress": "committed_at",
     }
     out = {}
@@ -562,7 +576,15 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
             "WHERE hypertable_schema = 'public'",
         )
     )
-    assert hypertables == {t: True for t in HYPERTABLES}
+    # The account buckets (0008) are a hypertable too, uncompressed (small, rewritten
+    # in place), with metrics_15m's chunk interval so that retention drops the same days.
+    assert hypertables == {**{t: True for t in HYPERTABLES}, "metrics_account_15m": False}
+    intervals = dict(query(
+        dsn,
+        "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions "
+        "WHERE hypertable_name IN ('metrics_15m', 'metrics_account_15m')",
+    ))
+    assert intervals["metrics_account_15m"] == intervals["metrics_15m"]
 
     caggs = query(
         dsn,
@@ -595,7 +617,7 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
     assert sorted(j[0] for j in jobs) == sorted(
         ["policy_refresh_continuous_aggregate"]
         + ["policy_compression"] * 3
-        + ["policy_retention"] * 4
+        + ["policy_retention"] * 5
     ), jobs
 
     # A restatement captured on day C for day C - W is booked in the last 15 minutes of
@@ -611,7 +633,8 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
         assert timedelta(0) < compress[raw] <= timedelta(days=7)
     assert compress["metrics_15m"] >= window + timedelta(days=1)  # still written till then
 
-    assert set(retain) == {*HYPERTABLES, "metrics_hourly"}
+    assert set(retain) == {*HYPERTABLES, "metrics_hourly", "metrics_account_15m"}
+    assert retain["metrics_account_15m"] == retain["metrics_15m"]
     for relation, drop_after in retain.items():
         assert drop_after > start_offset, relation
     for raw in RAW_TABLES:
@@ -731,7 +754,7 @@ def test_compression_restatement_refresh_and_retention(world: World) -> None:
     assert hourly_at(dsn, old_key, restated_hour) != before
     check_invariants(world)
 
-    for relation in (*HYPERTABLES, "metrics_hourly"):
+    for relation in (*HYPERTABLES, "metrics_hourly", "metrics_account_15m"):
         call(dsn, f"CALL run_job({job_id(dsn, 'policy_retention', relation)})")
     ancient_key = _series(ancient[0])
     for table in RAW_TABLES:
