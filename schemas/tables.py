@@ -4,6 +4,8 @@ TimescaleDB-specific parts; ``tests/schemas/test_migrations.py`` checks the two 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData()
 
@@ -113,17 +116,20 @@ pipeline_progress = Table(
     Column("committed_at", TS, nullable=False),
 )
 
+_KEY_TYPES: dict[str, TypeEngine[Any]] = {"workspace_id": UUID(as_uuid=True), "report_date": Date(), "bucket_start": TS}
+
+
+def _key(*names: str) -> list[Column[object]]:
+    """A rollup's primary key columns, in key order (text unless said otherwise)."""
+    return [Column(n, _KEY_TYPES.get(n, Text()), primary_key=True, nullable=False) for n in names]
+
+
 # Sums of metrics_daily per campaign-day and currency (migration 0005), maintained by
 # the pipeline's commit transaction: what the dashboard reads when it needs no ad grain.
 metrics_campaign_daily = Table(
     "metrics_campaign_daily",
     metadata,
-    Column("workspace_id", UUID(as_uuid=True), primary_key=True, nullable=False),
-    Column("provider", Text, primary_key=True, nullable=False),
-    Column("account_id", Text, primary_key=True, nullable=False),
-    Column("campaign_id", Text, primary_key=True, nullable=False),
-    Column("report_date", Date, primary_key=True, nullable=False),
-    Column("currency", Text, primary_key=True, nullable=False),
+    *_key("workspace_id", "provider", "account_id", "campaign_id", "report_date", "currency"),
     Column("timezone", Text, nullable=False),
     *_measures(),
     Column("updated_at", TS, nullable=False),
@@ -134,11 +140,7 @@ metrics_campaign_daily = Table(
 metrics_account_daily = Table(
     "metrics_account_daily",
     metadata,
-    Column("workspace_id", UUID(as_uuid=True), primary_key=True, nullable=False),
-    Column("provider", Text, primary_key=True, nullable=False),
-    Column("account_id", Text, primary_key=True, nullable=False),
-    Column("report_date", Date, primary_key=True, nullable=False),
-    Column("currency", Text, primary_key=True, nullable=False),
+    *_key("workspace_id", "provider", "account_id", "report_date", "currency"),
     Column("timezone", Text, nullable=False),
     *_measures(),
     Column("updated_at", TS, nullable=False),
@@ -149,12 +151,7 @@ metrics_account_daily = Table(
 metrics_account_15m = Table(
     "metrics_account_15m",
     metadata,
-    Column("workspace_id", UUID(as_uuid=True), primary_key=True, nullable=False),
-    Column("provider", Text, primary_key=True, nullable=False),
-    Column("account_id", Text, primary_key=True, nullable=False),
-    Column("report_date", Date, primary_key=True, nullable=False),
-    Column("currency", Text, primary_key=True, nullable=False),
-    Column("bucket_start", TS, primary_key=True, nullable=False),
+    *_key("workspace_id", "provider", "account_id", "report_date", "currency", "bucket_start"),
     *_measures(),
     Column("ad_rows", Integer, nullable=False),
 )
