@@ -91,6 +91,45 @@ def failure_info(status: grpc.StatusCode | None, failure: Any, message: str = ""
     )
 
 
+def build_client(account: GoogleAccount, endpoint: str | None = None) -> GoogleAdsClient:
+    """A ``GoogleAdsClient`` with the connection's own credentials, developer token and
+    ``login_customer_id`` (manager accounts); ``endpoint`` None is Google's."""
+    creds = Credentials(  # type: ignore[no-untyped-call]
+        token=account.access_token,
+        refresh_token=account.refresh_token,
+        client_id=account.client_id,
+        client_secret=account.client_secret,
+        token_uri=TOKEN_URI,
+    )
+    return GoogleAdsClient(
+        credentials=creds,
+        developer_token=account.developer_token,
+        endpoint=endpoint,
+        login_customer_id=account.login_customer_id,
+        version=API_VERSION,
+        use_proto_plus=True,
+    )
+
+
+def info_from_rpc(exc: Exception) -> FailureInfo:
+    """RESOURCE_EXHAUSTED / INTERNAL are not wrapped by the SDK: read the failure from
+    the trailing metadata ourselves."""
+    from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
+
+    call: Any = exc
+    status = call.code() if isinstance(exc, grpc.RpcError) and hasattr(call, "code") else getattr(exc, "grpc_status_code", None)
+    failure = None
+    trailing = call.trailing_metadata() if isinstance(exc, grpc.RpcError) and hasattr(call, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == FAILURE_KEY:
+            try:
+                failure = GoogleAdsFailure.deserialize(value)
+            except Exception:
+                failure = None
+    details = call.details() if isinstance(exc, grpc.RpcError) and hasattr(call, "details") else str(exc)
+    return failure_info(status, failure, details or "")
+
+
 class GoogleAdsPoller:
     def __init__(
         self,
@@ -108,21 +147,7 @@ class GoogleAdsPoller:
         if not account.customer_id.isdigit():
             raise ValueError(f"google customer id must be digits only, got {account.customer_id!r}")
         self.account = account
-        creds = Credentials(  # type: ignore[no-untyped-call]
-            token=account.access_token,
-            refresh_token=account.refresh_token,
-            client_id=account.client_id,
-            client_secret=account.client_secret,
-            token_uri=TOKEN_URI,
-        )
-        self.client = GoogleAdsClient(
-            credentials=creds,
-            developer_token=account.developer_token,
-            endpoint=endpoint,
-            login_customer_id=account.login_customer_id,
-            version=API_VERSION,
-            use_proto_plus=True,
-        )
+        self.client = build_client(account, endpoint)
         self.service = self.client.get_service("GoogleAdsService")
         self.budget: Budget = budget if budget is not None else OperationBudget()
         self.breakers = breakers if breakers is not None else {}
@@ -184,22 +209,7 @@ class GoogleAdsPoller:
 
     @staticmethod
     def _info_from_rpc(exc: Exception) -> FailureInfo:
-        """RESOURCE_EXHAUSTED / INTERNAL are not wrapped by the SDK: read the failure
-        from the trailing metadata ourselves."""
-        from google.ads.googleads.v26.errors.types.errors import GoogleAdsFailure
-
-        call: Any = exc
-        status = call.code() if isinstance(exc, grpc.RpcError) and hasattr(call, "code") else getattr(exc, "grpc_status_code", None)
-        failure = None
-        trailing = call.trailing_metadata() if isinstance(exc, grpc.RpcError) and hasattr(call, "trailing_metadata") else None
-        for key, value in trailing or ():
-            if key == FAILURE_KEY:
-                try:
-                    failure = GoogleAdsFailure.deserialize(value)
-                except Exception:
-                    failure = None
-        details = call.details() if isinstance(exc, grpc.RpcError) and hasattr(call, "details") else str(exc)
-        return failure_info(status, failure, details or "")
+        return info_from_rpc(exc)
 
     def customer_info(self) -> tuple[str, str]:
         """(IANA time zone, ISO currency), read once per sync."""

@@ -7,7 +7,12 @@ the call returns the row reads outcome 'failed' with "not confirmed" (the schema
 'pending'), so a crash mid-call is visible and is never retried behind anyone's back —
 retrying a pause after a human resumed the ad would be worse than not pausing.
 
-Meta only: Google Ads pauses are recorded as failed "not supported yet".
+Meta: ``status`` PAUSED / ACTIVE on the ad, ad set or campaign (facebook-business SDK).
+Google Ads: ``status`` PAUSED / ENABLED (update mask ``status``) on the ad
+(``adGroupAds/{ad group}~{ad}``, the alert's ``adset_id`` is the ad group), the ad group
+(level ``adset``), the campaign or the Performance Max asset group, through the google-ads
+SDK (:mod:`connectors.google_ads.status`).  Both use the connection's own tokens; errors
+are audited as 'failed' with the platform's codes and message, tokens redacted.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from facebook_business.session import FacebookSession
 from connectors.connections import store
 from connectors.connections.crypto import Keyring
 from connectors.connections.errors import redact
+from connectors.google_ads.poller import GoogleAccount
+from connectors.google_ads.status import GoogleStatusError
 from connectors.meta.poller import API_VERSION
 from schemas.alerts import AlertV1
 
@@ -71,6 +78,18 @@ class MetaStatusSetter:
 
 
 StatusSetter = Callable[[dict[str, Any], str, str, str], None]
+# (account, level, entity id, ad group id of an ad, "PAUSED" | "ENABLED")
+GoogleSetter = Callable[[GoogleAccount, str, str, str | None, str], object]
+
+
+def _meta(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta: StatusSetter, status: str,
+          secrets: list[str]) -> None:
+    account = alert.account_id.removeprefix("act_")
+    connection = store.get(conn, keyring, str(alert.workspace_id), "meta", account)
+    if connection is None:
+        raise LookupError(f"no meta connection for account {account} in this workspace")
+    secrets.extend(str(v) for v in connection.tokens.values() if v)
+    meta(connection.tokens, alert.entity_level, alert.entity_id, status)
 
 
 def _claim(conn: psycopg.Connection[Any], alert: AlertV1, action: str, dry_run: bool) -> bool:
@@ -92,9 +111,26 @@ def _finish(conn: psycopg.Connection[Any], alert: AlertV1, action: str, outcome:
                  (outcome, error[:1000] if error else None, alert.fingerprint, action))
 
 
-def apply(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta: StatusSetter) -> str | None:
+def _google(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, google: GoogleSetter | None,
+            status: str, secrets: list[str]) -> None:
+    customer = alert.account_id.replace("-", "")
+    connection = store.get(conn, keyring, str(alert.workspace_id), "google", customer)
+    if connection is None:
+        raise LookupError(f"no google connection for customer {customer} in this workspace")
+    secrets.extend(str(v) for v in connection.tokens.values() if v)
+    if google is None:
+        raise NotImplementedError("no google status setter configured in this process")
+    t = store.GoogleTokens.model_validate(connection.tokens)
+    account = GoogleAccount(str(alert.workspace_id), customer, t.developer_token, t.access_token, t.refresh_token,
+                            t.client_id, t.client_secret, connection.login_customer_id)
+    google(account, alert.entity_level, alert.entity_id, alert.adset_id, status)
+
+
+def apply(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta: StatusSetter,
+          google: GoogleSetter | None = None) -> str | None:
     """Run the alert's action at most once; returns the recorded outcome, or None when
-    there is nothing to do or it was handled before.  ``conn`` in autocommit mode."""
+    there is nothing to do or it was handled before.  ``conn`` in autocommit mode.
+    ``meta`` / ``google`` make the platform call (``google`` None: Google actions fail visibly)."""
     want = wanted(alert)
     if want is None:
         return None
@@ -114,17 +150,20 @@ def apply(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta:
     if dry_run:
         log.info("entity action recorded as dry run", extra=ctx)
         return "would"
-    status = "PAUSED" if action == "pause" else "ACTIVE"
+    status = "PAUSED" if action == "pause" else "ENABLED" if alert.provider == "google" else "ACTIVE"
     secrets: list[str] = []
     try:
-        if alert.provider != "meta":
+        if alert.provider == "google":
+            _google(conn, keyring, alert, google, status, secrets)
+        elif alert.provider != "meta":
             raise NotImplementedError(f"{action} is not supported for {alert.provider} yet")
-        account = alert.account_id.removeprefix("act_")
-        connection = store.get(conn, keyring, str(alert.workspace_id), "meta", account)
-        if connection is None:
-            raise LookupError(f"no meta connection for account {account} in this workspace")
-        secrets = [str(v) for v in connection.tokens.values() if v]
-        meta(connection.tokens, alert.entity_level, alert.entity_id, status)
+        else:
+            _meta(conn, keyring, alert, meta, status, secrets)
+    except GoogleStatusError as exc:
+        err = redact(str(exc), secrets)
+        _finish(conn, alert, action, "failed", err)
+        log.error("entity action failed", extra={**ctx, "error": err})
+        return "failed"
     except FacebookRequestError as exc:
         err = redact(f"meta error {exc.api_error_code()}: {exc.api_error_message()}", secrets)
         _finish(conn, alert, action, "failed", err)

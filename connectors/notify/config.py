@@ -38,6 +38,8 @@ class NotifierSettings(BaseSettings):
     # mid-send and becomes 'unknown' (must exceed the longest send: timeouts above).
     notifier_send_lease_s: float = 60.0
     meta_graph_url: str = "https://graph.facebook.com"  # tests point it at the fake Graph API
+    # Google Ads API host:port for pause/resume (the poller's variable); None is Google's.
+    google_ads_endpoint: str | None = None
 
     @field_validator("notifier_batch_size")
     @classmethod

@@ -3,9 +3,9 @@
 Two loops in one process:
 
 * the consumer (main thread) validates each alert, records it and its deliveries in the
-  outbox (one committed transaction per poll batch), runs the pause/resume action, and
-  only then commits the Kafka offsets — a crash anywhere re-reads messages whose ingest is
-  idempotent, so nothing is lost and nothing is queued twice;
+  outbox (one committed transaction per poll batch), runs the pause/resume action (Meta
+  or Google Ads), and only then commits the Kafka offsets — a crash anywhere re-reads
+  messages whose ingest is idempotent, so nothing is lost and nothing is queued twice;
 * the sender (a thread, its own connection) claims due deliveries one channel at a time
   (committed as 'sending' before the send), sends one message, marks the outcome.
 
@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from connectors.connections.crypto import Keyring, TokenKeyError
 from connectors.connections.resilience import backoff_delay
+from connectors.google_ads.status import GoogleStatusSetter
 from connectors.kafka import Producer, send_dead_letter
 from connectors.notify import actions, channels, outbox
 from connectors.notify.config import NotifierSettings, load_notifier_settings
@@ -195,7 +196,7 @@ def _envelope(m: Message) -> Envelope:
 
 
 def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: Settings, keyring: Keyring,
-                  meta: actions.StatusSetter, msgs: list[Message]) -> int:
+                  meta: actions.StatusSetter, msgs: list[Message], google: actions.GoogleSetter | None = None) -> int:
     """Validate, ingest (one committed transaction), act; the caller commits offsets after."""
     alerts: list[tuple[Message, AlertV1]] = []
     dead = 0
@@ -218,7 +219,7 @@ def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: S
     # before its call: a redelivered alert skips it).
     for _, a in alerts:
         try:
-            actions.apply(conn, keyring, a, meta)
+            actions.apply(conn, keyring, a, meta, google)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:  # the ingest below dead-letters it
             log.error("entity action not recorded", extra={"fingerprint": a.fingerprint, "error": str(exc)[:300]})
     try:
@@ -272,6 +273,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
     })
     producer = Producer(settings.kafka_bootstrap, client_id="metricx-notifier")
     meta = actions.MetaStatusSetter(ns.meta_graph_url)
+    google = GoogleStatusSetter(ns.google_ads_endpoint)
     consumer.subscribe([settings.alerts_topic])
     log.info("notifier started", extra={"topic": settings.alerts_topic, "group": ns.notifier_group_id})
     try:
@@ -282,7 +284,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
                 msgs = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.05)
                 if not msgs:
                     continue
-                if consume_batch(conn, producer, settings, keyring, meta, msgs):
+                if consume_batch(conn, producer, settings, keyring, meta, msgs, google):
                     kick.set()
                 try:
                     consumer.commit(asynchronous=False)

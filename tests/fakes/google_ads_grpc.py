@@ -1,5 +1,6 @@
-"""A local gRPC server implementing ``GoogleAdsService.SearchStream`` from the google-ads
-library's own protos, served over TLS (a throwaway self-signed certificate for localhost)
+"""A local gRPC server implementing ``GoogleAdsService.SearchStream`` and the status
+``Mutate*`` RPCs (ads, ad groups, campaigns, asset groups) from the google-ads library's
+own protos, served over TLS (a throwaway self-signed certificate for localhost)
 so the real client reaches it through its ordinary secure channel.
 
 Set ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` to :attr:`FakeGoogleAds.ca_path` before the first
@@ -8,7 +9,9 @@ gRPC TLS channel of the process (see :func:`trust_fake_roots`).
 It understands the three GAQL shapes the poller sends (``FROM customer``,
 ``FROM ad_group_ad``, ``FROM asset_group`` with ``segments.date BETWEEN``), checks the
 bearer token, developer token and ``login-customer-id`` metadata, and can be scripted to
-fail with a ``QuotaError`` carrying ``retry_delay`` or an authentication error.
+fail with a ``QuotaError`` carrying ``retry_delay``, an authentication error or (mutates)
+a ``MutateError`` whose message the test chooses.  Mutations are recorded in
+:attr:`FakeGoogleAds.mutations` and change the entity's status in ``FakeCustomer.statuses``.
 """
 
 from __future__ import annotations
@@ -34,11 +37,33 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.ads.googleads.v26.errors.types import errors as err_types
 from google.ads.googleads.v26.errors.types.authentication_error import AuthenticationErrorEnum
+from google.ads.googleads.v26.errors.types.mutate_error import MutateErrorEnum
 from google.ads.googleads.v26.errors.types.quota_error import QuotaErrorEnum
+from google.ads.googleads.v26.errors.types.request_error import RequestErrorEnum
+from google.ads.googleads.v26.services.types import (
+    ad_group_ad_service,
+    ad_group_service,
+    asset_group_service,
+    campaign_service,
+)
 from google.ads.googleads.v26.services.types import google_ads_service as svc
 from google.protobuf import duration_pb2
 
 SERVICE = "google.ads.googleads.v26.services.GoogleAdsService"
+_SERVICES = "google.ads.googleads.v26.services"
+# service -> (method, request type, response type, result type, resource-name collection)
+MUTATES: dict[str, tuple[str, Any, Any, Any, str]] = {
+    "AdGroupAdService": ("MutateAdGroupAds", ad_group_ad_service.MutateAdGroupAdsRequest,
+                         ad_group_ad_service.MutateAdGroupAdsResponse, ad_group_ad_service.MutateAdGroupAdResult,
+                         "adGroupAds"),
+    "AdGroupService": ("MutateAdGroups", ad_group_service.MutateAdGroupsRequest,
+                       ad_group_service.MutateAdGroupsResponse, ad_group_service.MutateAdGroupResult, "adGroups"),
+    "CampaignService": ("MutateCampaigns", campaign_service.MutateCampaignsRequest,
+                        campaign_service.MutateCampaignsResponse, campaign_service.MutateCampaignResult, "campaigns"),
+    "AssetGroupService": ("MutateAssetGroups", asset_group_service.MutateAssetGroupsRequest,
+                          asset_group_service.MutateAssetGroupsResponse, asset_group_service.MutateAssetGroupResult,
+                          "assetGroups"),
+}
 FAILURE_KEY = "google.ads.googleads.v26.errors.googleadsfailure-bin"
 _CA_DIR = Path(tempfile.gettempdir()) / f"metricx-fake-gads-{os.getpid()}"
 
@@ -74,14 +99,28 @@ class FakeCustomer:
 
 @dataclass
 class Scripted:
-    kind: str  # "quota" | "auth" | "unavailable"
+    kind: str  # "quota" | "auth" | "unavailable" | "not_found" (a MutateError)
     retry_delay_s: int = 0
+    message: str | None = None  # the GoogleAdsError message ("not_found")
 
 
 @dataclass
 class Seen:
     customer_id: str
     query: str
+    metadata: dict[str, str]
+
+
+@dataclass
+class Mutation:
+    """One operation of a ``Mutate*`` request, as received."""
+
+    service: str  # e.g. "AdGroupAdService"
+    customer_id: str
+    operation: str  # "update" | "create" | "remove"
+    resource_name: str
+    status: str  # enum name, e.g. "PAUSED"
+    update_mask: list[str]
     metadata: dict[str, str]
 
 
@@ -133,6 +172,7 @@ class FakeGoogleAds:
         self.developer_token = developer_token
         self.customers: dict[str, FakeCustomer] = {}
         self.seen: list[Seen] = []
+        self.mutations: list[Mutation] = []
         self._script: list[Scripted] = []
         self._lock = threading.Lock()
         self.port = 0
@@ -169,19 +209,74 @@ class FakeGoogleAds:
             message="Authentication of the request failed.")])
         self._abort(context, grpc.StatusCode.UNAUTHENTICATED, failure, "Request is missing required authentication credential.")
 
+    def _customer(self, customer_id: str, md: dict[str, str], context: grpc.ServicerContext) -> FakeCustomer | None:
+        """The customer, if the credentials, developer token and login-customer-id fit
+        (else the call is aborted as Google would)."""
+        cust = self.customers.get(customer_id)
+        if cust is None or md.get("authorization") != f"Bearer {cust.token}" or md.get("developer-token") != self.developer_token:
+            self._auth(context)
+            return None
+        if cust.login_customer_id is not None and md.get("login-customer-id") != cust.login_customer_id:
+            failure = err_types.GoogleAdsFailure(errors=[err_types.GoogleAdsError(
+                error_code=err_types.ErrorCode(authorization_error=2), message="User doesn't have permission to access customer.")])
+            self._abort(context, grpc.StatusCode.PERMISSION_DENIED, failure, "permission denied")
+            return None
+        return cust
+
+    def _mutate_error(self, context: grpc.ServicerContext, code: err_types.ErrorCode, message: str) -> None:
+        failure = err_types.GoogleAdsFailure(errors=[err_types.GoogleAdsError(error_code=code, message=message)])
+        self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, failure, "Request contains an invalid argument.")
+
+    def _mutate(self, service: str, request: Any, context: grpc.ServicerContext) -> Any:
+        _, _, response_type, result_type, collection = MUTATES[service]
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        ops = []
+        for op in request.operations:
+            which = type(op).pb(op).WhichOneof("operation") or ""
+            target = getattr(op, which) if which in ("update", "create") else None
+            ops.append(Mutation(service, request.customer_id, which,
+                                op.remove if which == "remove" else target.resource_name if target else "",
+                                target.status.name if target is not None else "", list(op.update_mask.paths), md))
+        with self._lock:
+            self.mutations.extend(ops)
+            scripted = self._script.pop(0) if self._script else None
+        cust = self._customer(request.customer_id, md, context)
+        if cust is None:
+            return None
+        if scripted is not None:
+            if scripted.kind == "quota":
+                self._quota(context, scripted.retry_delay_s)
+            elif scripted.kind == "auth":
+                self._auth(context)
+            elif scripted.kind == "not_found":
+                self._mutate_error(context, err_types.ErrorCode(mutate_error=MutateErrorEnum.MutateError.RESOURCE_NOT_FOUND),
+                                   scripted.message or "Resource was not found.")
+            else:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+            return None
+        prefix = f"customers/{request.customer_id}/{collection}/"
+        for m in ops:
+            if m.operation != "update" or m.update_mask != ["status"]:
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake only updates status")
+                return None
+            if not m.resource_name.startswith(prefix):
+                self._mutate_error(context, err_types.ErrorCode(
+                    request_error=RequestErrorEnum.RequestError.RESOURCE_NAME_MALFORMED),
+                    f"Resource name {m.resource_name!r} is malformed.")
+                return None
+        with self._lock:
+            for m in ops:
+                leaf = m.resource_name.rsplit("/", 1)[1].rsplit("~", 1)[-1]
+                cust.statuses[int(leaf)] = m.status
+        return response_type(results=[result_type(resource_name=m.resource_name) for m in ops])
+
     def search_stream(self, request: svc.SearchGoogleAdsStreamRequest, context: grpc.ServicerContext) -> Iterator[svc.SearchGoogleAdsStreamResponse]:
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         with self._lock:
             self.seen.append(Seen(request.customer_id, request.query, md))
             scripted = self._script.pop(0) if self._script else None
-        cust = self.customers.get(request.customer_id)
-        if cust is None or md.get("authorization") != f"Bearer {cust.token}" or md.get("developer-token") != self.developer_token:
-            self._auth(context)
-            return
-        if cust.login_customer_id is not None and md.get("login-customer-id") != cust.login_customer_id:
-            failure = err_types.GoogleAdsFailure(errors=[err_types.GoogleAdsError(
-                error_code=err_types.ErrorCode(authorization_error=2), message="User doesn't have permission to access customer.")])
-            self._abort(context, grpc.StatusCode.PERMISSION_DENIED, failure, "permission denied")
+        cust = self._customer(request.customer_id, md, context)
+        if cust is None:
             return
         if scripted is not None:
             if scripted.kind == "quota":
@@ -270,7 +365,17 @@ class FakeGoogleAds:
                 response_serializer=svc.SearchGoogleAdsStreamResponse.serialize,
             )
         })
-        server.add_generic_rpc_handlers((handler,))
+        mutates = [
+            grpc.method_handlers_generic_handler(f"{_SERVICES}.{service}", {
+                method: grpc.unary_unary_rpc_method_handler(
+                    lambda req, ctx, service=service: self._mutate(service, req, ctx),
+                    request_deserializer=req_t.deserialize,
+                    response_serializer=resp_t.serialize,
+                )
+            })
+            for service, (method, req_t, resp_t, _, _) in MUTATES.items()
+        ]
+        server.add_generic_rpc_handlers((handler, *mutates))
         self.port = server.add_secure_port("localhost:0", grpc.ssl_server_credentials([(key, cert)]))
         server.start()
         try:

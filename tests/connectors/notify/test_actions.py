@@ -95,7 +95,7 @@ def test_crash_mid_call_stays_visible_and_is_not_retried(conn: psycopg.Connectio
     assert actions.apply(conn, keyring(), a, never) is None
 
 
-def test_google_and_missing_connection_fail_visibly(conn: psycopg.Connection[Any]) -> None:
+def test_missing_connections_fail_visibly(conn: psycopg.Connection[Any]) -> None:
     def never(*_: Any) -> None:
         raise AssertionError("not called")
 
@@ -104,7 +104,7 @@ def test_google_and_missing_connection_fail_visibly(conn: psycopg.Connection[Any
     m = alert(2, pause=True, dry_run=False, account="999")
     assert actions.apply(conn, keyring(), m, never) == "failed"
     errors = [r[3] for r in audit(conn)]
-    assert "not supported for google" in errors[0] and "no meta connection" in errors[1]
+    assert "no google connection for customer 1234567890" in errors[0] and "no meta connection" in errors[1]
     assert UUID(str(WS))  # workspace-scoped lookups only
 
 
