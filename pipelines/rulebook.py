@@ -19,6 +19,15 @@ NameKey = tuple[str, str, str, str]  # workspace, provider, account, entity id
 ByLevel = dict[str, tuple[Rule, ...]]
 _EMPTY: ByLevel = {}
 _ANY = "*"  # rules not scoped to accounts
+_NO_NEEDS = (False, False)
+LEAF_RULE_LEVEL = "ad"
+
+
+def _needs(rules: list[Rule]) -> tuple[bool, bool]:
+    """What the watches of an account with these rules must keep beyond the totals:
+    (hourly deltas, per-ad past days)."""
+    return (any(r.window == "hours" for r in rules),
+            any(r.window == "days" and r.level == LEAF_RULE_LEVEL for r in rules))
 
 
 class RuleBook:
@@ -27,7 +36,7 @@ class RuleBook:
         self._rules: dict[str, Rule] = {}
         # ws -> account (or "*") -> level -> the rules an entity of that account meets
         self._index: dict[str, dict[str, ByLevel]] = {}
-        self._hours: dict[str, dict[str, bool]] = {}  # ws -> account (or "*") -> any hours window
+        self._needs: dict[str, dict[str, tuple[bool, bool]]] = {}  # ws -> account (or "*") -> _needs()
         self.generation = 0  # bumped on every change, so watches can forget old marks
         self._names: Mapping[NameKey, str] = {}
         for r in rules or ():
@@ -43,14 +52,22 @@ class RuleBook:
         found = by_account.get(account_id)
         return found if found is not None else by_account.get(_ANY, _EMPTY)
 
+    def _needs_of(self, workspace_id: str, account_id: str) -> tuple[bool, bool]:
+        by_account = self._needs.get(workspace_id)
+        if by_account is None:
+            return _NO_NEEDS
+        found = by_account.get(account_id)
+        return found if found is not None else by_account.get(_ANY, _NO_NEEDS)
+
     def uses_hours(self, workspace_id: str, account_id: str) -> bool:
         """Whether a rule this account meets has an ``hours`` window (only then do its
         watches keep hourly deltas)."""
-        by_account = self._hours.get(workspace_id)
-        if by_account is None:
-            return False
-        found = by_account.get(account_id)
-        return found if found is not None else by_account.get(_ANY, False)
+        return self._needs_of(workspace_id, account_id)[0]
+
+    def uses_ad_days(self, workspace_id: str, account_id: str) -> bool:
+        """Whether an ad-level rule this account meets has a ``days`` window (only then
+        do its watches keep each ad's past days)."""
+        return self._needs_of(workspace_id, account_id)[1]
 
     def rule_ids(self) -> set[str]:
         return set(self._rules)
@@ -91,7 +108,7 @@ class RuleBook:
         mine = sorted((r for r in self._rules.values() if r.workspace_id == workspace_id), key=lambda r: r.id)
         accounts = {a for r in mine for a in r.account_ids}
         by_account: dict[str, ByLevel] = {}
-        hours: dict[str, bool] = {}
+        needs: dict[str, tuple[bool, bool]] = {}
         for acc in (_ANY, *accounts):
             by_level: dict[str, list[Rule]] = {}
             for r in mine:
@@ -99,13 +116,13 @@ class RuleBook:
                     by_level.setdefault(r.level, []).append(r)
             if by_level:
                 by_account[acc] = {lvl: tuple(rs) for lvl, rs in by_level.items()}
-                hours[acc] = any(r.window == "hours" for rs in by_level.values() for r in rs)
-        index, hours_index = dict(self._index), dict(self._hours)
+                needs[acc] = _needs([r for rs in by_level.values() for r in rs])
+        index, needs_index = dict(self._index), dict(self._needs)
         if by_account:
-            index[workspace_id], hours_index[workspace_id] = by_account, hours
+            index[workspace_id], needs_index[workspace_id] = by_account, needs
         else:
             index.pop(workspace_id, None)
-            hours_index.pop(workspace_id, None)
-        self._hours = hours_index  # read before the index: a stale "no" only delays hours
+            needs_index.pop(workspace_id, None)
+        self._needs = needs_index  # read before the index: a stale "no" only delays the data
         self._index = index
         self.generation += 1

@@ -28,14 +28,15 @@ produce the same fingerprints (``schemas.alerts``), and alert rows are inserted
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+import operator
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from pipelines.deltas import Applied, _from_micros, _micros, _pack, _unpack
-from pipelines.kpis import RATIO_PARTS, Sums, kpis, ratio_of
+from pipelines.kpis import RATIO_DECIMALS, RATIO_PARTS, Sums, kpis, ratio
 from schemas.alerts import Alert
 from schemas.metrics import NO_METRICS, Metrics
 from schemas.rules import MAX_DAYS, MAX_HOURS, Condition, Group, Rule
@@ -43,32 +44,11 @@ from schemas.rules import MAX_DAYS, MAX_HOURS, Condition, Group, Rule
 DEFAULT_WARMUP = timedelta(minutes=30)
 LEAF_LEVELS = frozenset({"ad", "asset_group"})
 
-
 # ---- the verdict: one rule over one set of sums (also used by the API's dry-run) -------
 
-
-
-class Observed:
-    """The metrics of one window, ratios computed on first use: a rule reads one or two
-    of them, and a division plus rounding per ratio per rule adds up on the hot path."""
-
-    __slots__ = ("_cache", "sums")
-
-    def __init__(self, sums: Sums | Metrics) -> None:
-        self.sums = sums
-        self._cache: dict[str, Decimal | int | None] = {}
-
-    def __getitem__(self, metric: str) -> Decimal | int | None:
-        v = self._cache.get(metric, self)
-        if v is self:
-            v = ratio_of(self.sums, metric) if metric in RATIO_PARTS else getattr(self.sums, metric)
-            self._cache[metric] = v
-        return v  # type: ignore[return-value]
-
-    def all(self) -> dict[str, Decimal | int | None]:
-        m = self.sums
-        return kpis(Sums(m.spend, m.impressions, m.clicks, m.conversions, m.revenue))
-
+def observed(sums: Sums | Metrics) -> dict[str, Decimal | int | None]:
+    """Every measure and ratio of a window, as an alert or a dry run shows them."""
+    return kpis(Sums(sums.spend, sums.impressions, sums.clicks, sums.conversions, sums.revenue))
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -76,32 +56,65 @@ class Verdict:
     matched: bool  # guarded and the conditions hold
     observed: dict[str, Decimal | int | None]
 
+Check = Callable[[Sums | Metrics], bool]
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "=": operator.eq, "!=": operator.ne,
+}
 
-def _holds(c: Condition, observed: Observed) -> bool:
-    v = observed[c.metric]
-    if v is None:  # undefined ratio: satisfies nothing, not even "!="
-        return False
-    op = c.operator
-    if op == "<":
-        return v < c.value
-    if op == "<=":
-        return v <= c.value
-    if op == ">":
-        return v > c.value
-    if op == ">=":
-        return v >= c.value
-    if op == "=":
-        return v == c.value
-    return v != c.value
+def _compile_condition(c: Condition) -> Check:
+    compare, value = _OPERATORS[c.operator], c.value
+    parts = RATIO_PARTS.get(c.metric)
+    if parts is None:
+        get = operator.attrgetter(c.metric)
+        return lambda s: compare(get(s), value)
+    num, den, scale = operator.attrgetter(parts[0]), operator.attrgetter(parts[1]), parts[2]
+
+    def check_ratio(s: Sums | Metrics) -> bool:
+        d = den(s)
+        if d == 0:  # undefined ratio: satisfies nothing, not even "!="
+            return False
+        n = num(s) * scale
+        if d > 0:
+            # The ratio is compared as reported (rounded to RATIO_DECIMALS), but a
+            # division and a rounding per check add up on the hot path: away from the
+            # threshold by more than the rounding can move it, the exact products decide.
+            gap = n - value * d
+            if abs(gap) > _ROUNDING_MARGIN * d:
+                return compare(gap, 0)
+        return compare(ratio(n, d), value)
+
+    return check_ratio
+
+_ROUNDING_MARGIN = Decimal(1).scaleb(-RATIO_DECIMALS)  # > the half unit rounding moves a ratio
 
 
-def holds(g: Group, observed: Observed) -> bool:
-    want = g.op == "or"  # "and" stops at the first False, "or" at the first True
-    for c in g.conditions:
-        if (holds(c, observed) if isinstance(c, Group) else _holds(c, observed)) is want:
-            return want
-    return not want
+def compile_group(g: Group) -> Check:
+    """The group as one function of the window's sums: what :func:`holds` means, without
+    walking the tree (an ``and`` stops at the first False, an ``or`` at the first True)."""
+    checks = tuple(compile_group(c) if isinstance(c, Group) else _compile_condition(c) for c in g.conditions)
+    if len(checks) == 1:
+        return checks[0]
+    if g.op == "or":
+        return lambda s: any(check(s) for check in checks)
+    return lambda s: all(check(s) for check in checks)
 
+# Compiled groups by identity; the entry keeps its group alive, so an id is never reused
+# while cached.  Rules are few and change rarely; the cap only bounds a long-lived process.
+_COMPILED: dict[int, tuple[Group, Check]] = {}
+_MAX_COMPILED = 50_000
+
+def check_of(g: Group) -> Check:
+    hit = _COMPILED.get(id(g))
+    if hit is not None and hit[0] is g:
+        return hit[1]
+    if len(_COMPILED) >= _MAX_COMPILED:
+        _COMPILED.clear()
+    check = compile_group(g)
+    _COMPILED[id(g)] = (g, check)
+    return check
+
+def holds(g: Group, sums: Sums | Metrics) -> bool:
+    return check_of(g)(sums)
 
 def guarded(rule: Rule, sums: Sums | Metrics) -> bool:
     return (
@@ -110,15 +123,11 @@ def guarded(rule: Rule, sums: Sums | Metrics) -> bool:
         and (rule.min_clicks is None or sums.clicks >= rule.min_clicks)
     )
 
-
 def judge(rule: Rule, sums: Sums) -> Verdict:
-    observed = Observed(sums)
     ok = guarded(rule, sums)
-    return Verdict(ok, ok and holds(rule.conditions, observed), observed.all())
-
+    return Verdict(ok, ok and holds(rule.conditions, sums), observed(sums))
 
 # ---- per-campaign state --------------------------------------------------------------
-
 
 @dataclass(slots=True)
 class Mark:
@@ -129,19 +138,29 @@ class Mark:
     open_alert: str | None = None  # fingerprint of a fired alert not yet recovered
     open_day: date | None = None
 
-
 @dataclass(slots=True)
 class WatchState:
-    """Everything the rules need about one campaign: its ads' latest cumulative values
-    per report date (an ad's, its ad set's and the campaign's windows are all sums of
-    these) and hourly deltas.  One state per campaign means one stateful step per
-    snapshot, whatever the levels its rules are written at."""
+    """Everything the rules need about one campaign.  One state per campaign means one
+    stateful step per snapshot, whatever the levels its rules are written at.
+
+    Aggregates (its ad sets and the campaign) keep running per-day totals, moved by each
+    applied snapshot's delta (the change since that ad's previous applied snapshot of
+    the same report date, which this watch also saw) or, on the first sight of an ad's
+    day, by its whole cumulative.  So the watch holds no per-ad values unless a rule of
+    the account needs them: an ad-level window over past days (``days``) or over hours
+    (``hours``).  Bytewax deep-copies and pickles every touched campaign's watch at each
+    epoch, so what it does not hold it does not copy."""
 
     since: datetime  # captured_at of the first snapshot this watch saw
-    # report_date -> child entity id -> its latest cumulative for that date
+    # report_date -> the ads whose day the totals include (first sight adds the cumulative)
+    seen: dict[date, set[str]] = field(default_factory=dict)
+    # per ad set / campaign ("level:id"), per report date, the sum of its ads' latest
+    # cumulative values (of the ads seen since the watch started)
+    totals: dict[str, dict[date, Metrics]] = field(default_factory=dict)
+    # report_date -> ad -> its latest cumulative: only while an ad-level days window exists
     days: dict[date, dict[str, Metrics]] = field(default_factory=dict)
-    parents: dict[str, str | None] = field(default_factory=dict)  # child -> its ad set
-    # child -> hour index (UTC hours since the epoch) -> sum of its deltas captured then
+    parents: dict[str, str | None] = field(default_factory=dict)  # ad -> its ad set (hours windows)
+    # ad -> hour index (UTC hours since the epoch) -> sum of its deltas captured then
     hours: dict[str, dict[int, Metrics]] = field(default_factory=dict)
     marks: dict[str, dict[str, Mark]] = field(default_factory=dict)  # target id -> rule id -> mark
     latest_day: date | None = None
@@ -149,11 +168,6 @@ class WatchState:
     # Hourly deltas are kept only while some rule of the account has an ``hours`` window
     # (they are most of the state otherwise); this is when they started.
     hours_since: datetime | None = None
-    # Derived (rebuilt on restore, never pickled): per ad set / campaign ("level:id"),
-    # per report date, the sum of its children's cumulative values, kept up to date on
-    # every fold so an aggregate's window costs a few additions, not a walk of its ads.
-    totals: dict[str, dict[date, Metrics]] = field(default_factory=dict)
-    contributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # child -> aggregate keys
 
     def __deepcopy__(self, memo: dict[int, object]) -> WatchState:
         # Bytewax deep-copies every changed key's state at each snapshot.  Metrics,
@@ -161,6 +175,8 @@ class WatchState:
         # marks) is ~20x cheaper than the generic walk and just as safe.
         return WatchState(
             self.since,
+            {d: set(ads) for d, ads in self.seen.items()},
+            {k: dict(v) for k, v in self.totals.items()},
             {d: dict(children) for d, children in self.days.items()},
             dict(self.parents),
             {c: dict(h) for c, h in self.hours.items()},
@@ -169,13 +185,13 @@ class WatchState:
             self.latest_day,
             self.rules_seen,
             self.hours_since,
-            {k: dict(v) for k, v in self.totals.items()},
-            dict(self.contributes),
         )
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Pickled at every snapshot too: flat tuples of ints and strings instead of
         # dataclasses and Decimals (see ``deltas.EntityState.__reduce__``).
+        seen = tuple((d.toordinal(), tuple(ads)) for d, ads in self.seen.items())
+        totals = tuple((k, tuple((d.toordinal(), *_pack(m)) for d, m in v.items())) for k, v in self.totals.items())
         days = tuple((d.toordinal(), tuple((c, *_pack(m)) for c, m in ch.items())) for d, ch in self.days.items())
         hours = tuple((c, tuple((k, *_pack(m)) for k, m in h.items())) for c, h in self.hours.items())
         marks = tuple(
@@ -185,40 +201,38 @@ class WatchState:
             for t, ms in self.marks.items() for r, m in ms.items()
         )
         return (_restore_watch, (
-            _micros(self.since), days, self.parents, hours, marks,
+            _micros(self.since), seen, totals, days, self.parents, hours, marks,
             self.latest_day.toordinal() if self.latest_day else 0, self.rules_seen,
-            _micros(self.hours_since) if self.hours_since else None, self.contributes,
+            _micros(self.hours_since) if self.hours_since else None,
         ))
 
-
-def _restore_watch(since: int, days: tuple[Any, ...], parents: dict[str, str | None], hours: tuple[Any, ...],
-                   marks: tuple[Any, ...], latest: int, seen: int, hours_since: int | None,
-                   contributes: dict[str, tuple[str, ...]]) -> WatchState:
+def _restore_watch(since: int, seen: tuple[Any, ...], totals: tuple[Any, ...], days: tuple[Any, ...],
+                   parents: dict[str, str | None], hours: tuple[Any, ...], marks: tuple[Any, ...], latest: int,
+                   rules_seen: int, hours_since: int | None) -> WatchState:
     state = WatchState(
         _from_micros(since),
+        {date.fromordinal(d): set(ads) for d, ads in seen},
+        {k: {date.fromordinal(x[0]): _unpack(x[1:]) for x in v} for k, v in totals},
         {date.fromordinal(d): {c[0]: _unpack(c[1:]) for c in ch} for d, ch in days},
         parents,
         {c: {k[0]: _unpack(k[1:]) for k in h} for c, h in hours},
         {},
         date.fromordinal(latest) if latest else None,
-        seen,
+        rules_seen,
         _from_micros(hours_since) if hours_since is not None else None,
-        {},
-        contributes,
     )
-    state.totals = rebuild_totals(state)
     for t, r, fired, last, open_alert, open_day in marks:
         state.marks.setdefault(t, {})[r] = Mark(
             date.fromordinal(fired) if fired else None, _from_micros(last) if last is not None else None,
             open_alert, date.fromordinal(open_day) if open_day else None)
     return state
 
-
 def _hour(ts: datetime) -> int:
     return int(ts.timestamp()) // 3600
 
-
-def _sum(ms: Iterable[Metrics]) -> Metrics:
+def _sum(ms: Collection[Metrics]) -> Metrics:
+    if len(ms) == 1:
+        return next(iter(ms))  # immutable: no need for a copy
     spend = conversions = revenue = Decimal(0)
     impressions = clicks = 0
     for m in ms:
@@ -229,26 +243,12 @@ def _sum(ms: Iterable[Metrics]) -> Metrics:
         revenue += m.revenue
     return Metrics(spend, impressions, clicks, conversions, revenue)
 
-
 class Target(NamedTuple):
     """What a rule judges: an ad, an ad set or a campaign (a tuple: built three times
     per snapshot, where a frozen dataclass costs several times more)."""
 
     level: str
     target_id: str
-
-
-def rebuild_totals(state: WatchState) -> dict[str, dict[date, Metrics]]:
-    """The aggregates' per-day sums, from the children's cumulative values."""
-    totals: dict[str, dict[date, Metrics]] = {}
-    for d, children in state.days.items():
-        for c, m in children.items():
-            for k in state.contributes.get(c, ()):
-                per_day = totals.setdefault(k, {})
-                prev = per_day.get(d)
-                per_day[d] = m if prev is None else prev + m
-    return totals
-
 
 def _contributes_to(applied: Applied) -> tuple[str, ...]:
     s = applied.snapshot
@@ -260,7 +260,6 @@ def _contributes_to(applied: Applied) -> tuple[str, ...]:
         return (f"adset:{s.adset_id}", f"campaign:{s.campaign_id}")
     return (f"campaign:{s.campaign_id}",)
 
-
 def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
     if t.level == "campaign":
         return lambda _c: True
@@ -269,17 +268,16 @@ def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
         return lambda c: c == t.target_id or parents.get(c) == t.target_id
     return lambda c: c == t.target_id
 
-
 @functools.lru_cache(maxsize=256)
 def _dates(today: date, n: int) -> tuple[date, ...]:
     last = today.toordinal()
     return tuple(date.fromordinal(o) for o in range(last - n + 1, last + 1))
 
-
-def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: datetime) -> Metrics | None:
+def window_sums(state: WatchState, rule: Rule, t: Target, today: date, applied: Applied) -> Metrics | None:
     """The rule's window over one target; None when the watch cannot know it yet.  A
-    one-day window is a lookup (the cumulative of an ad, or the running total of an ad
-    set / campaign), a days window a few additions."""
+    one-day window is a lookup (an ad's own snapshot, or the running total of an ad set /
+    campaign), a days window a few additions."""
+    now = applied.snapshot.captured_at
     if rule.window == "hours":
         if state.hours_since is None or now - state.hours_since < timedelta(hours=rule.window_n):
             return None
@@ -289,21 +287,22 @@ def window_sums(state: WatchState, rule: Rule, t: Target, today: date, now: date
         else:
             child = _children(state, t)
             per_child = [h for c, h in state.hours.items() if child(c)]
-        return _sum(m for h in per_child for k, m in h.items() if k > first_hour)
+        return _sum([m for h in per_child for k, m in h.items() if k > first_hour])
     if t.level in LEAF_LEVELS:
         if rule.window == "today":
-            children = state.days.get(today)
-            return (children.get(t.target_id) if children else None) or NO_METRICS
+            # A leaf target is the snapshot's own ad, and "today" rules only look at
+            # snapshots of today: its window is the snapshot.
+            s = applied.snapshot
+            return s.metrics if s.report_date == today and s.entity_id == t.target_id else NO_METRICS
         days = state.days
-        return _sum(m for d in _dates(today, rule.window_n)
-                    if (ch := days.get(d)) is not None and (m := ch.get(t.target_id)) is not None)
+        return _sum([m for d in _dates(today, rule.window_n)
+                     if (ch := days.get(d)) is not None and (m := ch.get(t.target_id)) is not None])
     per_day = state.totals.get(t.level + ":" + t.target_id)
     if not per_day:
         return NO_METRICS
     if rule.window == "today":
         return per_day.get(today) or NO_METRICS
-    return _sum(m for d in _dates(today, rule.window_n) if (m := per_day.get(d)) is not None)
-
+    return _sum([m for d in _dates(today, rule.window_n) if (m := per_day.get(d)) is not None])
 
 def covers(rule: Rule, report_date: date, today: date) -> bool:
     """Does a change to ``report_date`` move this rule's window?"""
@@ -312,7 +311,6 @@ def covers(rule: Rule, report_date: date, today: date) -> bool:
     if rule.window == "hours":
         return True
     return 0 <= today.toordinal() - report_date.toordinal() < rule.window_n
-
 
 def targets_for(applied: Applied, levels: Iterable[str]) -> list[Target]:
     s = applied.snapshot
@@ -330,12 +328,10 @@ def targets_for(applied: Applied, levels: Iterable[str]) -> list[Target]:
             out.append(Target("campaign", s.entity_id if s.entity_level == "campaign" else s.campaign_id))
     return out
 
-
 def watch_key(applied: Applied) -> str:
     """The campaign a snapshot belongs to: the key of its watch."""
     s = applied.snapshot
     return f"{s.workspace_id}:{s.provider}:{s.account_id}:{s.campaign_id}"
-
 
 def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], str | None]) -> bool:
     s = applied.snapshot
@@ -350,59 +346,65 @@ def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], s
         return name is not None and rule.name_contains in name.lower()
     return True
 
-
-def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool) -> None:
+def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool, track_ad_days: bool) -> None:
     s = applied.snapshot
     child = s.entity_id
-    children = state.days.get(s.report_date)
-    if children is None:
-        children = state.days[s.report_date] = {}
-    old = children.get(child)
-    children[child] = s.metrics
-    if s.adset_id is not None:
-        state.parents[child] = s.adset_id
-    keys = state.contributes.get(child)
-    if keys is None:
-        keys = state.contributes[child] = _contributes_to(applied)
-    change = s.metrics if old is None else s.metrics - old
-    for k in keys:
-        per_day = state.totals.get(k)
+    seen = state.seen.get(s.report_date)
+    if seen is None:
+        seen = state.seen[s.report_date] = set()
+    if child in seen:
+        change = applied.delta
+    else:
+        seen.add(child)
+        change = s.metrics  # its day enters the totals whole
+    totals = state.totals
+    for k in _contributes_to(applied):
+        per_day = totals.get(k)
         if per_day is None:
-            per_day = state.totals[k] = {}
+            per_day = totals[k] = {}
         prev = per_day.get(s.report_date)
         per_day[s.report_date] = change if prev is None else prev + change
+    if track_ad_days:
+        children = state.days.get(s.report_date)
+        if children is None:
+            children = state.days[s.report_date] = {}
+        children[child] = s.metrics
+    elif state.days:
+        state.days.clear()
     if state.latest_day is None or today > state.latest_day:
         state.latest_day = today
         oldest = today - timedelta(days=MAX_DAYS)
-        for d in [d for d in state.days if d < oldest]:
-            del state.days[d]
-            for per_day in state.totals.values():
+        for d in [d for d in state.seen if d < oldest]:
+            del state.seen[d]
+            state.days.pop(d, None)
+            for per_day in totals.values():
                 per_day.pop(d, None)
     if not track_hours:
         if state.hours_since is not None:
             state.hours.clear()
+            state.parents.clear()
             state.hours_since = None
         return
+    if s.adset_id is not None:
+        state.parents[child] = s.adset_id
     if state.hours_since is None:
         state.hours_since = s.captured_at
     h = _hour(s.captured_at)
     hours = state.hours.get(child)
     if hours is None:
         hours = state.hours[child] = {}
-    prev = hours.get(h)
-    hours[h] = applied.delta if prev is None else prev + applied.delta
+    prev_h = hours.get(h)
+    hours[h] = applied.delta if prev_h is None else prev_h + applied.delta
     if len(hours) > MAX_HOURS + 2:
         for old_hour in [x for x in hours if x <= h - MAX_HOURS - 1]:
             del hours[old_hour]
-
 
 def _fingerprint(rule: Rule, applied: Applied, t: Target, slot: str) -> str:
     s = applied.snapshot
     return f"{rule.id}|{s.provider}:{s.account_id}:{t.level}:{t.target_id}|{slot}|fired"
 
-
 def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str, today: date,
-           observed: Observed) -> Alert:
+           sums: Metrics) -> Alert:
     s = applied.snapshot
     recovered = kind == "recovered"
     return Alert(
@@ -424,16 +426,15 @@ def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str,
         timezone=s.timezone,
         currency=s.currency,
         captured_at=s.captured_at,
-        observed=tuple(observed.all().items()),
+        observed=tuple(observed(sums).items()),
         notify=rule.notify if (not recovered or rule.notify_recovery) else (),
         pause=rule.pause and not recovered,
         pause_dry_run=rule.pause_dry_run,
         resume=recovered and rule.pause and rule.resume_on_recovery,
     )
 
-
-WindowCache = dict[str, Observed | None]  # window label -> its sums, for one target
-
+_UNKNOWN = Metrics()  # a cache miss (compared by identity)
+WindowCache = dict[str, Metrics | None]  # window label -> its sums, for one target
 
 def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: date,
              cache: WindowCache) -> Alert | None:
@@ -450,19 +451,17 @@ def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: 
     elif not covers(rule, s.report_date, today):
         return None
     label = rule.window_label
-    if label in cache:
-        observed = cache[label]
-    else:
-        sums = window_sums(state, rule, t, today, s.captured_at)
-        observed = cache[label] = None if sums is None else Observed(sums)
-    if observed is None or not guarded(rule, observed.sums):
+    sums = cache.get(label, _UNKNOWN)
+    if sums is _UNKNOWN:
+        sums = cache[label] = window_sums(state, rule, t, today, applied)
+    if sums is None or not guarded(rule, sums):
         return None
-    if not holds(rule.conditions, observed):
+    if not check_of(rule.conditions)(sums):
         if mark is None or mark.open_alert is None:
             return None
         fingerprint = mark.open_alert.removesuffix("|fired") + "|recovered"
         mark.open_alert = None
-        return _alert(rule, applied, t, fingerprint, "recovered", today, observed)
+        return _alert(rule, applied, t, fingerprint, "recovered", today, sums)
     d = applied.delta
     if not (d.spend > 0 or d.impressions > 0):
         return None  # no delivery in this delta: restated numbers of a paused entity
@@ -486,8 +485,7 @@ def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: 
     fingerprint = _fingerprint(rule, applied, t, slot)
     mark.fired_day, mark.last_fired_at = today, s.captured_at
     mark.open_alert, mark.open_day = fingerprint, today
-    return _alert(rule, applied, t, fingerprint, "fired", today, observed)
-
+    return _alert(rule, applied, t, fingerprint, "fired", today, sums)
 
 def watch(
     state: WatchState | None,
@@ -496,6 +494,7 @@ def watch(
     name_of: Callable[[str], str | None] = lambda _: None,
     warmup: timedelta = DEFAULT_WARMUP,
     track_hours: bool = True,
+    track_ad_days: bool = True,
 ) -> tuple[WatchState, list[Alert]]:
     """Fold one applied snapshot into its campaign's watch, then evaluate the rules in
     scope (``rules``: by level) on the ad, ad set and campaign it belongs to.  Mutates
@@ -504,7 +503,7 @@ def watch(
     if state is None:
         state = WatchState(since=s.captured_at)
     today = applied.local_day
-    _fold(state, applied, today, track_hours)
+    _fold(state, applied, today, track_hours, track_ad_days)
     alerts = []
     warming = s.captured_at - state.since < warmup
     for t in targets_for(applied, rules):
@@ -519,7 +518,6 @@ def watch(
                 if alert is not None:
                     alerts.append(alert)
     return state, alerts
-
 
 def forget_rules(state: WatchState, live: set[str]) -> None:
     """Drop the marks of rules that were deleted or paused."""
