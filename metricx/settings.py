@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Bytewax recovery: state and Kafka offsets are snapshotted every this many seconds;
     # after a crash at most this much input is replayed (and rewritten idempotently).
     snapshot_interval_s: int = 5
+    # Young garbage collections every this many net allocations in the pipeline
+    # processes (0: Python's default, 700); see metricx/gc_tuning.py.
+    gc_gen0_threshold: int = 50_000
     restatement_window_days: int = 35
     kafka_batch_size: int = 2000
     live_stream_maxlen: int = 10_000
@@ -76,6 +79,13 @@ class Settings(BaseSettings):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("gc_gen0_threshold")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0 (0 keeps Python's default)")
         return v
 
     @property

@@ -64,11 +64,13 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
 def main() -> None:
     """``python -m pipelines.plain``: run until SIGINT/SIGTERM (benchmarks start it)."""
     from metricx import logs
+    from metricx.gc_tuning import tune_gc
     from metricx.settings import load_settings
     from metricx.stopping import stop_on_signals
 
     settings = load_settings()
     logs.configure(settings.log_level)
+    tune_gc(settings.gc_gen0_threshold)  # as the Bytewax pipeline does: the comparison stays fair
     run_plain(settings, stop=stop_on_signals().is_set)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
+from metricx.gc_tuning import tune_gc
 from metricx.settings import Settings
 from pipelines.flow import build_flow
 from pipelines.rulebook import RuleBook
@@ -37,6 +38,7 @@ def run_pipeline(
     recovery: bool = True,
     consumer: str = "pipeline",
 ) -> None:
+    tune_gc(settings.gc_gen0_threshold)
     processes = len(addresses) if addresses else 1
     feed = None
     book = None
