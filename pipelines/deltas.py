@@ -87,7 +87,8 @@ _SERIES_FIELDS = 13
 
 
 def _micros(ts: datetime) -> int:
-    return (ts - _EPOCH) // timedelta(microseconds=1)
+    d = ts - _EPOCH  # integer arithmetic: exact, and several times faster than ``// timedelta(microseconds=1)``
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def _from_micros(us: int) -> datetime:

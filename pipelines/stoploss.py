@@ -44,11 +44,14 @@ from schemas.rules import MAX_DAYS, MAX_HOURS, Condition, Group, Rule
 DEFAULT_WARMUP = timedelta(minutes=30)
 LEAF_LEVELS = frozenset({"ad", "asset_group"})
 
+
 # ---- the verdict: one rule over one set of sums (also used by the API's dry-run) -------
+
 
 def observed(sums: Sums | Metrics) -> dict[str, Decimal | int | None]:
     """Every measure and ratio of a window, as an alert or a dry run shows them."""
     return kpis(Sums(sums.spend, sums.impressions, sums.clicks, sums.conversions, sums.revenue))
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -60,6 +63,7 @@ Check = Callable[[Sums | Metrics], bool]
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "=": operator.eq, "!=": operator.ne,
 }
+
 
 def _compile_condition(c: Condition) -> Check:
     compare, value = _OPERATORS[c.operator], c.value
@@ -103,6 +107,7 @@ def compile_group(g: Group) -> Check:
 _COMPILED: dict[int, tuple[Group, Check]] = {}
 _MAX_COMPILED = 50_000
 
+
 def check_of(g: Group) -> Check:
     hit = _COMPILED.get(id(g))
     if hit is not None and hit[0] is g:
@@ -113,8 +118,10 @@ def check_of(g: Group) -> Check:
     _COMPILED[id(g)] = (g, check)
     return check
 
+
 def holds(g: Group, sums: Sums | Metrics) -> bool:
     return check_of(g)(sums)
+
 
 def guarded(rule: Rule, sums: Sums | Metrics) -> bool:
     return (
@@ -123,11 +130,14 @@ def guarded(rule: Rule, sums: Sums | Metrics) -> bool:
         and (rule.min_clicks is None or sums.clicks >= rule.min_clicks)
     )
 
+
 def judge(rule: Rule, sums: Sums) -> Verdict:
     ok = guarded(rule, sums)
     return Verdict(ok, ok and holds(rule.conditions, sums), observed(sums))
 
+
 # ---- per-campaign state --------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class Mark:
@@ -137,6 +147,7 @@ class Mark:
     last_fired_at: datetime | None = None
     open_alert: str | None = None  # fingerprint of a fired alert not yet recovered
     open_day: date | None = None
+
 
 @dataclass(slots=True)
 class WatchState:
@@ -190,24 +201,26 @@ class WatchState:
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # Pickled at every snapshot too: flat tuples of ints and strings instead of
         # dataclasses and Decimals (see ``deltas.EntityState.__reduce__``).
-        seen = tuple((d.toordinal(), tuple(ads)) for d, ads in self.seen.items())
-        totals = tuple((k, tuple((d.toordinal(), *_pack(m)) for d, m in v.items())) for k, v in self.totals.items())
-        days = tuple((d.toordinal(), tuple((c, *_pack(m)) for c, m in ch.items())) for d, ch in self.days.items())
-        hours = tuple((c, tuple((k, *_pack(m)) for k, m in h.items())) for c, h in self.hours.items())
-        marks = tuple(
+        # (List comprehensions: a generator per nested container costs more than its items.)
+        seen = [(d.toordinal(), tuple(ads)) for d, ads in self.seen.items()]
+        totals = [(k, [(d.toordinal(), *_pack(m)) for d, m in v.items()]) for k, v in self.totals.items()]
+        days = [(d.toordinal(), [(c, *_pack(m)) for c, m in ch.items()]) for d, ch in self.days.items()]
+        hours = [(c, [(k, *_pack(m)) for k, m in h.items()]) for c, h in self.hours.items()]
+        marks = [
             (t, r, m.fired_day.toordinal() if m.fired_day else 0,
              _micros(m.last_fired_at) if m.last_fired_at else None, m.open_alert,
              m.open_day.toordinal() if m.open_day else 0)
             for t, ms in self.marks.items() for r, m in ms.items()
-        )
+        ]
         return (_restore_watch, (
             _micros(self.since), seen, totals, days, self.parents, hours, marks,
             self.latest_day.toordinal() if self.latest_day else 0, self.rules_seen,
             _micros(self.hours_since) if self.hours_since else None,
         ))
 
-def _restore_watch(since: int, seen: tuple[Any, ...], totals: tuple[Any, ...], days: tuple[Any, ...],
-                   parents: dict[str, str | None], hours: tuple[Any, ...], marks: tuple[Any, ...], latest: int,
+
+def _restore_watch(since: int, seen: list[Any], totals: list[Any], days: list[Any],
+                   parents: dict[str, str | None], hours: list[Any], marks: list[Any], latest: int,
                    rules_seen: int, hours_since: int | None) -> WatchState:
     state = WatchState(
         _from_micros(since),
@@ -227,8 +240,10 @@ def _restore_watch(since: int, seen: tuple[Any, ...], totals: tuple[Any, ...], d
             open_alert, date.fromordinal(open_day) if open_day else None)
     return state
 
+
 def _hour(ts: datetime) -> int:
     return int(ts.timestamp()) // 3600
+
 
 def _sum(ms: Collection[Metrics]) -> Metrics:
     if len(ms) == 1:
@@ -243,12 +258,14 @@ def _sum(ms: Collection[Metrics]) -> Metrics:
         revenue += m.revenue
     return Metrics(spend, impressions, clicks, conversions, revenue)
 
+
 class Target(NamedTuple):
     """What a rule judges: an ad, an ad set or a campaign (a tuple: built three times
     per snapshot, where a frozen dataclass costs several times more)."""
 
     level: str
     target_id: str
+
 
 def _contributes_to(applied: Applied) -> tuple[str, ...]:
     s = applied.snapshot
@@ -260,6 +277,7 @@ def _contributes_to(applied: Applied) -> tuple[str, ...]:
         return (f"adset:{s.adset_id}", f"campaign:{s.campaign_id}")
     return (f"campaign:{s.campaign_id}",)
 
+
 def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
     if t.level == "campaign":
         return lambda _c: True
@@ -268,10 +286,12 @@ def _children(state: WatchState, t: Target) -> Callable[[str], bool]:
         return lambda c: c == t.target_id or parents.get(c) == t.target_id
     return lambda c: c == t.target_id
 
+
 @functools.lru_cache(maxsize=256)
 def _dates(today: date, n: int) -> tuple[date, ...]:
     last = today.toordinal()
     return tuple(date.fromordinal(o) for o in range(last - n + 1, last + 1))
+
 
 def window_sums(state: WatchState, rule: Rule, t: Target, today: date, applied: Applied) -> Metrics | None:
     """The rule's window over one target; None when the watch cannot know it yet.  A
@@ -304,6 +324,7 @@ def window_sums(state: WatchState, rule: Rule, t: Target, today: date, applied: 
         return per_day.get(today) or NO_METRICS
     return _sum([m for d in _dates(today, rule.window_n) if (m := per_day.get(d)) is not None])
 
+
 def covers(rule: Rule, report_date: date, today: date) -> bool:
     """Does a change to ``report_date`` move this rule's window?"""
     if rule.window == "today":
@@ -311,6 +332,7 @@ def covers(rule: Rule, report_date: date, today: date) -> bool:
     if rule.window == "hours":
         return True
     return 0 <= today.toordinal() - report_date.toordinal() < rule.window_n
+
 
 def targets_for(applied: Applied, levels: Iterable[str]) -> list[Target]:
     s = applied.snapshot
@@ -328,10 +350,12 @@ def targets_for(applied: Applied, levels: Iterable[str]) -> list[Target]:
             out.append(Target("campaign", s.entity_id if s.entity_level == "campaign" else s.campaign_id))
     return out
 
+
 def watch_key(applied: Applied) -> str:
     """The campaign a snapshot belongs to: the key of its watch."""
     s = applied.snapshot
     return f"{s.workspace_id}:{s.provider}:{s.account_id}:{s.campaign_id}"
+
 
 def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], str | None]) -> bool:
     s = applied.snapshot
@@ -346,7 +370,10 @@ def in_scope(rule: Rule, applied: Applied, t: Target, name_of: Callable[[str], s
         return name is not None and rule.name_contains in name.lower()
     return True
 
-def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool, track_ad_days: bool) -> None:
+
+def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool, track_ad_days: bool) -> bool:
+    """Fold the snapshot in; False when no window but an hours one moved (the ad-day was
+    seen before and its delta is zero)."""
     s = applied.snapshot
     child = s.entity_id
     seen = state.seen.get(s.report_date)
@@ -354,9 +381,11 @@ def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool, t
         seen = state.seen[s.report_date] = set()
     if child in seen:
         change = applied.delta
+        moved = bool(change.spend or change.impressions or change.clicks or change.conversions or change.revenue)
     else:
         seen.add(child)
         change = s.metrics  # its day enters the totals whole
+        moved = True
     totals = state.totals
     for k in _contributes_to(applied):
         per_day = totals.get(k)
@@ -384,7 +413,7 @@ def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool, t
             state.hours.clear()
             state.parents.clear()
             state.hours_since = None
-        return
+        return moved
     if s.adset_id is not None:
         state.parents[child] = s.adset_id
     if state.hours_since is None:
@@ -398,10 +427,13 @@ def _fold(state: WatchState, applied: Applied, today: date, track_hours: bool, t
     if len(hours) > MAX_HOURS + 2:
         for old_hour in [x for x in hours if x <= h - MAX_HOURS - 1]:
             del hours[old_hour]
+    return moved
+
 
 def _fingerprint(rule: Rule, applied: Applied, t: Target, slot: str) -> str:
     s = applied.snapshot
     return f"{rule.id}|{s.provider}:{s.account_id}:{t.level}:{t.target_id}|{slot}|fired"
+
 
 def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str, today: date,
            sums: Metrics) -> Alert:
@@ -435,6 +467,7 @@ def _alert(rule: Rule, applied: Applied, t: Target, fingerprint: str, kind: str,
 
 _UNKNOWN = Metrics()  # a cache miss (compared by identity)
 WindowCache = dict[str, Metrics | None]  # window label -> its sums, for one target
+
 
 def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: date,
              cache: WindowCache) -> Alert | None:
@@ -487,6 +520,7 @@ def evaluate(state: WatchState, rule: Rule, applied: Applied, t: Target, today: 
     mark.open_alert, mark.open_day = fingerprint, today
     return _alert(rule, applied, t, fingerprint, "fired", today, sums)
 
+
 def watch(
     state: WatchState | None,
     applied: Applied,
@@ -503,7 +537,11 @@ def watch(
     if state is None:
         state = WatchState(since=s.captured_at)
     today = applied.local_day
-    _fold(state, applied, today, track_hours, track_ad_days)
+    if not _fold(state, applied, today, track_hours, track_ad_days) and not track_hours:
+        # Nothing moved (a poll without news of an ad-day already counted): every window
+        # is what the last evaluation saw, so nothing can fire (no delivery) or recover
+        # (already judged).  Hours windows slide with time: always judged.
+        return state, []
     alerts = []
     warming = s.captured_at - state.since < warmup
     for t in targets_for(applied, rules):
@@ -518,6 +556,7 @@ def watch(
                 if alert is not None:
                     alerts.append(alert)
     return state, alerts
+
 
 def forget_rules(state: WatchState, live: set[str]) -> None:
     """Drop the marks of rules that were deleted or paused."""
