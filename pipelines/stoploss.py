@@ -212,14 +212,14 @@ class WatchState:
              m.open_day.toordinal() if m.open_day else 0)
             for t, ms in self.marks.items() for r, m in ms.items()
         ]
-        return (_restore_watch, (
+        return (_restore_watch_v2, (
             _micros(self.since), seen, totals, days, self.parents, hours, marks,
             self.latest_day.toordinal() if self.latest_day else 0, self.rules_seen,
             _micros(self.hours_since) if self.hours_since else None,
         ))
 
 
-def _restore_watch(since: int, seen: list[Any], totals: list[Any], days: list[Any],
+def _restore_watch_v2(since: int, seen: list[Any], totals: list[Any], days: list[Any],
                    parents: dict[str, str | None], hours: list[Any], marks: list[Any], latest: int,
                    rules_seen: int, hours_since: int | None) -> WatchState:
     state = WatchState(
@@ -238,6 +238,25 @@ def _restore_watch(since: int, seen: list[Any], totals: list[Any], days: list[An
         state.marks.setdefault(t, {})[r] = Mark(
             date.fromordinal(fired) if fired else None, _from_micros(last) if last is not None else None,
             open_alert, date.fromordinal(open_day) if open_day else None)
+    return state
+
+
+def _restore_watch(since: int, days: tuple[Any, ...], parents: dict[str, str | None], hours: tuple[Any, ...],
+                   marks: tuple[Any, ...], latest: int, rules_seen: int, hours_since: int | None,
+                   contributes: dict[str, tuple[str, ...]]) -> WatchState:
+    """A watch snapshotted by the previous version (every ad's values per day, totals
+    derived): a recovery store written before an upgrade must still load.  The totals
+    are summed from those values; the ads' days stay until a fold finds no rule needing
+    them."""
+    state = _restore_watch_v2(since, [], [], list(days), parents, list(hours), list(marks), latest, rules_seen,
+                              hours_since)
+    for d, children in state.days.items():
+        state.seen[d] = set(children)
+        for child, m in children.items():
+            for k in contributes.get(child, ()):
+                per_day = state.totals.setdefault(k, {})
+                prev = per_day.get(d)
+                per_day[d] = m if prev is None else prev + m
     return state
 
 
