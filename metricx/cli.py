@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -127,6 +128,10 @@ def cmd_poller(args: argparse.Namespace) -> int:
     try:
         run_live(producer, world, interval_s=args.interval, seed=args.seed)
     except KeyboardInterrupt:
+        # Ctrl-C reaches this process twice under `make demo` (the terminal's signal to
+        # the process group, then the demo's own forward): the second must not cut the
+        # flush short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         producer.flush()
         log.info("poller stopped by interrupt; every published snapshot was delivered")
     return 0

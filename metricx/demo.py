@@ -125,7 +125,9 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
         ("notifier", [*exe, "notifier"]),
     ):
         with open(logs_dir / f"{name}.log", "ab") as out:
-            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+            # Their own process group: Ctrl-C in the terminal reaches only the demo, which
+            # forwards it once (twice, a second interrupt cut their graceful stops short).
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0))
     stopping = stop_on_signals()
     print(
         "\nmetricx demo running: simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL -> Redis -> dashboard\n"
