@@ -52,7 +52,9 @@ class RuleBook:
         found = by_account.get(account_id)
         return found if found is not None else by_account.get(_ANY, _EMPTY)
 
-    def _needs_of(self, workspace_id: str, account_id: str) -> tuple[bool, bool]:
+    def needs(self, workspace_id: str, account_id: str) -> tuple[bool, bool]:
+        """(hourly deltas, per-ad past days): what this account's watches must keep
+        beyond the totals."""
         by_account = self._needs.get(workspace_id)
         if by_account is None:
             return _NO_NEEDS
@@ -62,12 +64,12 @@ class RuleBook:
     def uses_hours(self, workspace_id: str, account_id: str) -> bool:
         """Whether a rule this account meets has an ``hours`` window (only then do its
         watches keep hourly deltas)."""
-        return self._needs_of(workspace_id, account_id)[0]
+        return self.needs(workspace_id, account_id)[0]
 
     def uses_ad_days(self, workspace_id: str, account_id: str) -> bool:
         """Whether an ad-level rule this account meets has a ``days`` window (only then
         do its watches keep each ad's past days)."""
-        return self._needs_of(workspace_id, account_id)[1]
+        return self.needs(workspace_id, account_id)[1]
 
     def rule_ids(self) -> set[str]:
         return set(self._rules)

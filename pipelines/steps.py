@@ -78,7 +78,7 @@ def watch_step(
     def name_of(entity_id: str) -> str | None:
         return book.name(s.workspace_id, s.provider, s.account_id, entity_id)
 
-    state, alerts = watch(state, applied, rules, name_of, warmup, book.uses_hours(s.workspace_id, s.account_id),
-                          book.uses_ad_days(s.workspace_id, s.account_id))
+    track_hours, track_ad_days = book.needs(s.workspace_id, s.account_id)
+    state, alerts = watch(state, applied, rules, name_of, warmup, track_hours, track_ad_days)
     state.rules_seen = book.generation
     return state, alerts

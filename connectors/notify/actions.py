@@ -80,16 +80,21 @@ class MetaStatusSetter:
 StatusSetter = Callable[[dict[str, Any], str, str, str], None]
 # (account, level, entity id, ad group id of an ad, "PAUSED" | "ENABLED")
 GoogleSetter = Callable[[GoogleAccount, str, str, str | None, str], object]
+# Each platform's word for the state an action leaves the entity in.
+META_STATUS = {"pause": "PAUSED", "resume": "ACTIVE"}
+GOOGLE_STATUS = {"pause": "PAUSED", "resume": "ENABLED"}
 
 
-def _meta(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta: StatusSetter, status: str,
-          secrets: list[str]) -> None:
+def _meta(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta: StatusSetter, action: str,
+          secrets: list[str]) -> str:
+    status = META_STATUS[action]
     account = alert.account_id.removeprefix("act_")
     connection = store.get(conn, keyring, str(alert.workspace_id), "meta", account)
     if connection is None:
         raise LookupError(f"no meta connection for account {account} in this workspace")
     secrets.extend(str(v) for v in connection.tokens.values() if v)
     meta(connection.tokens, alert.entity_level, alert.entity_id, status)
+    return status
 
 
 def _claim(conn: psycopg.Connection[Any], alert: AlertV1, action: str, dry_run: bool) -> bool:
@@ -112,7 +117,8 @@ def _finish(conn: psycopg.Connection[Any], alert: AlertV1, action: str, outcome:
 
 
 def _google(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, google: GoogleSetter | None,
-            status: str, secrets: list[str]) -> None:
+            action: str, secrets: list[str]) -> str:
+    status = GOOGLE_STATUS[action]
     customer = alert.account_id.replace("-", "")
     connection = store.get(conn, keyring, str(alert.workspace_id), "google", customer)
     if connection is None:
@@ -124,6 +130,16 @@ def _google(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, goo
     account = GoogleAccount(str(alert.workspace_id), customer, t.developer_token, t.access_token, t.refresh_token,
                             t.client_id, t.client_secret, connection.login_customer_id)
     google(account, alert.entity_level, alert.entity_id, alert.adset_id, status)
+    return status
+
+
+def _error_text(exc: Exception) -> str:
+    """What the audit row and the log say about a failed platform call (before redaction)."""
+    if isinstance(exc, FacebookRequestError):
+        return f"meta error {exc.api_error_code()}: {exc.api_error_message()}"
+    if isinstance(exc, GoogleStatusError):
+        return str(exc)  # already built from the GoogleAdsFailure
+    return f"{type(exc).__name__}: {exc}"
 
 
 def apply(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta: StatusSetter,
@@ -150,27 +166,16 @@ def apply(conn: psycopg.Connection[Any], keyring: Keyring, alert: AlertV1, meta:
     if dry_run:
         log.info("entity action recorded as dry run", extra=ctx)
         return "would"
-    status = "PAUSED" if action == "pause" else "ENABLED" if alert.provider == "google" else "ACTIVE"
     secrets: list[str] = []
     try:
         if alert.provider == "google":
-            _google(conn, keyring, alert, google, status, secrets)
-        elif alert.provider != "meta":
-            raise NotImplementedError(f"{action} is not supported for {alert.provider} yet")
+            status = _google(conn, keyring, alert, google, action, secrets)
+        elif alert.provider == "meta":
+            status = _meta(conn, keyring, alert, meta, action, secrets)
         else:
-            _meta(conn, keyring, alert, meta, status, secrets)
-    except GoogleStatusError as exc:
-        err = redact(str(exc), secrets)
-        _finish(conn, alert, action, "failed", err)
-        log.error("entity action failed", extra={**ctx, "error": err})
-        return "failed"
-    except FacebookRequestError as exc:
-        err = redact(f"meta error {exc.api_error_code()}: {exc.api_error_message()}", secrets)
-        _finish(conn, alert, action, "failed", err)
-        log.error("entity action failed", extra={**ctx, "error": err})
-        return "failed"
+            raise NotImplementedError(f"{action} is not supported for {alert.provider} yet")
     except Exception as exc:
-        err = redact(f"{type(exc).__name__}: {exc}", secrets)
+        err = redact(_error_text(exc), secrets)
         _finish(conn, alert, action, "failed", err)
         log.error("entity action failed", extra={**ctx, "error": err})
         return "failed"

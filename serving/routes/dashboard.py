@@ -131,12 +131,20 @@ def _series_read(pool: ConnectionPool | None, conn: Conn, ws: uuid.UUID, cur: st
 Currency = Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="ISO 4217; default: largest spend")]
 
 
-def period_for(ws_tz: str, timeframe: Timeframe | None, start: date | None, end: date | None) -> Period:
-    """Resolve the request's timeframe in the workspace's zone; 422 with the reason."""
+def today_and_period(ws_tz: str, timeframe: Timeframe | None, start: date | None, end: date | None
+                     ) -> tuple[date, Period]:
+    """The workspace's today and the request's timeframe resolved against it (one clock
+    read: both agree across midnight); 422 with the reason."""
     try:
-        return resolve(timeframe, start, end, local_today(utc_now(), ws_tz))
+        today = local_today(utc_now(), ws_tz)
+        return today, resolve(timeframe, start, end, today)
     except TimeframeError as exc:
         raise HTTPException(422, str(exc)) from None
+
+
+def period_for(ws_tz: str, timeframe: Timeframe | None, start: date | None, end: date | None) -> Period:
+    """Resolve the request's timeframe in the workspace's zone; 422 with the reason."""
+    return today_and_period(ws_tz, timeframe, start, end)[1]
 
 
 def pick_currency(conn: Conn, ws: CurrentWorkspace, wanted: str | None, *periods: Period) -> tuple[str | None, list[str]]:
@@ -185,7 +193,7 @@ def dashboard(
     ``metrics_campaign_daily`` (both equal to ``metrics_daily``'s sums), intraday series
     from ``metrics_15m`` / ``metrics_hourly``, in one currency, filtered on report dates
     in the workspace's timezone."""
-    period = period_for(ws.timezone, timeframe, start, end)
+    today, period = today_and_period(ws.timezone, timeframe, start, end)
     prev = previous(period)
     cache: VersionedCache[_Figures] | None = getattr(request.app.state, "dashboard_figures", None)
     row = conn.execute(WAL_POSITION).fetchone() if cache is not None else None
@@ -194,7 +202,7 @@ def dashboard(
     figures = cache.get(key, version) if cache is not None else None
     if figures is None:
         campaigns = getattr(request.app.state, "dashboard_campaigns", None)
-        figures = _figures(side_pool(request), campaigns, conn, ws.id, period, prev, local_today(utc_now(), ws.timezone),
+        figures = _figures(side_pool(request), campaigns, conn, ws.id, period, prev, today,
                            currency, top)
         if cache is not None:
             cache.put(key, version, figures)

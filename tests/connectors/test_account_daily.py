@@ -20,7 +20,7 @@ import connectors.timescale as ts
 from connectors.timescale import ACCOUNT_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
-from tests.connectors.test_campaign_daily import Writer, rows, until, waiting_on_a_lock
+from tests.connectors.test_campaign_daily import Writer, race, rows, until, waiting_on_a_lock
 from tests.integration.conftest import database, services  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.services
@@ -63,40 +63,15 @@ def test_concurrent_partitions_writing_campaigns_of_the_same_accounts(database: 
     today = datetime.now(UTC).date()
     days = [today - timedelta(days=1), today]
     campaigns = 8
-    rounds = 40
-    writers = [Writer(database, p) for p in range(2)]
     start = datetime.now(UTC) - timedelta(hours=2)
-    errors: list[BaseException] = []
-    stale: list[int] = []
-    barrier = threading.Barrier(len(writers))
 
-    def run(w: Writer) -> None:
-        rng = random.Random(w.partition)
-        try:
-            for r in range(rounds):
-                captured = start + timedelta(seconds=r)
-                # Partition p owns the ads with ad % 2 == p, hence the campaigns with the same
-                # parity: both partitions write every account, never the same campaign.
-                snaps = [snap(ws, ad, ad % campaigns, d, captured, rng, r + 1)
-                         for ad in range(w.partition, 5 * campaigns, len(writers)) for d in days]
-                batch = w.batch(snaps)
-                barrier.wait(timeout=30)
-                w.store.write(batch)
-                barrier.wait(timeout=30)
-                if w.partition == 0 and rows(database, FROM_ROLLUP) != rows(database, FROM_DAILY):
-                    stale.append(r)
-                barrier.wait(timeout=30)
-        except BaseException as exc:
-            errors.append(exc)
-            barrier.abort()
+    def snaps(partition: int, r: int, rng: random.Random) -> list[Snapshot]:
+        # Partition p owns the ads with ad % 2 == p, hence the campaigns with the same
+        # parity: both partitions write every account, never the same campaign.
+        return [snap(ws, ad, ad % campaigns, d, start + timedelta(seconds=r), rng, r + 1)
+                for ad in range(partition, 5 * campaigns, 2) for d in days]
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in writers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    for w in writers:
-        w.store.close()
+    errors, stale = race(database, 2, 40, snaps, FROM_ROLLUP, FROM_DAILY)
     assert not errors, errors
     assert stale == [], f"rounds whose rollup missed the other partition's campaigns: {stale}"
     assert_rollup_exact(database)

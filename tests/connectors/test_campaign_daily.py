@@ -10,6 +10,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -92,35 +93,26 @@ def snap(ws: uuid.UUID, ad: int, campaign: int, day: date, captured_at: datetime
     )
 
 
-def test_concurrent_partitions_writing_ads_of_the_same_campaigns(database: str) -> None:  # noqa: F811
-    """Two writers (threads, own connections) commit different ads of the same
-    campaign-days at the same time, many times over; every campaign-day equals the sum of
-    its ads.  Without the lock-then-sum order, one commit's sum misses the other's ads."""
-    ws = uuid.uuid4()
-    today = datetime.now(UTC).date()
-    days = [today - timedelta(days=1), today]
-    campaigns = 4
-    rounds = 40
-    writers = [Writer(database, p) for p in range(2)]
-    start = datetime.now(UTC) - timedelta(hours=2)
+def race(url: str, partitions: int, rounds: int, snaps: Callable[[int, int, random.Random], list[Snapshot]],
+         rollup: str, expected: str) -> tuple[list[BaseException], list[int]]:
+    """Commit partitions (threads, own connections) each commit one batch per round, all
+    at the same moment; after every round partition 0 compares the ``rollup`` query with
+    the ``expected`` one (only a race's *last* loser would survive to the end).  Returns
+    the errors and the rounds whose rollup was wrong; closes the writers."""
+    writers = [Writer(url, p) for p in range(partitions)]
     errors: list[BaseException] = []
     stale: list[int] = []
-    barrier = threading.Barrier(len(writers))
+    barrier = threading.Barrier(partitions)
 
     def run(w: Writer) -> None:
         rng = random.Random(w.partition)
         try:
             for r in range(rounds):
-                captured = start + timedelta(seconds=r)
-                # Partition p owns the ads with ad % 2 == p; every campaign has ads on both.
-                snaps = [snap(ws, ad, ad % campaigns, d, captured, rng, r + 1)
-                         for ad in range(w.partition, 20 * campaigns, len(writers)) for d in days]
-                batch = w.batch(snaps)
+                batch = w.batch(snaps(w.partition, r, rng))
                 barrier.wait(timeout=30)
                 w.store.write(batch)
                 barrier.wait(timeout=30)
-                # Only a race's *last* loser would survive to the end: check every round.
-                if w.partition == 0 and rows(database, FROM_ROLLUP) != rows(database, FROM_DAILY):
+                if w.partition == 0 and rows(url, rollup) != rows(url, expected):
                     stale.append(r)
                 barrier.wait(timeout=30)
         except BaseException as exc:
@@ -134,6 +126,25 @@ def test_concurrent_partitions_writing_ads_of_the_same_campaigns(database: str) 
         t.join(timeout=120)
     for w in writers:
         w.store.close()
+    return errors, stale
+
+
+def test_concurrent_partitions_writing_ads_of_the_same_campaigns(database: str) -> None:  # noqa: F811
+    """Two writers (threads, own connections) commit different ads of the same
+    campaign-days at the same time, many times over; every campaign-day equals the sum of
+    its ads.  Without the lock-then-sum order, one commit's sum misses the other's ads."""
+    ws = uuid.uuid4()
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=1), today]
+    campaigns = 4
+    start = datetime.now(UTC) - timedelta(hours=2)
+
+    def snaps(partition: int, r: int, rng: random.Random) -> list[Snapshot]:
+        # Partition p owns the ads with ad % 2 == p; every campaign has ads on both.
+        return [snap(ws, ad, ad % campaigns, d, start + timedelta(seconds=r), rng, r + 1)
+                for ad in range(partition, 20 * campaigns, 2) for d in days]
+
+    errors, stale = race(database, 2, 40, snaps, FROM_ROLLUP, FROM_DAILY)
     assert not errors, errors
     assert stale == [], f"rounds whose rollup missed the other partition's ads: {stale}"
     assert_rollup_exact(database)

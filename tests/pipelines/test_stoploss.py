@@ -22,6 +22,7 @@ from pipelines.rulebook import RuleBook
 from pipelines.steps import watch_step, watch_target
 from pipelines.stoploss import Target, WatchState, judge, targets_for, watch, watch_key
 from schemas.alerts import Alert
+from schemas.insight import Snapshot
 from schemas.rules import Condition, Group, Rule, RuleV1, to_rule
 from tests.factories import WS, metrics, snap
 
@@ -66,6 +67,15 @@ class Feed:
         st_, alerts = watch(self.watches.get(key), outcome, {self.level: tuple(self.rules)}, warmup=self.warmup)
         self.watches[key] = st_
         return alerts
+
+
+def routed(book: RuleBook, s: Snapshot) -> Applied:
+    """A first snapshot through the delta step and the flow's routing to its watch."""
+    _, applied = apply_snapshot(None, s)
+    assert isinstance(applied, Applied)
+    found = watch_target(book, applied)
+    assert found is not None
+    return found[1]
 
 
 def kinds(alerts: list[Alert]) -> list[str]:
@@ -254,17 +264,12 @@ def test_scope_filters_provider_account_campaign_and_name() -> None:
     g = Feed([rule(BURN, scope={"level": "ad", "account_ids": ["act-1"], "campaign_ids": ["cmp-1"]})])
     assert kinds(g.push(T0, "90")) == ["fired"]
     book = RuleBook([rule(BURN, scope={"level": "ad", "name_contains": "Retarget"})])
-    s = snap(T0, DAY, metrics("90", 9000, 100))
-    _, applied = apply_snapshot(None, s)
-    assert isinstance(applied, Applied)
-    found = watch_target(book, applied)
-    assert found is not None
-    item = found[1]
+    item = routed(book, snap(T0, DAY, metrics("90", 9000, 100)))
     assert watch_step(book, NO_WARMUP, None, item)[1] == []  # name unknown: never matches
     book.set_names({(WS, "sim", "act-1", "ad-1"): "US retargeting 2"})
     assert kinds(watch_step(book, NO_WARMUP, None, item)[1]) == ["fired"]
     other = RuleBook([rule(BURN, scope={"level": "ad", "account_ids": ["act-2"]})])
-    assert watch_target(other, applied) is None  # the rule's account is not this one
+    assert watch_target(other, item) is None  # the rule's account is not this one
 
 
 def test_replay_from_a_snapshot_reproduces_the_same_fingerprints() -> None:
@@ -301,16 +306,12 @@ def test_rulebook_indexes_account_scoped_rules_per_account() -> None:
 
 def test_watch_is_dropped_when_its_levels_last_rule_goes() -> None:
     book = RuleBook([rule(BURN)])
-    _, applied = apply_snapshot(None, snap(T0, DAY, metrics("10", 100, 1)))
-    assert isinstance(applied, Applied)
-    found = watch_target(book, applied)
-    assert found is not None
-    item = found[1]
+    item = routed(book, snap(T0, DAY, metrics("10", 100, 1)))
     state, _ = watch_step(book, NO_WARMUP, None, item)
     assert state is not None
     book.remove(book.for_account(WS, "act-1")["ad"][0].id)
     assert watch_step(book, NO_WARMUP, state, item) == (None, [])
-    assert watch_target(book, applied) is None
+    assert watch_target(book, item) is None
 
 
 @pytest.mark.parametrize("level, expected", [("ad", "ad-1"), ("adset", "set-1"), ("campaign", "cmp-1")])
@@ -354,11 +355,7 @@ def test_watch_state_survives_bytewax_snapshots() -> None:
 def test_hourly_deltas_are_kept_only_while_an_hours_rule_exists() -> None:
     daily = rule(BURN)
     book = RuleBook([daily])
-    _, first = apply_snapshot(None, snap(T0, DAY, metrics("10", 100, 1)))
-    assert isinstance(first, Applied)
-    found = watch_target(book, first)
-    assert found is not None
-    item = found[1]
+    item = routed(book, snap(T0, DAY, metrics("10", 100, 1)))
     state, _ = watch_step(book, NO_WARMUP, None, item)
     assert state is not None and state.hours == {} and state.hours_since is None
     hourly = rule([{"metric": "spend", "operator": ">=", "value": "1"}], window={"kind": "hours", "n": 1})

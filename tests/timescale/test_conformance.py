@@ -355,6 +355,19 @@ def history(now: datetime) -> list[Snapshot]:
     ]
 
 
+# The rollups, each kept by the writer's commit: the campaign-days and account-days
+# recomputed from metrics_daily's rows, the account buckets by differences around the
+# metrics_15m upsert (with the count of ad rows beneath each).
+ROLLUPS = (
+    ("metrics_campaign_daily", "workspace_id::text, provider, account_id, campaign_id, report_date, currency",
+     VALS_SQL, "metrics_daily", SUMS_SQL),
+    ("metrics_account_daily", "workspace_id::text, provider, account_id, report_date, currency",
+     VALS_SQL, "metrics_daily", SUMS_SQL),
+    ("metrics_account_15m", "workspace_id::text, provider, account_id, report_date, currency, bucket_start",
+     f"{VALS_SQL}, ad_rows", "metrics_15m", f"{SUMS_SQL}, count(*)::int"),
+)
+
+
 # ---------------------------------------------------------------------------- checks
 
 
@@ -369,41 +382,13 @@ def check_invariants(world: World) -> None:
     daily = per_series(dsn, f"SELECT {KEY_SQL}, {VALS_SQL} FROM metrics_daily")
     assert daily == daily_expected
 
-    # The campaign-day rollup the pipeline keeps in the same transaction: metrics_daily's sums.
-    campaign_key = "workspace_id::text, provider, account_id, campaign_id, report_date, currency"
-    campaigns = query(
-        dsn,
-        f"SELECT {campaign_key}, {VALS_SQL} FROM metrics_campaign_daily ORDER BY 1, 2, 3, 4, 5, 6",
-    )
-    sums = query(
-        dsn,
-        f"SELECT {campaign_key}, {SUMS_SQL} FROM metrics_daily GROUP BY 1, 2, 3, 4, 5, 6 "
-        "ORDER BY 1, 2, 3, 4, 5, 6",
-    )
-    assert campaigns and campaigns == sums
-
-    # The account-day rollup, recomputed from the campaign-days in the same transaction.
-    account_key = "workspace_id::text, provider, account_id, report_date, currency"
-    accounts = query(
-        dsn, f"SELECT {account_key}, {VALS_SQL} FROM metrics_account_daily ORDER BY 1, 2, 3, 4, 5"
-    )
-    account_sums = query(
-        dsn,
-        f"SELECT {account_key}, {SUMS_SQL} FROM metrics_daily GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
-    )
-    assert accounts and accounts == account_sums
-
-    # The account buckets, kept by differences around the metrics_15m upsert.
-    bucket_key = "workspace_id::text, provider, account_id, report_date, currency, bucket_start"
-    account_buckets = query(
-        dsn, f"SELECT {bucket_key}, {VALS_SQL}, ad_rows FROM metrics_account_15m ORDER BY 1, 2, 3, 4, 5, 6"
-    )
-    bucket_sums = query(
-        dsn,
-        f"SELECT {bucket_key}, {SUMS_SQL}, count(*)::int FROM metrics_15m GROUP BY 1, 2, 3, 4, 5, 6 "
-        "ORDER BY 1, 2, 3, 4, 5, 6",
-    )
-    assert account_buckets and account_buckets == bucket_sums
+    # The rollups the pipeline keeps in the same transaction equal the sums of the rows
+    # beneath them: (rollup, its key, its columns, the source, the source's sums).
+    for rollup, key, cols, source, sums in ROLLUPS:
+        order = ", ".join(str(n + 1) for n in range(key.count(",") + 1))
+        kept = query(dsn, f"SELECT {key}, {cols} FROM {rollup} ORDER BY {order}")
+        expected = query(dsn, f"SELECT {key}, {sums} FROM {source} GROUP BY {order} ORDER BY {order}")
+        assert kept and kept == expected, rollup
 
     last_captured = {
         tuple(r[:5]): r[5]
