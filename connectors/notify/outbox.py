@@ -12,7 +12,9 @@ carries, right before that message goes out, and marked right after it.
 Per channel, deliveries are serialized: the claim locks the channel row, and a channel with
 a live ``sending`` lease or a ``failed`` row still waiting (429 Retry-After, 5xx backoff)
 is not claimed at all — so a Retry-After is honoured for every alert of the webhook, also
-by another notifier process or after a restart.
+by another notifier process or after a restart.  Ingest holds a share lock on the channels
+it queues on until it commits; a claim skips such a channel for that moment, and a
+sender disabling it waits, so nothing is queued on a channel behind its final sweep.
 
 Functions take a connection in autocommit mode; each unit of work is its own transaction.
 """
@@ -77,8 +79,12 @@ def ingest(conn: psycopg.Connection[Any], alert: AlertV1) -> IngestResult:
         )
         created = cur.rowcount == 1
         wanted = list(dict.fromkeys(alert.actions.notify))
+        # FOR SHARE: a sender disabling one of these channels (Slack 410) waits until this
+        # transaction commits, so its sweep of the channel's queue sees the rows queued here;
+        # without the lock a row queued on the just-disabled channel stayed 'pending' forever.
         rows = conn.execute(
-            "SELECT id, status, last_error FROM channels WHERE workspace_id = %s AND id = ANY(%s)",
+            "SELECT id, status, last_error FROM channels WHERE workspace_id = %s AND id = ANY(%s) "
+            "ORDER BY id FOR SHARE",
             (ws, wanted),
         ).fetchall()
         known = {r[0]: (r[1], r[2]) for r in rows}

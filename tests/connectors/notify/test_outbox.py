@@ -7,6 +7,8 @@ A controllable clock drives the sender's own pacing; the database's hold on a ch
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +20,7 @@ from connectors.notify import outbox
 from connectors.notify.config import NotifierSettings
 from connectors.notify.notifier import Sender
 from connectors.notify.slack import SlackClient
-from tests.connectors.notify.factory import OTHER_WS, alert, channel, keyring, workspace
+from tests.connectors.notify.factory import OTHER_WS, WS, alert, channel, keyring, workspace
 from tests.connectors.notify.smtp_fake import FakeSmtp
 from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
@@ -176,6 +178,41 @@ def test_410_disables_the_channel_and_kills_its_queue(conn: psycopg.Connection[A
     assert len(slack.received) == 1
     r = outbox.ingest(conn, alert(99, notify=[ch]))
     assert r.dead == [ch]
+
+
+def test_a_channel_disabled_while_an_alert_is_queued_on_it_leaves_nothing_pending(
+    conn: psycopg.Connection[Any], database: str,  # noqa: F811
+) -> None:
+    """The race CI once lost: the consumer queues an alert on a channel (transaction still
+    open) while a sender gets a 410 there and sweeps the channel's queue.  The sweep must
+    see the queued row, or it stays 'pending' on a disabled channel, never sent or killed."""
+    ch = channel(conn, "slack", "http://127.0.0.1:9/hook")
+    with psycopg.connect(database, autocommit=True) as consumer, \
+            psycopg.connect(database, autocommit=True) as sender:
+        sender_pid = sender.info.backend_pid
+        done = threading.Event()
+        with consumer.transaction():  # the consumer's batch transaction
+            outbox.ingest(consumer, alert(1, notify=[ch]))
+
+            def disable() -> None:
+                outbox.disable_channel(sender, WS, ch, [], "slack webhook refused with 410: channel_is_archived")
+                done.set()
+
+            t = threading.Thread(target=disable)
+            t.start()
+            # Either the sender waits for the consumer's commit (the fix) or it finishes
+            # first; give it the time to do the latter before committing.
+            deadline = time.monotonic() + 5.0
+            while not done.is_set() and time.monotonic() < deadline:
+                waiting = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                       (sender_pid,)).fetchone()
+                if waiting == ("Lock",):
+                    break
+                time.sleep(0.02)
+        t.join(10)
+        assert not t.is_alive()
+    assert {v[0] for v in rows(conn, ch).values()} == {"dead"}
+    assert outbox.ingest(conn, alert(2, notify=[ch])).dead == [ch]
 
 
 def test_5xx_backs_off_and_dies_after_max_attempts(conn: psycopg.Connection[Any], slack: FakeSlack) -> None:
