@@ -85,6 +85,7 @@ def _upsert_newest(table: str, columns: tuple[str, ...], key: tuple[str, ...], s
 # sees whatever the previous lock holder committed.  Summing inside the locking
 # statement would read a stale snapshot and the last writer would win.
 CAMPAIGN_KEY5 = ("workspace_id", "provider", "account_id", "campaign_id", "report_date")
+GONE = "stage_gone_campaign_days"  # account-days (with currency) that lost a campaign-day in this transaction
 CAMPAIGN_KEY = (*CAMPAIGN_KEY5, "currency")
 _CK5, _CK = _cols(CAMPAIGN_KEY5), _cols(CAMPAIGN_KEY)
 
@@ -115,10 +116,14 @@ CAMPAIGN_DAILY = [
     + f", updated_at = clock_timestamp() FROM s WHERE {_eq('c', 's', CAMPAIGN_KEY)} "
     f"AND ({_row('c', _TZ_MEASURES)}) IS DISTINCT FROM ({_row('s', _TZ_MEASURES)})",
     # A touched campaign-day (in a currency) without any ad row left (its ads moved to
-    # another currency, or a placeholder for a row the guard refused): gone.
-    f"DELETE FROM metrics_campaign_daily c USING (SELECT DISTINCT {_CK5} FROM {STAGE}) t "
+    # another currency, or a placeholder for a row the guard refused): gone.  Its
+    # account-day is noted, so the account-day is rewritten even when the gone row
+    # summed to zero (its version must move: the dashboard ranks that account again).
+    f"WITH gone AS (DELETE FROM metrics_campaign_daily c USING (SELECT DISTINCT {_CK5} FROM {STAGE}) t "
     f"WHERE {_eq('c', 't', CAMPAIGN_KEY5)} AND NOT EXISTS (SELECT 1 FROM metrics_daily d "
-    f"WHERE {_eq('d', 'c', CAMPAIGN_KEY)})",
+    f"WHERE {_eq('d', 'c', CAMPAIGN_KEY)}) "
+    f"RETURNING {_row('c', ('workspace_id', 'provider', 'account_id', 'report_date', 'currency'))}) "
+    f"INSERT INTO {GONE} SELECT DISTINCT * FROM gone",
 ]
 
 
@@ -153,7 +158,8 @@ ACCOUNT_DAILY = [
     # ...or a campaign-day under it was written by this transaction (whose updated_at is
     # at least its start), even if the account's sums came out the same: the account-day
     # row's version then stands for everything beneath it (serving.queries.day_versions).
-    f"OR s.changed_at >= now())",
+    f"OR s.changed_at >= now() "
+    f"OR EXISTS (SELECT 1 FROM {GONE} g WHERE {_eq('g', 's', ACCOUNT_KEY)}))",
     # A touched account-day (in a currency) without any campaign-day left: gone.
     f"DELETE FROM metrics_account_daily a USING (SELECT DISTINCT {_AK4} FROM {STAGE}) t "
     f"WHERE {_eq('a', 't', ACCOUNT_KEY4)} AND NOT EXISTS (SELECT 1 FROM metrics_campaign_daily c "
@@ -224,7 +230,9 @@ assert DAILY_COLUMNS[-1] == "last_captured_at"
 CREATE_STAGE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ("
     + ", ".join(f"{c} {t}" for c, t in zip(STAGE_COLUMNS, STAGE_TYPES, strict=True))
-    + ") ON COMMIT DELETE ROWS"
+    + ") ON COMMIT DELETE ROWS;\n"
+    f"CREATE TEMP TABLE IF NOT EXISTS {GONE} (workspace_id uuid, provider text, account_id text, "
+    "report_date date, currency text) ON COMMIT DELETE ROWS"
 )
 COPY_STAGE = f"COPY {STAGE} ({_cols(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 INSERT_STAGE = f"INSERT INTO {STAGE} ({_cols(STAGE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(STAGE_COLUMNS))})"

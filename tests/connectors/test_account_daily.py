@@ -179,6 +179,33 @@ def test_an_account_day_that_changes_currency_moves(database: str) -> None:  # n
     assert rows(database, q) == [("EUR",)]
 
 
+def test_a_zero_campaign_day_leaving_a_currency_rewrites_the_account_day(database: str) -> None:  # noqa: F811
+    """A campaign-day that summed to zero leaves USD (its ad moved to EUR) while another
+    campaign keeps the USD account-day: the sums stay, but the row must be rewritten, or
+    its version stands still and the dashboard keeps ranking the gone campaign."""
+    ws = uuid.uuid4()
+    w = Writer(database, 0)
+    day = datetime.now(UTC).date()
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    zero = snap(ws, 1, 0, day, t0, random.Random(1), 0, "USD")
+    assert zero.metrics == Metrics(Decimal(0), 0, 0, Decimal(0), Decimal(0))
+    usd_row = ("SELECT spend, impressions, clicks, conversions, revenue, xmin::text FROM metrics_account_daily "
+               "WHERE currency = 'USD'")
+    campaigns = "SELECT campaign_id FROM metrics_campaign_daily WHERE currency = 'USD' ORDER BY 1"
+    try:
+        w.store.write(w.batch([zero, snap(ws, 2, 1, day, t0, random.Random(2), 1, "USD")]))
+        assert rows(database, campaigns) == [("cmp-0",), ("cmp-1",)]
+        before = rows(database, usd_row)
+        w.store.write(w.batch([snap(ws, 1, 0, day, t0 + timedelta(minutes=1), random.Random(3), 1, "EUR")]))
+    finally:
+        w.store.close()
+    assert rows(database, campaigns) == [("cmp-1",)]
+    after = rows(database, usd_row)
+    assert [r[:-1] for r in after] == [r[:-1] for r in before]  # same sums...
+    assert after[0][-1] != before[0][-1]  # ...in a rewritten row
+    assert_rollup_exact(database)
+
+
 def test_the_migration_backfills_from_the_campaign_days(database: str) -> None:  # noqa: F811
     """Data written before 0007 (the campaign-day branch at 0005) is in the account-day
     rollup after upgrading; a downgrade to 0005 drops the table and restores 0005's index."""
