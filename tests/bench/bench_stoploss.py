@@ -62,7 +62,7 @@ def agency_rules(world: World, total: int, seed: int = 7) -> list[RuleV1]:
         lambda: {"scope": {"level": "campaign"}, "conditions": {
             "op": "and", "conditions": [_cond("spend", ">", str(rnd.randint(3000, 8000)))]}},
     ]
-    rules = []
+    rules: list[RuleV1] = []
     accounts = list(world.accounts)
     i = 0
     while len(rules) < total:

@@ -9,9 +9,18 @@ from datetime import UTC, datetime, timedelta
 from connectors.kafka import Producer, encode_snapshot
 from metricx.settings import Settings
 from schemas.envelope import H_OFFSET, H_PARTITION, H_REASON, H_STAGE, H_TOPIC
+from schemas.metrics import Metrics
 from tests.factories import metrics, snap
 from tests.integration.conftest import Pipeline, Topics
-from tests.integration.totals import consume_all, normalise, per_series, progress, wait_until
+from tests.integration.totals import (
+    SeriesKey,
+    consume_all,
+    header,
+    normalise,
+    per_series,
+    progress,
+    wait_until,
+)
 
 
 def test_bad_messages_are_dead_lettered_and_good_ones_counted(
@@ -46,9 +55,9 @@ def test_bad_messages_are_dead_lettered_and_good_ones_counted(
         k, v = encode_snapshot(s)
         producer.send(topics.raw, v, k)
     producer.flush()
-    for k, v in bad_values:
-        producer.send(topics.raw, v if v is not None else None, k)  # type: ignore[arg-type]
-        expected_bad.append((v, "validate"))
+    for bad_k, bad_v in bad_values:
+        producer.send(topics.raw, bad_v if bad_v is not None else None, bad_k)  # type: ignore[arg-type]
+        expected_bad.append((bad_v, "validate"))
     for s in (conflict, too_old):
         k, v = encode_snapshot(s)
         producer.send(topics.raw, v, k)
@@ -61,21 +70,20 @@ def test_bad_messages_are_dead_lettered_and_good_ones_counted(
 
     dead = consume_all(services.kafka_bootstrap, topics.deadletter, len(expected_bad))
     assert len(dead) == len(expected_bad)
-    got = sorted(((m.value() or b""), dict(m.headers())[H_STAGE].decode()) for m in dead)
+    got = sorted(((m.value() or b""), header(m, H_STAGE).decode()) for m in dead)
     assert got == sorted(((v or b""), stage) for v, stage in expected_bad)
     for m in dead:
-        h = dict(m.headers())
-        assert h[H_REASON].decode().strip()
-        assert h[H_TOPIC].decode() == topics.raw
-        assert 0 <= int(h[H_PARTITION]) < topics.partitions and int(h[H_OFFSET]) >= 0
+        assert header(m, H_REASON).decode().strip()
+        assert header(m, H_TOPIC).decode() == topics.raw
+        assert 0 <= int(header(m, H_PARTITION)) < topics.partitions and int(header(m, H_OFFSET)) >= 0
 
-    reasons = " | ".join(dict(m.headers())[H_REASON].decode() for m in dead)
+    reasons = " | ".join(header(m, H_REASON).decode() for m in dead)
     for fragment in ("not valid JSON", "impressions", "schema", "captured_at", "spend", "future",
                      "does not match", "tombstone", "conflicting", "restatement window"):
         assert fragment in reasons, fragment
 
     # Every good snapshot counted once: per series, deltas sum to the latest snapshot.
-    expected: dict = {}  # type: ignore[type-arg]
+    expected: dict[SeriesKey, Metrics] = {}
     for s in good:
         expected[(s.workspace_id, s.provider, s.account_id, s.entity_id, s.report_date)] = s.metrics
     assert normalise(per_series(database, "metric_deltas")) == normalise(expected)

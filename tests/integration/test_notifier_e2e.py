@@ -215,9 +215,9 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         dead: list[Any] = []
         deadline = time.monotonic() + 30
         while len(dead) < 2 and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is not None and m.error() is None:
-                dead.append(m)
+            msg = c.poll(0.5)
+            if msg is not None and msg.error() is None:
+                dead.append(msg)
         c.close()
         assert len(dead) == 2 and all(dict(d.headers() or [])[H_STAGE] == b"notifier" for d in dead)
         assert b"bad\\u0000name" in dead[1].value()  # the original bytes, untouched

@@ -23,6 +23,7 @@ from connectors.sim.generator import expected_totals, poll_stream
 from connectors.sim.world import build_world
 from metricx.settings import Settings
 from schemas.insight import Snapshot
+from schemas.metrics import Metrics
 from tests.integration.conftest import Pipeline, Topics
 from tests.integration.totals import SeriesKey, latest_snapshots, normalise, per_series, progress, wait_until
 
@@ -43,11 +44,11 @@ def publish(services: Settings, topic: str, snaps: list[Snapshot]) -> None:
     producer.flush()
 
 
-def stored_equals(database: str, expected: dict[SeriesKey, object]) -> bool:
+def stored_equals(database: str, expected: dict[SeriesKey, Metrics]) -> bool:
     return normalise(per_series(database, "metrics_daily")) == expected
 
 
-def assert_exact(database: str, expected: dict[SeriesKey, object]) -> None:
+def assert_exact(database: str, expected: dict[SeriesKey, Metrics]) -> None:
     assert normalise(latest_snapshots(database)) == expected
     for table in TABLES:
         assert normalise(per_series(database, table)) == expected, table
@@ -86,7 +87,9 @@ def test_simulated_load_gives_exact_totals(
     for ws in {s.workspace_id for s in snaps}:
         entries = r.xrevrange(live_stream_key(ws), count=1)
         assert entries, f"no live update for workspace {ws}"
-        msg = json.loads(entries[0][1][b"data"])
+        fields = entries[0][1]
+        assert fields is not None, f"live update without fields for workspace {ws}"
+        msg = json.loads(fields[b"data"])
         assert msg["schema"] == "metricx.live.v1" and msg["workspace_id"] == ws and msg["changes"]
 
 

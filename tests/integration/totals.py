@@ -32,14 +32,14 @@ def norm(m: Metrics) -> Metrics:
 def per_series(url: str, table: str, where: str = "") -> dict[SeriesKey, Metrics]:
     q = f"SELECT {KEY}, {SUMS} FROM {table} {where} GROUP BY {KEY}"
     with psycopg.connect(url) as conn:
-        return {tuple(r[:5]): _m(r[5:]) for r in conn.execute(q).fetchall()}  # type: ignore[misc]
+        return {tuple(r[:5]): _m(r[5:]) for r in conn.execute(q).fetchall()}
 
 
 def latest_snapshots(url: str) -> dict[SeriesKey, Metrics]:
     q = (f"SELECT DISTINCT ON ({KEY}) {KEY}, spend, impressions, clicks, conversions, revenue "
          f"FROM insight_snapshots ORDER BY {KEY}, captured_at DESC")
     with psycopg.connect(url) as conn:
-        return {tuple(r[:5]): _m(r[5:]) for r in conn.execute(q).fetchall()}  # type: ignore[misc]
+        return {tuple(r[:5]): _m(r[5:]) for r in conn.execute(q).fetchall()}
 
 
 def normalise(d: dict[SeriesKey, Metrics]) -> dict[SeriesKey, Metrics]:
@@ -69,7 +69,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) 
     """Every message on ``topic`` (at least ``expected``, plus any that arrive 2 s later)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
     c.subscribe([topic])
-    out = []
+    out: list[Message] = []
     deadline = datetime.now() + timedelta(seconds=timeout)
     while len(out) < expected and datetime.now() < deadline:
         m = c.poll(0.5)
@@ -83,3 +83,11 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30) 
             out.append(m)
     c.close()
     return out
+
+
+def header(m: Message, name: str) -> bytes:
+    """The value of header ``name`` on a consumed message (KeyError if it has none)."""
+    raw = m.headers() or []
+    value = dict(raw.items() if isinstance(raw, dict) else raw)[name]
+    assert isinstance(value, bytes), f"header {name!r} is not bytes: {value!r}"
+    return value

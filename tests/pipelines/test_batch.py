@@ -45,6 +45,7 @@ def test_live_message_sums_changes_per_account_and_bucket() -> None:
     items = []
     for entity, spend in (("a", "2.50"), ("b", "1.25")):
         _, out = apply_snapshot(None, snap(T, DAY, metrics(spend, clicks=1, impressions=10), entity=entity))
+        assert isinstance(out, Applied)
         items.append((out, env(1)))
     msgs = live_messages(build_batch(items), T)
     (msg,) = msgs.values()

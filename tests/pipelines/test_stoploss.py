@@ -153,11 +153,9 @@ def test_ratio_conditions_compare_the_rounded_ratio_even_at_the_threshold(
     from pipelines.kpis import RATIO_PARTS, ratio
     top, bottom, scale = RATIO_PARTS[metric]
     money = Decimal(10) ** -6 if cents else Decimal(1)
-    values = {"spend": Decimal(num if top == "spend" else den) * money, "revenue": Decimal(num) * money,
-              "conversions": Decimal(den) * money, "clicks": num if top == "clicks" else den,
-              "impressions": den}
-    s = Sums(values["spend"], int(values["impressions"]), int(values["clicks"]), values["conversions"],
-             values["revenue"])
+    s = Sums(spend=Decimal(num if top == "spend" else den) * money, impressions=den,
+             clicks=num if top == "clicks" else den, conversions=Decimal(den) * money,
+             revenue=Decimal(num) * money)
     reported = ratio(getattr(s, top), getattr(s, bottom), scale)
     if reported is None:
         threshold = Decimal(abs(nudge))
@@ -403,8 +401,8 @@ def test_aggregate_totals_always_equal_the_sum_of_their_ads(steps: list[tuple[in
         return
     [w] = f.watches.values()
     assert bool(w.days) == ad_days
-    for ad, day in latest:
-        for key in ("campaign:cmp-1", f"adset:set-{int(ad[3:]) // 3}"):
+    for ad_id, day in latest:
+        for key in ("campaign:cmp-1", f"adset:set-{int(ad_id[3:]) // 3}"):
             want = sum(v for (a, d), v in latest.items() if d == day and (key.startswith("campaign") or
                        f"set-{int(a[3:]) // 3}" == key.split(":")[1]))
             assert w.totals[key][day].spend == want

@@ -269,7 +269,9 @@ def _oracle(rows: list[Row], level: str, days: int,
             fires: Callable[[dict[str, Decimal], dict[str, Decimal | None]], bool],
             guard: Callable[[dict[str, Decimal]], bool]) -> tuple[dict[tuple[str, str], dict[str, Any]], int, int, int]:
     """Sum per (account, target) over the rows in the window, judge by hand."""
-    target = {"ad": lambda r: r.ad, "adset": lambda r: r.adset, "campaign": lambda r: r.campaign}[level]
+    target: Callable[[Row], str] = {
+        "ad": lambda r: r.ad, "adset": lambda r: r.adset, "campaign": lambda r: r.campaign,
+    }[level]
     sums: dict[tuple[str, str], dict[str, Decimal]] = {}
     for r in rows:
         if r.days_back < days:

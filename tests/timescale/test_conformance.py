@@ -401,15 +401,15 @@ def check_invariants(world: World) -> None:
     assert buckets == daily_expected
     assert hourly == daily_expected
 
-    kept = {k: v for k, v in daily_expected.items() if k not in world.raw_gone}
+    expected_kept = {k: v for k, v in daily_expected.items() if k not in world.raw_gone}
     deltas = per_series(dsn, f"SELECT {KEY_SQL}, {SUMS_SQL} FROM metric_deltas GROUP BY {KEY_SQL}")
     latest = per_series(
         dsn,
         f"SELECT DISTINCT ON ({KEY_SQL}) {KEY_SQL}, {VALS_SQL} FROM insight_snapshots "
         f"ORDER BY {KEY_SQL}, captured_at DESC",
     )
-    assert deltas == kept
-    assert latest == kept
+    assert deltas == expected_kept
+    assert latest == expected_kept
 
     # Finer than per series: each 15-minute bucket and each hour, against the oracle.
     b_rows = query(dsn, f"SELECT {KEY_SQL}, bucket_start, {VALS_SQL} FROM metrics_15m")

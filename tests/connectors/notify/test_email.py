@@ -36,7 +36,9 @@ def test_mail_arrives_with_message_id_from_the_fingerprint(smtp: FakeSmtp) -> No
     assert sorted(mail.rcpt_tos) == sorted(TO) and mail.mail_from == "alerts@metricx.test"
     assert mail.message["Subject"] == CONTENT.subject
     assert mail.message["Message-ID"] == message_id(FP, "alerts@metricx.test")
-    assert mail.fingerprint == FP and "Spend: $80.50" in mail.message.get_payload(decode=True).decode()
+    body = mail.message.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert mail.fingerprint == FP and "Spend: $80.50" in body.decode()
     assert message_id(FP, "x@metricx.test") == message_id(FP, "x@metricx.test") != message_id(FP + "x", "x@metricx.test")
 
 

@@ -150,7 +150,7 @@ def test_expired_token_fails_with_the_authentication_error(conn: psycopg.Connect
                          google(fake)) == "failed"
     [error] = [r[6] for r in audit(conn)]
     assert "UNAUTHENTICATED" in error and "OAUTH_TOKEN_EXPIRED" in error and TOKEN not in error
-    assert CAMPAIGN not in fake.customers[CID].statuses
+    assert int(CAMPAIGN) not in fake.customers[CID].statuses
 
 
 def test_manager_account_sends_login_customer_id(conn: psycopg.Connection[Any], fake: FakeGoogleAds) -> None:
