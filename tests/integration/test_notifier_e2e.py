@@ -24,11 +24,14 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
+from connectors.connections import store
 from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
 from metricx.settings import REPO_ROOT, Settings
 from schemas.envelope import H_STAGE
-from tests.connectors.notify.factory import KEY, WS, channel, payload
+from tests.connectors.notify.factory import KEY, WS, channel, keyring, payload
 from tests.connectors.notify.smtp_fake import FakeSmtp
+from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds
+from tests.fakes.graph_api import FakeAccount, FakeGraphApi
 from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
 
 N_ALERTS = 40
@@ -72,6 +75,21 @@ def topics(services: Settings) -> Iterator[tuple[str, str]]:
     delete_topics(services.kafka_bootstrap, [alerts, dlq])
 
 
+def notifier_env(database: str, topics: tuple[str, str], **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "METRICX_DATABASE_URL": database,
+        "METRICX_ALERTS_TOPIC": topics[0],
+        "METRICX_DEADLETTER_TOPIC": topics[1],
+        "METRICX_NOTIFIER_GROUP_ID": f"metricx-notifier-{uuid.uuid4().hex[:8]}",
+        "METRICX_TOKEN_KEYS": f"k1:{KEY}",
+        "METRICX_TOKEN_KEY_ID": "k1",
+        "METRICX_DASHBOARD_URL": "https://app.metricx.test",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
 def wait_for(cond: Any, what: str, notifier: Notifier, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -104,25 +122,17 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
             producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
         producer.flush()
 
-        env = {
-            **os.environ,
-            "METRICX_DATABASE_URL": database,
-            "METRICX_ALERTS_TOPIC": alerts_topic,
-            "METRICX_DEADLETTER_TOPIC": dlq_topic,
-            "METRICX_NOTIFIER_GROUP_ID": f"metricx-notifier-{uuid.uuid4().hex[:8]}",
-            "METRICX_TOKEN_KEYS": f"k1:{KEY}",
-            "METRICX_TOKEN_KEY_ID": "k1",
-            "METRICX_SMTP_HOST": "127.0.0.1",
-            "METRICX_SMTP_PORT": str(smtp.port),
-            "METRICX_SMTP_FROM": "alerts@metricx.test",
-            "METRICX_SLACK_MIN_INTERVAL_S": str(MIN_INTERVAL_S),
+        env = notifier_env(
+            database, topics,
+            METRICX_SMTP_HOST="127.0.0.1",
+            METRICX_SMTP_PORT=str(smtp.port),
+            METRICX_SMTP_FROM="alerts@metricx.test",
+            METRICX_SLACK_MIN_INTERVAL_S=str(MIN_INTERVAL_S),
             # Small batches, so the burst takes several messages per webhook and the kill
             # lands between them (the default batch would carry it in one).
-            "METRICX_NOTIFIER_BATCH_SIZE": "10",
-            "METRICX_NOTIFIER_SEND_LEASE_S": "5",
-            "METRICX_DASHBOARD_URL": "https://app.metricx.test",
-            "PYTHONUNBUFFERED": "1",
-        }
+            METRICX_NOTIFIER_BATCH_SIZE="10",
+            METRICX_NOTIFIER_SEND_LEASE_S="5",
+        )
         notifier = Notifier(env, tmp_path)
         try:
             notifier.start()
@@ -221,3 +231,73 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         c.close()
         assert len(dead) == 2 and all(dict(d.headers() or [])[H_STAGE] == b"notifier" for d in dead)
         assert b"bad\\u0000name" in dead[1].value()  # the original bytes, untouched
+
+
+META_TOKEN, GOOGLE_TOKEN, DEV_TOKEN = "EAAtok111secret", "ya29.google-access-secret", "devtok-fake"
+CID, GROUP = "1234567890", "4410001"
+
+
+def test_pause_and_resume_on_both_platforms_through_the_notifier_process(
+    services: Settings, database: str, topics: tuple[str, str], tmp_path: Path,
+) -> None:
+    """The wiring the unit tests of ``actions.apply`` cannot see: the notifier process
+    reads the platform endpoints from its settings, decrypts each account's tokens,
+    pauses a Meta ad and a Google Ads ad for real (the fakes speak Graph API and gRPC),
+    resumes them on recovery, and says so in the Slack message."""
+    alerts_topic, _ = topics
+    with FakeSlack().running() as slack, FakeGraphApi().running() as graph, \
+            FakeGoogleAds(developer_token=DEV_TOKEN).running() as gads, \
+            psycopg.connect(database, autocommit=True) as conn:
+        graph.add_account(FakeAccount("111", META_TOKEN))
+        gads.add(FakeCustomer(CID, GOOGLE_TOKEN))
+        hook = slack.hook("a")
+        ch = channel(conn, "slack", hook)
+        store.add(conn, keyring(), store.NewConnection(workspace_id=WS, provider="meta", account_id="111",
+                                                       tokens={"access_token": META_TOKEN}))
+        store.add(conn, keyring(), store.NewConnection(workspace_id=WS, provider="google", account_id=CID,
+                                                       tokens={"developer_token": DEV_TOKEN,
+                                                               "access_token": GOOGLE_TOKEN}))
+        meta_ad, google_ad = "2385000001", "9990003"
+
+        def alerts(kind: str) -> list[dict[str, Any]]:
+            resume = kind == "recovered"
+            return [payload(1, kind=kind, notify=[ch], pause=True, dry_run=False, resume=resume, entity=meta_ad),
+                    payload(2, kind=kind, notify=[ch], pause=True, dry_run=False, resume=resume, entity=google_ad,
+                            provider="google", account=CID, adset_id=GROUP, campaign_id="7770002")]
+
+        def actions_done() -> list[tuple[Any, ...]]:
+            return conn.execute("SELECT provider, entity_id, action, outcome FROM entity_actions "
+                                "ORDER BY action DESC, provider DESC").fetchall()
+
+        def slack_texts() -> str:
+            return json.dumps([r.body for r in slack.requests_to(hook) if r.answered == 200])
+
+        producer = Producer(services.kafka_bootstrap, client_id="test-alerts")
+        notifier = Notifier(notifier_env(database, topics, METRICX_META_GRAPH_URL=graph.url,
+                                         METRICX_GOOGLE_ADS_ENDPOINT=gads.endpoint,
+                                         METRICX_SLACK_MIN_INTERVAL_S="0.2"), tmp_path)
+        try:
+            notifier.start()
+            for p in alerts("fired"):
+                producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
+            producer.flush()
+            wait_for(lambda: len(actions_done()) == 2 and "Paused on the platform" in slack_texts(),
+                     "both pauses and their message", notifier)
+            for p in alerts("recovered"):
+                producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
+            producer.flush()
+            wait_for(lambda: len(actions_done()) == 4 and "Resumed on the platform" in slack_texts(),
+                     "both resumes and their message", notifier)
+        finally:
+            notifier.kill9()
+
+        assert actions_done() == [("meta", meta_ad, "resume", "done"), ("google", google_ad, "resume", "done"),
+                                  ("meta", meta_ad, "pause", "done"), ("google", google_ad, "pause", "done")]
+        assert [(u.object_id, u.status, u.token) for u in graph.status_updates] == [
+            (meta_ad, "PAUSED", META_TOKEN), (meta_ad, "ACTIVE", META_TOKEN)]
+        ad = f"customers/{CID}/adGroupAds/{GROUP}~{google_ad}"
+        assert [(m.resource_name, m.status, m.metadata["authorization"]) for m in gads.mutations] == [
+            (ad, "PAUSED", f"Bearer {GOOGLE_TOKEN}"), (ad, "ENABLED", f"Bearer {GOOGLE_TOKEN}")]
+        assert gads.customers[CID].statuses == {int(google_ad): "ENABLED"}
+        assert conn.execute("SELECT DISTINCT status FROM alert_deliveries").fetchall() == [("sent",)]
+        assert META_TOKEN not in notifier.log() and GOOGLE_TOKEN not in notifier.log()
