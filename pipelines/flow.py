@@ -35,6 +35,7 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE
 from metricx.settings import Settings
 from pipelines.commit import BackgroundCommitter, Committer
 from pipelines.deltas import Applied, Outcome
+from pipelines.idle_state import idle_expiring_flat_map, idle_expiring_map
 from pipelines.rulebook import RuleBook
 from pipelines.steps import (
     SinkItem,
@@ -47,6 +48,7 @@ from pipelines.steps import (
 )
 from pipelines.stoploss import DEFAULT_WARMUP
 from schemas.envelope import DeadLetter, Envelope
+from schemas.rules import MAX_DAYS
 
 log = logging.getLogger("metricx.pipeline")
 
@@ -118,6 +120,19 @@ def _target(book: RuleBook, kv: tuple[str, tuple[Outcome, Envelope]]) -> tuple[s
     return watch_target(book, kv[1][0])
 
 
+# Idle keys lose their state (pipelines.idle_state).  A series (one ad) may go once no
+# snapshot it could still receive needs it: a snapshot is accepted up to the restatement
+# window after its report date, so an ad silent for longer than that (plus two days for
+# time zones and the poll's own lag) can only come back with days it never reported.
+# A watch may go once its longest window (MAX_DAYS) holds nothing of what it kept; a
+# campaign that comes back starts a new watch, warm-up included.
+WATCH_IDLE_TTL = timedelta(days=MAX_DAYS + 2)
+
+
+def series_idle_ttl(window_days: int) -> timedelta:
+    return timedelta(days=window_days + 2)
+
+
 def build_flow(
     settings: Settings,
     *,
@@ -140,8 +155,9 @@ def build_flow(
     checked = op.map("validate", raw, _validate_message)
     valid = op.branch("is_valid", checked, lambda x: not isinstance(x, DeadLetter))
     keyed = op.key_on("by_entity", valid.trues, lambda item: item[0].entity_key)
-    folded = op.stateful_map(
-        "series", keyed, partial(fold, window_days=settings.restatement_window_days)
+    folded = idle_expiring_map(
+        "series", keyed, partial(fold, window_days=settings.restatement_window_days),
+        series_idle_ttl(settings.restatement_window_days),
     )
     refused = op.branch("is_refused", folded, lambda kv: is_refused(kv[1]))
     refusals = op.map_value("refusal", refused.trues, to_dead_letter)
@@ -151,7 +167,7 @@ def build_flow(
         # Re-keyed by campaign: one stateful step owns the windowed sums and alert
         # marks of a campaign, its ad sets and its ads.
         watched = op.filter_map("watch_targets", refused.falses, partial(_target, book))
-        outputs.append(op.stateful_flat_map("stoploss", watched, partial(watch_step, book, warmup)))
+        outputs.append(idle_expiring_flat_map("stoploss", watched, partial(watch_step, book, warmup), WATCH_IDLE_TTL))
     everything = op.merge("all", *outputs)
     op.output("commit", everything, CommitSink(settings, consumer, commit_partitions))
     return flow
