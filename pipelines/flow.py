@@ -22,6 +22,8 @@ and replays what followed (at-least-once).  Every write is idempotent (see
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE
 
@@ -101,15 +104,46 @@ class CommitSink(FixedPartitionedSink[SinkItem, None]):
         return _CommitPartition(BackgroundCommitter(committer))
 
 
+class _StoppablePartition(StatefulSourcePartition[Any, Any]):
+    """Ends its partition's input once ``stop`` is set.  When every input has ended,
+    Bytewax closes the last epoch like at the end of a bounded topic: the sinks drain,
+    state and offsets are snapshotted, and the run returns — a clean stop that the next
+    start resumes exactly, where a KeyboardInterrupt raised inside the source's Python
+    code made Bytewax panic (and replay the epoch)."""
+
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], stop: threading.Event) -> None:
+        self._inner, self._stop = inner, stop
+
+    def next_batch(self) -> Iterable[Any]:
+        if self._stop.is_set():
+            raise StopIteration
+        return self._inner.next_batch()
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class LoggingKafkaSource(KafkaSource):
-    """Bytewax's Kafka source, saying where each partition resumes (from recovery)."""
+    """Bytewax's Kafka source, saying where each partition resumes (from recovery), and
+    ending its input when ``stop`` is set."""
+
+    def __init__(self, *args: Any, stop: threading.Event | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stop = stop
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
         log.info(
             "kafka partition assigned",
             extra={"partition": for_part, "resume_offset": resume_state},
         )
-        return super().build_part(step_id, for_part, resume_state)
+        part = super().build_part(step_id, for_part, resume_state)
+        return part if self._stop is None else _StoppablePartition(part, self._stop)
 
 
 def _dead_letter_key(dl: DeadLetter) -> str:
@@ -140,9 +174,11 @@ def build_flow(
     commit_partitions: int = 1,
     book: RuleBook | None = None,
     warmup: timedelta = DEFAULT_WARMUP,
+    stop: threading.Event | None = None,
 ) -> Dataflow:
     """``book``: the stop-loss rules side input (``connectors.rules_feed`` keeps it
-    current); without one the flow has no stop-loss step at all."""
+    current); without one the flow has no stop-loss step at all.  ``stop``: once set,
+    the input ends and the run returns after its last epoch is committed."""
     flow = Dataflow("metricx_insights")
     source = LoggingKafkaSource(
         settings.brokers,
@@ -150,6 +186,7 @@ def build_flow(
         tail=True,
         starting_offset=OFFSET_BEGINNING,
         batch_size=settings.kafka_batch_size,
+        stop=stop,
     )
     raw = op.input("raw", flow, source)
     checked = op.map("validate", raw, _validate_message)

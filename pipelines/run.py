@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -58,9 +61,10 @@ def run_pipeline(
             deadletter_topic=settings.deadletter_topic, dsn=settings.libpq_url,
             names_refresh_s=settings.rules_names_refresh_s,
         ).start()
+    stop = _stop_on_signals()
     flow = build_flow(
         settings, consumer=consumer, commit_partitions=processes * workers, book=book,
-        warmup=timedelta(seconds=settings.rules_warmup_s),
+        warmup=timedelta(seconds=settings.rules_warmup_s), stop=stop,
     )
     recovery_config = None
     if recovery:
@@ -88,3 +92,24 @@ def run_pipeline(
     finally:
         if feed is not None:
             feed.stop()
+    if stop.is_set():
+        log.info("pipeline stopped: its last epoch is committed and snapshotted; the next start resumes there")
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGINT / SIGTERM end the input (see ``flow._StoppablePartition``); a second one
+    interrupts at once, as Ctrl-C always did (the next start replays the open epoch)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return stop
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("stopping: ending the input, committing the last epoch",
+                 extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return stop

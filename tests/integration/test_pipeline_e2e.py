@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -123,3 +124,37 @@ def test_killed_pipeline_restarts_from_its_snapshot_with_exact_totals(
     assert len(resumed) == topics.partitions
     assert all(r["resume_offset"] is not None and r["resume_offset"] > 0 for r in resumed), resumed
     assert re.search(r"pipeline starting", pipeline.log(2))
+
+
+def test_interrupted_pipeline_commits_its_last_epoch_and_resumes_exactly_there(
+    services: Settings, topics: Topics, database: str, pipeline: Pipeline
+) -> None:
+    """Ctrl-C (SIGINT) ends the input instead of raising inside it: the last epoch is
+    committed and snapshotted, the process exits 0 without a panic, and the next start
+    resumes at the offsets the database holds — nothing replayed, nothing skipped."""
+    snaps = simulated(seed=23, hours=36, ads_per_adset=15)
+    half = len(snaps) // 2
+    expected = normalise(expected_totals(snaps))
+    publish(services, topics.raw, snaps[:half])
+    pipeline.env["METRICX_KAFKA_BATCH_SIZE"] = "100"
+    # No periodic snapshot during the run: the only one is the stop's own.
+    pipeline.env["METRICX_SNAPSHOT_INTERVAL_S"] = "600"
+    first = pipeline.start()
+    wait_until(lambda: progress(database, topics.raw) > half // 5, 120, "first commits", pipeline.assert_running)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=60) == 0, pipeline.log(1)[-3000:]
+    pipeline.procs.clear()
+    stopped_at = progress(database, topics.raw)
+    log = pipeline.log(1)
+    assert "panicked" not in log and "Traceback" not in log, log[-3000:]
+    assert "pipeline stopped: its last epoch is committed" in log
+
+    publish(services, topics.raw, snaps[half:])
+    pipeline.start()
+    wait_until(lambda: stored_equals(database, expected), 180, "totals after restart", pipeline.assert_running)
+    time.sleep(2)
+    assert_exact(database, expected)
+    resumed = [json.loads(line) for line in pipeline.log(2).splitlines()
+               if line.startswith("{") and "kafka partition assigned" in line]
+    assert len(resumed) == topics.partitions
+    assert sum(r["resume_offset"] for r in resumed) == stopped_at > 0

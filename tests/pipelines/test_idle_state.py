@@ -67,7 +67,7 @@ def test_resumed_state_gets_a_full_idle_time_from_the_restart() -> None:
 def test_ttls_outlast_what_the_state_serves() -> None:
     # A series must outlive the restatement window, a watch its longest window.
     assert series_idle_ttl(35) > timedelta(days=35)
-    assert WATCH_IDLE_TTL > timedelta(days=MAX_DAYS)
+    assert timedelta(days=MAX_DAYS) < WATCH_IDLE_TTL
 
 
 class _Paced(StatelessSourcePartition[Any]):
@@ -113,7 +113,7 @@ def test_an_idle_key_starts_over_while_a_busy_one_keeps_counting() -> None:
     counted = idle_expiring_map("count", keyed, lambda s, _: ((s or 0) + 1, (s or 0) + 1), ttl)
     op.output("out", counted, TestingSink(out))
     started = time.monotonic()
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     assert time.monotonic() - started >= 1.2
     assert [n for k, n in out if k == "a"] == [1, 1]  # forgotten while idle
     assert [n for k, n in out if k == "b"] == list(range(1, 14))  # never idle that long
@@ -136,14 +136,14 @@ def _running_count(step: str, items: list[str], out: list[tuple[str, int]], new:
 
 def test_a_recovery_store_written_by_stateful_map_resumes_here(tmp_path: Path) -> None:
     """Same step ids as Bytewax's ``stateful_map``: upgrading keeps every key's state."""
-    init_db_dir(tmp_path, 1)
+    init_db_dir(tmp_path, 1)  # type: ignore[no-untyped-call]
     recovery = RecoveryConfig(str(tmp_path))  # type: ignore[no-untyped-call]
     first: list[tuple[str, int]] = []
     run_main(_running_count("series", ["a", "a", "b"], first, new=False), epoch_interval=timedelta(0),
-             recovery_config=recovery)
+             recovery_config=recovery)  # type: ignore[no-untyped-call]
     assert sorted(first) == [("a", 1), ("a", 2), ("b", 1)]
     # The source resumes after the three items it already gave; the counts go on.
     second: list[tuple[str, int]] = []
     run_main(_running_count("series", ["a", "a", "b", "a", "b"], second, new=True), epoch_interval=timedelta(0),
-             recovery_config=recovery)
+             recovery_config=recovery)  # type: ignore[no-untyped-call]
     assert sorted(second) == [("a", 3), ("b", 2)]
