@@ -29,6 +29,7 @@ class NotifierSettings(BaseSettings):
     slack_timeout_s: float = 10.0
     notifier_group_id: str = "metricx-notifier"
     notifier_senders: int = 4  # sender threads (channels are sent to in parallel, each one in order)
+    notifier_action_workers: int = 8  # platform pause/resume calls in flight at once (one per entity)
     notifier_batch_size: int = 100  # alerts per Slack message: 10 in full, the rest one line each
     notifier_poll_s: float = 0.2  # idle sleep of the sender between outbox scans
     notifier_max_attempts: int = 8  # then the delivery is dead
@@ -48,7 +49,7 @@ class NotifierSettings(BaseSettings):
             raise ValueError(f"must be between 1 and {MAX_ALERTS_PER_MESSAGE}")
         return v
 
-    @field_validator("notifier_max_attempts", "smtp_port", "notifier_senders")
+    @field_validator("notifier_max_attempts", "smtp_port", "notifier_senders", "notifier_action_workers")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

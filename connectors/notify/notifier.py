@@ -4,7 +4,7 @@ Two loops in one process:
 
 * the consumer (main thread) validates each alert, records it and its deliveries in the
   outbox (one committed transaction per poll batch), runs the pause/resume action (Meta
-  or Google Ads), and only then commits the Kafka offsets — a crash anywhere re-reads
+  or Google Ads; in parallel across entities), and only then commits the Kafka offsets — a crash anywhere re-reads
   messages whose ingest is idempotent, so nothing is lost and nothing is queued twice;
 * the sender (a thread, its own connection) claims due deliveries one channel at a time
   (committed as 'sending' before the send), sends one message, marks the outcome.
@@ -32,6 +32,7 @@ from connectors.connections.resilience import backoff_delay
 from connectors.google_ads.status import GoogleStatusSetter
 from connectors.kafka import Producer, send_dead_letter
 from connectors.notify import actions, channels, outbox
+from connectors.notify.action_pool import ActionPool
 from connectors.notify.config import NotifierSettings, load_notifier_settings
 from connectors.notify.email import EmailSender, parse_recipients
 from connectors.notify.slack import SlackClient
@@ -195,8 +196,8 @@ def _envelope(m: Message) -> Envelope:
     return Envelope(m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0, produced)
 
 
-def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: Settings, keyring: Keyring,
-                  meta: actions.StatusSetter, msgs: list[Message], google: actions.GoogleSetter | None = None) -> int:
+def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: Settings, pool: ActionPool,
+                  msgs: list[Message]) -> int:
     """Validate, ingest (one committed transaction), act; the caller commits offsets after."""
     alerts: list[tuple[Message, AlertV1]] = []
     dead = 0
@@ -216,12 +217,8 @@ def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: S
     if dead:
         producer.flush()  # the dead letters are safe before their offsets are committed
     # Actions first, so the messages can say what happened (each is claimed in the audit
-    # before its call: a redelivered alert skips it).
-    for _, a in alerts:
-        try:
-            actions.apply(conn, keyring, a, meta, google)
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:  # the ingest below dead-letters it
-            log.error("entity action not recorded", extra={"fingerprint": a.fingerprint, "error": str(exc)[:300]})
+    # before its call: a redelivered alert skips it); in parallel across entities.
+    pool.run([a for _, a in alerts])
     try:
         with conn.transaction():
             results = [(a, outbox.ingest(conn, a)) for _, a in alerts]
@@ -272,8 +269,8 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
         "session.timeout.ms": 10_000,
     })
     producer = Producer(settings.kafka_bootstrap, client_id="metricx-notifier")
-    meta = actions.MetaStatusSetter(ns.meta_graph_url)
-    google = GoogleStatusSetter(ns.google_ads_endpoint)
+    pool = ActionPool(settings.libpq_url, keyring, actions.MetaStatusSetter(ns.meta_graph_url),
+                      GoogleStatusSetter(ns.google_ads_endpoint), ns.notifier_action_workers)
     consumer.subscribe([settings.alerts_topic])
     log.info("notifier started", extra={"topic": settings.alerts_topic, "group": ns.notifier_group_id})
     try:
@@ -284,7 +281,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
                 msgs = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.05)
                 if not msgs:
                     continue
-                if consume_batch(conn, producer, settings, keyring, meta, msgs, google):
+                if consume_batch(conn, producer, settings, pool, msgs):
                     kick.set()
                 try:
                     consumer.commit(asynchronous=False)
@@ -293,6 +290,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
                         raise
     finally:
         stop.set()
+        pool.close()
         consumer.close()
         for t in threads:
             t.join(timeout=ns.notifier_send_lease_s)

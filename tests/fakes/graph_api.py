@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ class FakeGraphApi:
         self._errors: list[ScriptedError] = []
         self.report_runs: dict[str, ReportRun] = {}
         self.status_updates: list[StatusUpdate] = []  # pause/resume calls, in arrival order
+        self.status_delay_s = 0.0  # a slow platform: each status update takes this long
+        self.status_in_flight = 0
+        self.status_max_in_flight = 0  # the most status updates served at the same time
         self.running_polls = 1  # each report run says "Job Running" this many times first
         self.fail_runs_longer_than: int | None = None  # runs over more days end "Job Failed"
         self._lock = threading.Lock()
@@ -188,7 +192,14 @@ class FakeGraphApi:
         if params["status"] not in ("ACTIVE", "PAUSED", "ARCHIVED", "DELETED"):
             return 400, _error(100, "Invalid parameter: status"), {}
         with self._lock:
-            self.status_updates.append(StatusUpdate(object_id, params["status"], token))
+            self.status_in_flight += 1
+            self.status_max_in_flight = max(self.status_max_in_flight, self.status_in_flight)
+        try:
+            time.sleep(self.status_delay_s)
+        finally:
+            with self._lock:
+                self.status_in_flight -= 1
+                self.status_updates.append(StatusUpdate(object_id, params["status"], token))
         return 200, {"success": True}, dict(self.usage_headers)
 
     # -- asynchronous report runs (AdReportRun) ---------------------------------------------
