@@ -2,10 +2,11 @@
 
 Two loops in one process:
 
-* the consumer (main thread) validates each alert, records it and its deliveries in the
-  outbox (one committed transaction per poll batch), runs the pause/resume action (Meta
-  or Google Ads; in parallel across entities), and only then commits the Kafka offsets — a crash anywhere re-reads
-  messages whose ingest is idempotent, so nothing is lost and nothing is queued twice;
+* the consumer (main thread) validates each alert, runs the pause/resume actions (Meta
+  or Google Ads; in parallel across entities, :mod:`connectors.notify.action_pool`),
+  records it and its deliveries in the outbox (one committed transaction per poll
+  batch), and only then commits the Kafka offsets — a crash anywhere re-reads messages
+  whose ingest is idempotent, so nothing is lost and nothing is queued twice;
 * the sender (a thread, its own connection) claims due deliveries one channel at a time
   (committed as 'sending' before the send), sends one message, marks the outcome.
 
