@@ -85,9 +85,13 @@ def _upsert_newest(table: str, columns: tuple[str, ...], key: tuple[str, ...], s
 # sees whatever the previous lock holder committed.  Summing inside the locking
 # statement would read a stale snapshot and the last writer would win.
 CAMPAIGN_KEY5 = ("workspace_id", "provider", "account_id", "campaign_id", "report_date")
-GONE = "stage_gone_campaign_days"  # account-days (with currency) that lost a campaign-day in this transaction
 CAMPAIGN_KEY = (*CAMPAIGN_KEY5, "currency")
 _CK5, _CK = _cols(CAMPAIGN_KEY5), _cols(CAMPAIGN_KEY)
+ACCOUNT_KEY4 = ("workspace_id", "provider", "account_id", "report_date")
+ACCOUNT_KEY = (*ACCOUNT_KEY4, "currency")
+_AK4, _AK = _cols(ACCOUNT_KEY4), _cols(ACCOUNT_KEY)
+# Account-days (ACCOUNT_KEY) that lost a campaign-day in this transaction (temporary).
+GONE = "stage_gone_campaign_days"
 
 
 def _eq(a: str, b: str, keys: tuple[str, ...]) -> str:
@@ -122,7 +126,7 @@ CAMPAIGN_DAILY = [
     f"WITH gone AS (DELETE FROM metrics_campaign_daily c USING (SELECT DISTINCT {_CK5} FROM {STAGE}) t "
     f"WHERE {_eq('c', 't', CAMPAIGN_KEY5)} AND NOT EXISTS (SELECT 1 FROM metrics_daily d "
     f"WHERE {_eq('d', 'c', CAMPAIGN_KEY)}) "
-    f"RETURNING {_row('c', ('workspace_id', 'provider', 'account_id', 'report_date', 'currency'))}) "
+    f"RETURNING {_row('c', ACCOUNT_KEY)}) "
     f"INSERT INTO {GONE} SELECT DISTINCT * FROM gone",
 ]
 
@@ -135,9 +139,6 @@ CAMPAIGN_DAILY = [
 # partitions writing different campaigns of one account never meet on a campaign-day
 # row, only here.  Every writer takes all its campaign-day locks before any account-day
 # lock, each set in key order, so the two phases cannot deadlock each other.
-ACCOUNT_KEY4 = ("workspace_id", "provider", "account_id", "report_date")
-ACCOUNT_KEY = (*ACCOUNT_KEY4, "currency")
-_AK4, _AK = _cols(ACCOUNT_KEY4), _cols(ACCOUNT_KEY)
 ACCOUNT_DAILY = [
     f"INSERT INTO metrics_account_daily ({_AK}, timezone) "
     f"SELECT DISTINCT ON ({_AK}) {_AK}, timezone FROM {STAGE} ORDER BY {_AK} "
@@ -231,8 +232,9 @@ CREATE_STAGE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ("
     + ", ".join(f"{c} {t}" for c, t in zip(STAGE_COLUMNS, STAGE_TYPES, strict=True))
     + ") ON COMMIT DELETE ROWS;\n"
-    f"CREATE TEMP TABLE IF NOT EXISTS {GONE} (workspace_id uuid, provider text, account_id text, "
-    "report_date date, currency text) ON COMMIT DELETE ROWS"
+    f"CREATE TEMP TABLE IF NOT EXISTS {GONE} ("
+    + ", ".join(f"{c} {_TYPES.get(c, 'text')}" for c in ACCOUNT_KEY)
+    + ") ON COMMIT DELETE ROWS"
 )
 COPY_STAGE = f"COPY {STAGE} ({_cols(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 INSERT_STAGE = f"INSERT INTO {STAGE} ({_cols(STAGE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(STAGE_COLUMNS))})"

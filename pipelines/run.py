@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from metricx.gc_tuning import tune_gc
 from metricx.settings import Settings
+from metricx.stopping import stop_on_signals
 from pipelines.flow import build_flow
 from pipelines.rulebook import RuleBook
 
@@ -99,17 +98,7 @@ def run_pipeline(
 def _stop_on_signals() -> threading.Event:
     """SIGINT / SIGTERM end the input (see ``flow._StoppablePartition``); a second one
     interrupts at once, as Ctrl-C always did (the next start replays the open epoch)."""
-    stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        return stop
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("stopping: ending the input, committing the last epoch",
-                 extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    return stop
+        return threading.Event()  # signals reach only the main thread: nothing to install
+    return stop_on_signals(second_interrupts=True, on_stop=lambda name: log.info(
+        "stopping: ending the input, committing the last epoch", extra={"signal": name}))

@@ -199,7 +199,7 @@ def _envelope(m: Message) -> Envelope:
 
 def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: Settings, pool: ActionPool,
                   msgs: list[Message]) -> int:
-    """Validate, ingest (one committed transaction), act; the caller commits offsets after."""
+    """Validate, act, ingest (one committed transaction); the caller commits offsets after."""
     alerts: list[tuple[Message, AlertV1]] = []
     dead = 0
     for m in msgs:

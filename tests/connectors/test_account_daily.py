@@ -20,8 +20,9 @@ import connectors.timescale as ts
 from connectors.timescale import ACCOUNT_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
-from tests.connectors.test_campaign_daily import Writer, race, rows, until, waiting_on_a_lock
+from tests.connectors.test_campaign_daily import Writer, race, rows, until
 from tests.integration.conftest import database, services  # noqa: F401 - fixtures
+from tests.pg_locks import waiting_on_a_lock
 
 pytestmark = pytest.mark.services
 

@@ -25,6 +25,7 @@ from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
 from tests.integration.conftest import database, services  # noqa: F401 - fixtures
+from tests.pg_locks import waiting_on_a_lock
 
 pytestmark = pytest.mark.services
 
@@ -150,12 +151,6 @@ def test_concurrent_partitions_writing_ads_of_the_same_campaigns(database: str) 
     assert_rollup_exact(database)
     (n,) = rows(database, "SELECT count(*) FROM metrics_campaign_daily")[0]
     assert n == campaigns * len(days)
-
-
-def waiting_on_a_lock(url: str, pid: int) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
-    return row is not None and row[0] == "Lock"
 
 
 def until(cond: Any, what: str) -> None:

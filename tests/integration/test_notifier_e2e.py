@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,21 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from connectors.connections import store
 from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
 from metricx.settings import REPO_ROOT, Settings
 from schemas.envelope import H_STAGE
-from tests.connectors.notify.factory import KEY, WS, channel, keyring, payload
+from tests.connectors.notify.factory import (
+    GOOGLE_CID,
+    GOOGLE_DEV,
+    GOOGLE_TOKEN,
+    KEY,
+    META_TOKEN,
+    WS,
+    channel,
+    google_connection,
+    meta_connection,
+    payload,
+)
 from tests.connectors.notify.smtp_fake import FakeSmtp
 from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds
 from tests.fakes.graph_api import FakeAccount, FakeGraphApi
@@ -90,6 +100,13 @@ def notifier_env(database: str, topics: tuple[str, str], **extra: str) -> dict[s
     }
 
 
+def send_alerts(producer: Producer, topic: str, payloads: Sequence[dict[str, Any] | bytes]) -> None:
+    """As the pipeline publishes them (keyed by workspace); bytes go as they are."""
+    for p in payloads:
+        producer.send(topic, p if isinstance(p, bytes) else json.dumps(p).encode(), str(WS).encode())
+    producer.flush()
+
+
 def wait_for(cond: Any, what: str, notifier: Notifier, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
@@ -118,9 +135,7 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         fps = {p["fingerprint"] for p in payloads}
         producer = Producer(services.kafka_bootstrap, client_id="test-alerts")
         first, later = payloads[:30], payloads[30:]
-        for p in first:
-            producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
-        producer.flush()
+        send_alerts(producer, alerts_topic, first)
 
         env = notifier_env(
             database, topics,
@@ -141,13 +156,10 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
             killed_at_requests = len(slack.received)
             # While it is down: the rest of the burst, duplicates (the pipeline replayed, or
             # a producer retried) and one invalid message.
-            for p in later + payloads[:5] + later[:3]:
-                producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
-            producer.send(alerts_topic, b'{"schema": "metricx.alert.v1", "kind": "fired"}', str(WS).encode())
             # valid JSON and a valid alert, but PostgreSQL refuses NUL characters: dead-lettered too
             poison = payload(99, notify=[ch_a], pause=True, dry_run=True, rule_name="bad\u0000name")
-            producer.send(alerts_topic, json.dumps(poison).encode(), str(WS).encode())
-            producer.flush()
+            send_alerts(producer, alerts_topic, [*later, *payloads[:5], *later[:3],
+                                                 b'{"schema": "metricx.alert.v1", "kind": "fired"}', poison])
             notifier.start()
 
             def settled() -> bool:
@@ -233,8 +245,7 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         assert b"bad\\u0000name" in dead[1].value()  # the original bytes, untouched
 
 
-META_TOKEN, GOOGLE_TOKEN, DEV_TOKEN = "EAAtok111secret", "ya29.google-access-secret", "devtok-fake"
-CID, GROUP = "1234567890", "4410001"
+GROUP = "4410001"
 
 
 def test_pause_and_resume_on_both_platforms_through_the_notifier_process(
@@ -246,24 +257,21 @@ def test_pause_and_resume_on_both_platforms_through_the_notifier_process(
     resumes them on recovery, and says so in the Slack message."""
     alerts_topic, _ = topics
     with FakeSlack().running() as slack, FakeGraphApi().running() as graph, \
-            FakeGoogleAds(developer_token=DEV_TOKEN).running() as gads, \
+            FakeGoogleAds(developer_token=GOOGLE_DEV).running() as gads, \
             psycopg.connect(database, autocommit=True) as conn:
         graph.add_account(FakeAccount("111", META_TOKEN))
-        gads.add(FakeCustomer(CID, GOOGLE_TOKEN))
+        gads.add(FakeCustomer(GOOGLE_CID, GOOGLE_TOKEN))
         hook = slack.hook("a")
         ch = channel(conn, "slack", hook)
-        store.add(conn, keyring(), store.NewConnection(workspace_id=WS, provider="meta", account_id="111",
-                                                       tokens={"access_token": META_TOKEN}))
-        store.add(conn, keyring(), store.NewConnection(workspace_id=WS, provider="google", account_id=CID,
-                                                       tokens={"developer_token": DEV_TOKEN,
-                                                               "access_token": GOOGLE_TOKEN}))
+        meta_connection(conn)
+        google_connection(conn)
         meta_ad, google_ad = "2385000001", "9990003"
 
         def alerts(kind: str) -> list[dict[str, Any]]:
             resume = kind == "recovered"
             return [payload(1, kind=kind, notify=[ch], pause=True, dry_run=False, resume=resume, entity=meta_ad),
                     payload(2, kind=kind, notify=[ch], pause=True, dry_run=False, resume=resume, entity=google_ad,
-                            provider="google", account=CID, adset_id=GROUP, campaign_id="7770002")]
+                            provider="google", account=GOOGLE_CID, adset_id=GROUP, campaign_id="7770002")]
 
         def actions_done() -> list[tuple[Any, ...]]:
             return conn.execute("SELECT provider, entity_id, action, outcome FROM entity_actions "
@@ -278,14 +286,10 @@ def test_pause_and_resume_on_both_platforms_through_the_notifier_process(
                                          METRICX_SLACK_MIN_INTERVAL_S="0.2"), tmp_path)
         try:
             notifier.start()
-            for p in alerts("fired"):
-                producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
-            producer.flush()
+            send_alerts(producer, alerts_topic, alerts("fired"))
             wait_for(lambda: len(actions_done()) == 2 and "Paused on the platform" in slack_texts(),
                      "both pauses and their message", notifier)
-            for p in alerts("recovered"):
-                producer.send(alerts_topic, json.dumps(p).encode(), str(WS).encode())
-            producer.flush()
+            send_alerts(producer, alerts_topic, alerts("recovered"))
             wait_for(lambda: len(actions_done()) == 4 and "Resumed on the platform" in slack_texts(),
                      "both resumes and their message", notifier)
         finally:
@@ -295,9 +299,9 @@ def test_pause_and_resume_on_both_platforms_through_the_notifier_process(
                                   ("meta", meta_ad, "pause", "done"), ("google", google_ad, "pause", "done")]
         assert [(u.object_id, u.status, u.token) for u in graph.status_updates] == [
             (meta_ad, "PAUSED", META_TOKEN), (meta_ad, "ACTIVE", META_TOKEN)]
-        ad = f"customers/{CID}/adGroupAds/{GROUP}~{google_ad}"
+        ad = f"customers/{GOOGLE_CID}/adGroupAds/{GROUP}~{google_ad}"
         assert [(m.resource_name, m.status, m.metadata["authorization"]) for m in gads.mutations] == [
             (ad, "PAUSED", f"Bearer {GOOGLE_TOKEN}"), (ad, "ENABLED", f"Bearer {GOOGLE_TOKEN}")]
-        assert gads.customers[CID].statuses == {int(google_ad): "ENABLED"}
+        assert gads.customers[GOOGLE_CID].statuses == {int(google_ad): "ENABLED"}
         assert conn.execute("SELECT DISTINCT status FROM alert_deliveries").fetchall() == [("sent",)]
         assert META_TOKEN not in notifier.log() and GOOGLE_TOKEN not in notifier.log()

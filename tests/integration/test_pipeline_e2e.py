@@ -94,6 +94,21 @@ def test_simulated_load_gives_exact_totals(
         assert msg["schema"] == "metricx.live.v1" and msg["workspace_id"] == ws and msg["changes"]
 
 
+def restart_with_the_rest(services: Settings, topics: Topics, database: str, pipeline: Pipeline,
+                          rest: list[Snapshot], expected: dict[SeriesKey, Metrics]) -> list[int | None]:
+    """Publish the rest, start the pipeline again, check the totals are exact; the offsets
+    its partitions resumed from (second run's log)."""
+    publish(services, topics.raw, rest)
+    pipeline.start()
+    wait_until(lambda: stored_equals(database, expected), 180, "totals after restart", pipeline.assert_running)
+    time.sleep(2)
+    assert_exact(database, expected)
+    resumed = [json.loads(line) for line in pipeline.log(2).splitlines()
+               if line.startswith("{") and "kafka partition assigned" in line]
+    assert len(resumed) == topics.partitions
+    return [r["resume_offset"] for r in resumed]
+
+
 def test_killed_pipeline_restarts_from_its_snapshot_with_exact_totals(
     services: Settings, topics: Topics, database: str, pipeline: Pipeline
 ) -> None:
@@ -112,17 +127,9 @@ def test_killed_pipeline_restarts_from_its_snapshot_with_exact_totals(
     pipeline.kill()
     assert committed_at_kill < half, "the pipeline finished before it could be killed mid-stream"
 
-    publish(services, topics.raw, snaps[half:])
-    pipeline.start()
-    wait_until(lambda: stored_equals(database, expected), 180, "totals after restart", pipeline.assert_running)
-    time.sleep(2)
-    assert_exact(database, expected)
-
+    resumed = restart_with_the_rest(services, topics, database, pipeline, snaps[half:], expected)
     # It resumed from its recovery snapshot: no partition was re-read from the start.
-    resumed = [json.loads(line) for line in pipeline.log(2).splitlines()
-               if line.startswith("{") and "kafka partition assigned" in line]
-    assert len(resumed) == topics.partitions
-    assert all(r["resume_offset"] is not None and r["resume_offset"] > 0 for r in resumed), resumed
+    assert all(r is not None and r > 0 for r in resumed), resumed
     assert re.search(r"pipeline starting", pipeline.log(2))
 
 
@@ -149,12 +156,5 @@ def test_interrupted_pipeline_commits_its_last_epoch_and_resumes_exactly_there(
     assert "panicked" not in log and "Traceback" not in log, log[-3000:]
     assert "pipeline stopped: its last epoch is committed" in log
 
-    publish(services, topics.raw, snaps[half:])
-    pipeline.start()
-    wait_until(lambda: stored_equals(database, expected), 180, "totals after restart", pipeline.assert_running)
-    time.sleep(2)
-    assert_exact(database, expected)
-    resumed = [json.loads(line) for line in pipeline.log(2).splitlines()
-               if line.startswith("{") and "kafka partition assigned" in line]
-    assert len(resumed) == topics.partitions
-    assert sum(r["resume_offset"] for r in resumed) == stopped_at > 0
+    resumed = restart_with_the_rest(services, topics, database, pipeline, snaps[half:], expected)
+    assert sum(r or 0 for r in resumed) == stopped_at > 0

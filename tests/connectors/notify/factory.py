@@ -1,4 +1,4 @@
-"""Builders for alert payloads, workspaces and channels in a test database."""
+"""Builders for alert payloads, workspaces, channels and ad-platform connections in a test database."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 
+from connectors.connections import store
 from connectors.connections.crypto import Keyring, generate_key
 from connectors.notify import channels
 from schemas.alerts import AlertV1
@@ -15,6 +16,8 @@ KEY = generate_key()
 WS = uuid.UUID("7b0c5a0e-8a51-4d43-9a52-3c5f2f0e7a10")
 OTHER_WS = uuid.UUID("00000000-0000-4000-8000-000000000001")
 RULE = "5d1f7c3a-1111-4b2c-9d3e-000000000001"
+META_TOKEN = "EAAtok111secret"
+GOOGLE_CID, GOOGLE_TOKEN, GOOGLE_DEV = "1234567890", "ya29.google-access-secret", "devtok-fake"
 
 
 def keyring() -> Keyring:
@@ -65,3 +68,20 @@ def channel(conn: psycopg.Connection[Any], kind: channels.ChannelKind, secret: s
             name: str = "alerts") -> uuid.UUID:
     workspace(conn, ws)
     return channels.create(conn, keyring(), ws, kind, name, secret).id
+
+
+def meta_connection(conn: psycopg.Connection[Any], account: str = "111", token: str = META_TOKEN) -> None:
+    """The workspace's Meta ad account, as the pause/resume actions read it."""
+    workspace(conn)
+    store.add(conn, keyring(), store.NewConnection(workspace_id=WS, provider="meta", account_id=account,
+                                                   tokens={"access_token": token}))
+
+
+def google_connection(conn: psycopg.Connection[Any], customer: str = GOOGLE_CID,
+                      login_customer_id: str | None = None) -> None:
+    """The workspace's Google Ads customer, as the pause/resume actions read it."""
+    workspace(conn)
+    store.add(conn, keyring(), store.NewConnection(workspace_id=WS, provider="google", account_id=customer,
+                                                   login_customer_id=login_customer_id,
+                                                   tokens={"developer_token": GOOGLE_DEV,
+                                                           "access_token": GOOGLE_TOKEN}))

@@ -9,14 +9,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.connections import store
 from connectors.notify import actions
 from connectors.notify.action_pool import ActionPool, by_entity
-from tests.connectors.notify.factory import WS, alert, keyring, workspace
+from tests.connectors.notify.factory import META_TOKEN, alert, keyring, meta_connection
 from tests.fakes.graph_api import FakeAccount, FakeGraphApi
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
 
-TOKEN = "EAAtok111secret"
+TOKEN = META_TOKEN
 
 
 def test_groups_per_entity_in_arrival_order_and_skips_alerts_without_action() -> None:
@@ -41,9 +40,7 @@ def graph() -> Iterator[FakeGraphApi]:
 @pytest.fixture
 def conn(database: str) -> Iterator[psycopg.Connection[Any]]:  # noqa: F811
     with psycopg.connect(database, autocommit=True) as c:
-        workspace(c)
-        store.add(c, keyring(), store.NewConnection(workspace_id=WS, provider="meta", account_id="111",
-                                                    tokens={"access_token": TOKEN}))
+        meta_connection(c)
         yield c
 
 

@@ -10,21 +10,18 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from connectors.connections import store
 from connectors.notify import actions
-from tests.connectors.notify.factory import WS, alert, keyring, workspace
+from tests.connectors.notify.factory import META_TOKEN, WS, alert, keyring, meta_connection
 from tests.fakes.graph_api import FakeAccount, FakeGraphApi, ScriptedError
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
 
-TOKEN = "EAAtok111secret"
+TOKEN = META_TOKEN
 
 
 @pytest.fixture
 def conn(database: str) -> Iterator[psycopg.Connection[Any]]:  # noqa: F811
     with psycopg.connect(database, autocommit=True) as c:
-        workspace(c)
-        store.add(c, keyring(), store.NewConnection(workspace_id=WS, provider="meta", account_id="111",
-                                                    tokens={"access_token": TOKEN}))
+        meta_connection(c)
         yield c
 
 

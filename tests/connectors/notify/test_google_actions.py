@@ -10,18 +10,22 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.connections import store
 from connectors.google_ads.status import GoogleStatusSetter, resource_name
 from connectors.notify import actions
 from schemas.alerts import AlertV1
-from tests.connectors.notify.factory import WS, alert, keyring, workspace
+from tests.connectors.notify.factory import (
+    GOOGLE_CID,
+    GOOGLE_DEV,
+    GOOGLE_TOKEN,
+    alert,
+    google_connection,
+    keyring,
+)
 from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds, Scripted
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
 
-CID = "1234567890"
+CID, TOKEN, DEV = GOOGLE_CID, GOOGLE_TOKEN, GOOGLE_DEV
 MANAGER = "5550001111"
-TOKEN = "ya29.google-access-secret"
-DEV = "devtok-fake"
 GROUP, CAMPAIGN, AD, PMAX = "4410001", "7770002", "9990003", "8880004"
 
 
@@ -32,9 +36,7 @@ def never(*_: Any) -> None:
 @pytest.fixture
 def conn(database: str) -> Iterator[psycopg.Connection[Any]]:  # noqa: F811
     with psycopg.connect(database, autocommit=True) as c:
-        workspace(c)
-        store.add(c, keyring(), store.NewConnection(workspace_id=WS, provider="google", account_id=CID,
-                                                    tokens={"developer_token": DEV, "access_token": TOKEN}))
+        google_connection(c)
         yield c
 
 
@@ -155,9 +157,7 @@ def test_expired_token_fails_with_the_authentication_error(conn: psycopg.Connect
 
 def test_manager_account_sends_login_customer_id(conn: psycopg.Connection[Any], fake: FakeGoogleAds) -> None:
     fake.customers[CID].login_customer_id = MANAGER
-    store.add(conn, keyring(), store.NewConnection(workspace_id=WS, provider="google", account_id=CID,
-                                                   login_customer_id=MANAGER,
-                                                   tokens={"developer_token": DEV, "access_token": TOKEN}))
+    google_connection(conn, login_customer_id=MANAGER)
     dashed = g_alert(1, pause=True, dry_run=False, account=f"{CID[:3]}-{CID[3:6]}-{CID[6:]}")
     assert actions.apply(conn, keyring(), dashed, never, google(fake)) == "done"
     assert fake.mutations[0].metadata["login-customer-id"] == MANAGER

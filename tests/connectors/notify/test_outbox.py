@@ -24,6 +24,7 @@ from tests.connectors.notify.factory import OTHER_WS, WS, alert, channel, keyrin
 from tests.connectors.notify.smtp_fake import FakeSmtp
 from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
+from tests.pg_locks import waiting_on_a_lock
 
 
 class Clock:
@@ -203,11 +204,8 @@ def test_a_channel_disabled_while_an_alert_is_queued_on_it_leaves_nothing_pendin
             # Either the sender waits for the consumer's commit (the fix) or it finishes
             # first; give it the time to do the latter before committing.
             deadline = time.monotonic() + 5.0
-            while not done.is_set() and time.monotonic() < deadline:
-                waiting = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
-                                       (sender_pid,)).fetchone()
-                if waiting == ("Lock",):
-                    break
+            while not done.is_set() and not waiting_on_a_lock(database, sender_pid) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.02)
         t.join(10)
         assert not t.is_alive()
