@@ -16,5 +16,17 @@ class Invalid(ValueError):
 def first_error(exc: ValidationError) -> str:
     """The first problem (where and what) and how many there were."""
     first = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "message"
+    # A location can name an unknown field, as long as the input allows: shortened.
+    where = ".".join(str(p) if len(str(p)) <= 40 else f"{str(p)[:40]}…" for p in first["loc"]) or "message"
     return f"{where}: {first['msg']} ({exc.error_count()} error(s))"
+
+
+def preview(raw: bytes | str, limit: int = 64) -> str:
+    """A short quoted look at untrusted text, for a reason or a log line.  Never the whole
+    of a large key or value: reasons travel in dead-letter headers, which are bounded, and
+    a 600 KB key repeated in its own refusal doubled the dead letter."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    if len(text) <= limit:
+        return repr(text)
+    unit = "bytes" if isinstance(raw, bytes) else "characters"
+    return f"{text[:limit]!r}… ({len(raw)} {unit})"

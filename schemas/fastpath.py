@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic_core import from_json
 
-from schemas.insight import (
+from schemas.metrics import Metrics
+from schemas.snapshot import (
     ENTITY_LEVELS,
     INSIGHT_SCHEMA,
     MAX_COUNT,
@@ -29,7 +30,6 @@ from schemas.insight import (
     Snapshot,
     zone,
 )
-from schemas.metrics import Metrics
 
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -135,13 +135,13 @@ def fast_parse(value: bytes) -> Snapshot | None:
     try:
         report_date = date.fromisoformat(rd)
         captured_at = datetime.fromisoformat(ca).astimezone(UTC)
-    except ValueError:
+        local_day = captured_at.astimezone(zone(tz)).date()
+    except (ValueError, OverflowError):  # OverflowError: a time at the calendar's edge
         return None
     spend, conversions, revenue = _money(d["spend"]), _money(d["conversions"]), _money(d["revenue"])
     impressions, clicks = _count(d["impressions"]), _count(d["clicks"])
     if spend is None or conversions is None or revenue is None or impressions is None or clicks is None:
         return None
-    local_day = captured_at.astimezone(zone(tz)).date()
     if report_date > local_day or local_day - report_date > MAX_REPORT_AGE:
         return None
     if clicks > impressions and impressions > 0:

@@ -12,18 +12,18 @@ carries no validation machinery.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+import re
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -31,38 +31,92 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.edge import preview
+from schemas.fastpath import fast_parse
 from schemas.metrics import Metrics
+from schemas.snapshot import (
+    ENTITY_LEVELS,
+    INSIGHT_SCHEMA,
+    MAX_CLOCK_SKEW,
+    MAX_COUNT,
+    MAX_MONEY,
+    MAX_REPORT_AGE,
+    PROVIDERS,
+    RAW_TOPIC,
+    Snapshot,
+    insight_key,
+    zone,
+)
 
-INSIGHT_SCHEMA = "metricx.insight.v1"
-RAW_TOPIC = "metricx.insights.raw"
-
-PROVIDERS = ("meta", "google", "tiktok", "sim")
-ENTITY_LEVELS = ("ad", "adset", "campaign", "asset_group")
-
-# Bounds that separate a real ad account from a broken upstream.  A single entity
-# spending ten billion a day in any currency, or reporting a restatement for a day more
-# than ~13 months back, is a bug upstream, not data.
-MAX_MONEY = Decimal("10000000000")
-MAX_COUNT = 10**13
-MAX_REPORT_AGE = timedelta(days=400)
-MAX_CLOCK_SKEW = timedelta(minutes=10)
+# Re-exported: callers know these as parts of the contract.
+__all__ = [
+    "ENTITY_LEVELS", "INSIGHT_SCHEMA", "MAX_CLOCK_SKEW", "MAX_COUNT", "MAX_MONEY", "MAX_REPORT_AGE", "PROVIDERS",
+    "RAW_TOPIC", "InsightV1", "InvalidInsight", "Snapshot", "insight_key", "parse_insight", "zone",
+]
 
 Provider = Literal["meta", "google", "tiktok", "sim"]
 EntityLevel = Literal["ad", "adset", "campaign", "asset_group"]
+
+# The README's "wrong types" are refused, not coerced: Pydantic's lax mode would store
+# ``true`` or ``100.0`` as a count, ``"2"`` as clicks, a Unix time as a date and
+# ``"1_000"`` (Python's Decimal syntax) as money.  ASCII digits only: ``\d`` would let
+# other scripts' digits through, which Decimal reads as numbers too.
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_NON_FINITE_TEXT = re.compile(r"[+-]?(nan|inf|infinity)", re.IGNORECASE)  # refused as "not finite"
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _json_type(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float | Decimal):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    return "an array" if isinstance(v, list) else "an object"
+
+
+def _decimal_text(v: object) -> object:
+    """Money: a JSON number, or a string of one (``"12.34"``, ``"-5"``, ``"1e3"``)."""
+    if isinstance(v, str) and not (_DECIMAL_TEXT.fullmatch(v) or _NON_FINITE_TEXT.fullmatch(v)):
+        raise ValueError("must be a decimal number such as 12.34 (no blanks, underscores, '+' or words)")
+    if isinstance(v, bool) or not isinstance(v, str | int | float | Decimal):
+        raise ValueError(f"must be a decimal number or a string of one, not {_json_type(v)}")
+    return v
+
+
+def _date_text(v: object) -> object:
+    if isinstance(v, date) and not isinstance(v, datetime):
+        return v  # built in Python (the pollers)
+    if not isinstance(v, str):
+        raise ValueError(f"must be a date string YYYY-MM-DD, not {_json_type(v)}")
+    if not _DATE_TEXT.fullmatch(v):
+        raise ValueError("must be a date string YYYY-MM-DD")
+    return v
+
+
+def _datetime_text(v: object) -> object:
+    if isinstance(v, datetime):
+        return v  # built in Python (the pollers)
+    if not isinstance(v, str):
+        raise ValueError(f"must be an RFC 3339 time string, not {_json_type(v)}")
+    if not _DATETIME_TEXT.match(v):
+        raise ValueError("must be an RFC 3339 time string (YYYY-MM-DDTHH:MM:SSZ)")
+    return v
+
 
 # Ids are opaque platform strings; ':' is the Kafka key separator, so it is refused.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Money = Annotated[
     Decimal,
+    BeforeValidator(_decimal_text),
     Field(ge=0, le=MAX_MONEY, max_digits=24, decimal_places=6, allow_inf_nan=False),
 ]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-
-
-@functools.lru_cache(maxsize=1024)
-def zone(name: str) -> ZoneInfo:
-    """Resolve an IANA zone once; the pipeline asks for the same few zones constantly."""
-    return ZoneInfo(name)
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
+ReportDate = Annotated[date, BeforeValidator(_date_text)]
 
 
 def _check_zone(name: str) -> str:
@@ -74,7 +128,10 @@ def _check_zone(name: str) -> str:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59: past the last representable instant
+        raise ValueError("captured_at is out of range") from None
 
 
 class InsightV1(BaseModel):
@@ -90,10 +147,10 @@ class InsightV1(BaseModel):
     entity_id: Id
     campaign_id: Id
     adset_id: Id | None = None
-    report_date: date
+    report_date: ReportDate
     timezone: Annotated[str, AfterValidator(_check_zone)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-    captured_at: Annotated[AwareDatetime, AfterValidator(_to_utc)]
+    captured_at: Annotated[AwareDatetime, BeforeValidator(_datetime_text), AfterValidator(_to_utc)]
     spend: Money
     impressions: Count
     clicks: Count
@@ -102,7 +159,10 @@ class InsightV1(BaseModel):
 
     @model_validator(mode="after")
     def _report_date_fits_capture(self) -> InsightV1:
-        local_day = self.captured_at.astimezone(zone(self.timezone)).date()
+        try:
+            local_day = self.captured_at.astimezone(zone(self.timezone)).date()
+        except OverflowError:  # year 1 or 9999 seen from a zone that leaves the calendar
+            raise ValueError(f"captured_at {self.captured_at.isoformat()} is out of range in {self.timezone}") from None
         if self.report_date > local_day:
             raise ValueError(
                 f"report_date {self.report_date} has not begun in {self.timezone} "
@@ -146,59 +206,6 @@ class InsightV1(BaseModel):
         )
 
 
-def insight_key(provider: str, account_id: str, entity_id: str) -> str:
-    """Kafka key: every snapshot of one entity lands on one partition, in order."""
-    return f"{provider}:{account_id}:{entity_id}"
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """A validated cumulative snapshot, the unit the pure pipeline logic works on."""
-
-    workspace_id: str
-    provider: str
-    account_id: str
-    entity_level: str
-    entity_id: str
-    campaign_id: str
-    adset_id: str | None
-    report_date: date
-    timezone: str
-    currency: str
-    captured_at: datetime
-    metrics: Metrics
-
-    @property
-    def entity_key(self) -> str:
-        """State key: one entity of one workspace (all its report dates)."""
-        return f"{self.workspace_id}:{self.provider}:{self.account_id}:{self.entity_id}"
-
-    def to_event(self) -> dict[str, Any]:
-        """The JSON-ready wire form (money as decimal strings)."""
-        m = self.metrics
-        return {
-            "schema": INSIGHT_SCHEMA,
-            "workspace_id": self.workspace_id,
-            "provider": self.provider,
-            "account_id": self.account_id,
-            "entity_level": self.entity_level,
-            "entity_id": self.entity_id,
-            "campaign_id": self.campaign_id,
-            "adset_id": self.adset_id,
-            "report_date": self.report_date.isoformat(),
-            "timezone": self.timezone,
-            "currency": self.currency,
-            "captured_at": self.captured_at.astimezone(UTC)
-            .isoformat()
-            .replace("+00:00", "Z"),
-            "spend": str(m.spend),
-            "impressions": m.impressions,
-            "clicks": m.clicks,
-            "conversions": str(m.conversions),
-            "revenue": str(m.revenue),
-        }
-
-
 class InvalidInsight(ValueError):
     """A message that is not a valid `metricx.insight.v1`; ``reason`` is for humans."""
 
@@ -207,11 +214,23 @@ class InvalidInsight(ValueError):
         self.reason = reason
 
 
+MAX_REASON_ERRORS = 5
+
+
+def _short(name: str, limit: int = 40) -> str:
+    return name if len(name) <= limit else f"{name[:limit]}…({len(name)} characters)"
+
+
 def _describe(err: ValidationError) -> str:
+    """Where and what, for the first few errors; never the input itself (a reason goes
+    into a dead-letter header, and a field *name* can be as large as the message)."""
+    errors = err.errors(include_url=False, include_input=False)
     parts = []
-    for e in err.errors(include_url=False, include_input=False):
-        loc = ".".join(str(x) for x in e["loc"]) or "message"
+    for e in errors[:MAX_REASON_ERRORS]:
+        loc = ".".join(_short(str(x)) for x in e["loc"]) or "message"
         parts.append(f"{loc}: {e['msg']}")
+    if len(errors) > MAX_REASON_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REASON_ERRORS} more errors")
     return "; ".join(parts)
 
 
@@ -228,15 +247,15 @@ def _validate_model(value: bytes) -> Snapshot:
     return model.to_snapshot()
 
 
-def parse_insight(
-    value: bytes | None, key: bytes | None = None, now: datetime | None = None
-) -> Snapshot:
+def parse_insight(value: bytes | None, key: bytes | None, now: datetime | None = None) -> Snapshot:
     """Validate one raw Kafka message; raise :class:`InvalidInsight` with a readable reason.
 
     The common, well-formed message takes a fast path (:func:`schemas.fastpath.fast_parse`)
     that only ever *accepts* what the Pydantic model accepts; anything it is not sure of
     goes through the model, which decides and explains.
 
+    ``key`` is the Kafka key, required: it must be ``provider:account_id:entity_id`` of
+    the payload, or the entity's snapshots could land on several partitions, out of order.
     ``now`` enables the clock check (a snapshot from the future means a broken clock
     upstream, and would poison the "latest snapshot" of its series forever).
     """
@@ -245,20 +264,14 @@ def parse_insight(
     snap = fast_parse(value)
     if snap is None:
         snap = _validate_model(value)
-    if key is not None:
-        expected = insight_key(snap.provider, snap.account_id, snap.entity_id)
-        try:
-            got = key.decode()
-        except UnicodeDecodeError:
-            got = repr(key)
-        if got != expected:
-            raise InvalidInsight(f"key {got!r} does not match payload key {expected!r}")
+    expected = insight_key(snap.provider, snap.account_id, snap.entity_id)
+    if key is None:
+        raise InvalidInsight(f"message has no key; expected {expected!r}")
+    if key != expected.encode():
+        raise InvalidInsight(f"key {preview(key)} does not match payload key {expected!r}")
     if now is not None and snap.captured_at > now + MAX_CLOCK_SKEW:
         raise InvalidInsight(
             f"captured_at {snap.captured_at.isoformat()} is in the future "
             f"(now {now.isoformat()})"
         )
     return snap
-
-
-from schemas.fastpath import fast_parse  # noqa: E402  (fastpath imports this module)

@@ -97,7 +97,7 @@ def test_run_live_publishes_every_ad_each_poll_and_flushes_each_poll(
     assert len(producer.flush_marks) == 3 and producer.flush_marks[-1] == total
     snaps = parsed(producer)
     for s in snaps:
-        assert parse_insight(encode_snapshot(s)[1], now=seen[-1]) == s  # nothing from the future
+        assert parse_insight(encode_snapshot(s)[1], encode_snapshot(s)[0], now=seen[-1]) == s  # nothing from the future
     polls = [r for r in caplog.records if getattr(r, "event", None) == "sim_poll"]
     assert len(polls) == 3
     assert [r.snapshots for r in polls] == [  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from connectors.sim.generator import poll_stream
 from connectors.sim.world import build_world
 from schemas.fastpath import fast_parse
 from schemas.insight import InvalidInsight, _validate_model
-from tests.schemas.test_insight import GOOD
+from tests.schemas.test_insight import GOOD, WRONG_TYPES
 
 
 def test_agrees_with_the_model_on_simulated_traffic() -> None:
@@ -42,6 +42,9 @@ odd_values = st.one_of(
         "7b0c0e1e11114a4a9a9a111111111111", "{7b0c0e1e-1111-4a4a-9a9a-111111111111}",
         "UTC", "utc", "Europe/Berlin", "Mars/Base", "../etc", "USD", "usd", "US", "ad", "campaign",
         "meta", "sim", "metricx.insight.v1", "a:b", "x" * 129, "ok-id_1.2", "é",
+        # wrong types the model used to coerce, and times at the calendar's edges
+        100.0, 1e1, "2", "1795478400", 1795478400, "1_2.5", ".5", "5.", "١٢", "0001-01-01",
+        "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59", "9999-12-31T23:59:59Z",
     ]),
 )
 
@@ -66,3 +69,12 @@ def test_never_accepts_what_the_model_refuses(mutations: list[tuple[str, Any, bo
     except InvalidInsight as exc:
         pytest.fail(f"fast path accepted what the model refuses ({exc.reason}): {raw!r}")
     assert fast == model
+
+
+@pytest.mark.parametrize(("field", "value"), WRONG_TYPES)
+def test_both_refuse_wrong_types(field: str, value: Any) -> None:
+    """The fast path never takes them, and the model (which decides) refuses them."""
+    raw = json.dumps({**GOOD, field: value}).encode()
+    assert fast_parse(raw) is None
+    with pytest.raises(InvalidInsight):
+        _validate_model(raw)
