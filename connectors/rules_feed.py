@@ -19,8 +19,9 @@ from typing import Any
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from connectors.kafka import Producer, send_dead_letter
+from connectors.kafka import Producer, deadletter_producer, send_dead_letter
 from pipelines.rulebook import NameKey, RuleBook
+from schemas.edge import preview
 from schemas.envelope import DeadLetter, Envelope
 from schemas.rules import InvalidRule, parse_rule_message, to_rule
 
@@ -76,7 +77,7 @@ class RulesFeed:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         })
-        producer = Producer(self._bootstrap, client_id="metricx-rules-feed")
+        producer = deadletter_producer(self._bootstrap, client_id="metricx-rules-feed")
         try:
             meta = consumer.list_topics(self._topic, timeout=10)
             topic_meta = meta.topics.get(self._topic)
@@ -108,6 +109,10 @@ class RulesFeed:
         key = msg.key()
         value = msg.value()
         rule_id = key.decode(errors="replace") if key else ""
+        if value is not None and len(rule_id) > 64:
+            # A rule id is a UUID: a longer key is refused without repeating it.
+            self._dead_letter(msg, producer, InvalidRule(f"key {preview(key)} is not a rule id"))
+            return
         if value is None:
             self.book.remove(rule_id)
             log.info("rule deleted", extra={"rule_id": rule_id, "offset": msg.offset()})
@@ -117,11 +122,7 @@ class RulesFeed:
             if str(rule.id) != rule_id:
                 raise InvalidRule(f"key {rule_id!r} is not the rule's id {rule.id}")
         except InvalidRule as exc:
-            ts = msg.timestamp()
-            env = Envelope(key, value, msg.topic() or self._topic, msg.partition() or 0, msg.offset() or 0,
-                           datetime.fromtimestamp(ts[1] / 1000, UTC) if ts and ts[1] > 0 else None)
-            send_dead_letter(producer, DeadLetter(env, exc.reason, "rules"), self._dl_topic)
-            producer.flush(10)
+            self._dead_letter(msg, producer, exc)
             return
         if rule.status == "active":
             self.book.put(to_rule(rule))
@@ -132,6 +133,13 @@ class RulesFeed:
             extra={"rule_id": rule_id, "workspace": str(rule.workspace_id), "version": rule.version,
                    "status": rule.status, "offset": msg.offset()},
         )
+
+    def _dead_letter(self, msg: Any, producer: Producer, exc: InvalidRule) -> None:
+        ts = msg.timestamp()
+        env = Envelope(msg.key(), msg.value(), msg.topic() or self._topic, msg.partition() or 0, msg.offset() or 0,
+                       datetime.fromtimestamp(ts[1] / 1000, UTC) if ts and ts[1] > 0 else None)
+        send_dead_letter(producer, DeadLetter(env, exc.reason, "rules"), self._dl_topic)
+        producer.flush(10)
 
     def _refresh_names(self) -> None:
         """Names only for workspaces whose rules filter on them (the pipeline never

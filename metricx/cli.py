@@ -62,11 +62,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def topic_specs(settings: Settings, partitions: int) -> list[TopicSpec]:
-    from connectors.kafka import TopicSpec
+    """The same topics and sizes as ``deploy/services.sh create-topics``."""
+    from connectors.kafka import TopicSpec, deadletter_topic_spec, raw_topic_spec
 
     return [
-        TopicSpec(settings.raw_topic, partitions),
-        TopicSpec(settings.deadletter_topic, 1),
+        raw_topic_spec(settings.raw_topic, partitions),
+        deadletter_topic_spec(settings.deadletter_topic),
         TopicSpec(settings.alerts_topic, partitions),
         TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
     ]

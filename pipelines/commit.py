@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from connectors.kafka import Producer, send_dead_letter
+from connectors.kafka import MessageTooLarge, Producer, deadletter_producer, send_dead_letter
 from connectors.redis_live import LivePublisher
 from connectors.timescale import InsightStore
 from metricx.settings import Settings
@@ -32,7 +32,11 @@ class Committer:
     def __init__(self, settings: Settings, *, consumer: str = "pipeline", worker: int | str = 0) -> None:
         self._store = InsightStore(settings.libpq_url, consumer=consumer)
         self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen)
-        self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-deadletter")
+        # Two producers: dead letters may be as large as the largest raw record (their
+        # own size limit, ``deadletter_producer``); alerts are small and go to a topic
+        # with Kafka's default limit.
+        self._dl_producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-deadletter")
+        self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-alerts")
         self._dl_topic = settings.deadletter_topic
         self._alerts_topic = settings.alerts_topic
         self._worker = worker
@@ -46,14 +50,22 @@ class Committer:
         t1 = time.perf_counter()
         if batch.dead:
             for dl in batch.dead:
-                send_dead_letter(self._producer, dl, self._dl_topic)
-            self._producer.flush()
+                send_dead_letter(self._dl_producer, dl, self._dl_topic)
+            self._dl_producer.flush()
         self._store.write_with_retry(batch)
         if batch.alerts:
             # After the commit: the table is the truth and the topic at-least-once (a
             # replay republishes the same fingerprints; consumers dedupe on them).
             for alert in batch.alerts:
-                self._producer.send(self._alerts_topic, json.dumps(alert_payload(alert)).encode(), alert.workspace_id)
+                try:
+                    self._producer.send(self._alerts_topic, json.dumps(alert_payload(alert)).encode(),
+                                        alert.workspace_id)
+                except MessageTooLarge as exc:
+                    # Stored (the table is the truth) but never publishable: raising would
+                    # replay this batch and fail here again, for every tenant, for good.
+                    log.error("alert stored but too large to publish",
+                              extra={"fingerprint": alert.fingerprint[:200], "error": str(exc)})
+                    self._counts["alerts_unpublishable"] += 1
             self._producer.flush()
             self._counts["alerts"] += len(batch.alerts)
         t2 = time.perf_counter()
@@ -87,6 +99,7 @@ class Committer:
             self._last_log = now
 
     def close(self) -> None:
+        self._dl_producer.flush()
         self._producer.flush()
         self._store.close()
         self._live.close()

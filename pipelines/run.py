@@ -10,6 +10,7 @@ from pathlib import Path
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
+from connectors.kafka import TopicSpec, deadletter_topic_spec, ensure_topics
 from metricx.gc_tuning import tune_gc
 from metricx.settings import Settings
 from metricx.stopping import stop_on_signals
@@ -42,18 +43,19 @@ def run_pipeline(
 ) -> None:
     tune_gc(settings.gc_gen0_threshold)
     processes = len(addresses) if addresses else 1
+    # What the flow writes to, created (or, for an existing dead-letter topic, sized) here
+    # so a fresh broker works without `metricx topics` (which creates the same specs): a
+    # dead-letter topic with Kafka's default size would refuse the largest dead letters.
+    specs = [deadletter_topic_spec(settings.deadletter_topic)]
+    if settings.rules_enabled:
+        # The flow's side input and output.
+        specs += [TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}), TopicSpec(settings.alerts_topic, 1)]
+    ensure_topics(settings.kafka_bootstrap, specs)
     feed = None
     book = None
     if settings.rules_enabled:
-        from connectors.kafka import TopicSpec, ensure_topics
         from connectors.rules_feed import RulesFeed
 
-        # The flow's side input and output; created here so a fresh broker works
-        # without `metricx topics` (which creates the same specs).
-        ensure_topics(settings.kafka_bootstrap, [
-            TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}),
-            TopicSpec(settings.alerts_topic, 1),
-        ])
         book = RuleBook()
         feed = RulesFeed(
             book, bootstrap=settings.kafka_bootstrap, topic=settings.rules_topic,

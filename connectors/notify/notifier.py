@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from connectors.connections.crypto import Keyring, TokenKeyError
 from connectors.connections.resilience import backoff_delay
 from connectors.google_ads.status import GoogleStatusSetter
-from connectors.kafka import Producer, send_dead_letter
+from connectors.kafka import Producer, deadletter_producer, send_dead_letter
 from connectors.notify import actions, channels, outbox
 from connectors.notify.action_pool import ActionPool
 from connectors.notify.config import NotifierSettings, load_notifier_settings
@@ -269,7 +269,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
         # A killed notifier's partitions move to its replacement after this long (default 45 s).
         "session.timeout.ms": 10_000,
     })
-    producer = Producer(settings.kafka_bootstrap, client_id="metricx-notifier")
+    producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-notifier")  # dead letters only
     pool = ActionPool(settings.libpq_url, keyring, actions.MetaStatusSetter(ns.meta_graph_url),
                       GoogleStatusSetter(ns.google_ads_endpoint), ns.notifier_action_workers)
     consumer.subscribe([settings.alerts_topic])

@@ -30,7 +30,14 @@ from typing import Any
 
 import psycopg
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
+from connectors.kafka import (
+    Producer,
+    TopicSpec,
+    deadletter_topic_spec,
+    delete_topics,
+    ensure_topics,
+    raw_topic_spec,
+)
 from connectors.sim.poller import run_bulk
 from connectors.sim.world import World, build_world_for_entities
 from metricx.settings import REPO_ROOT, Settings, load_settings
@@ -106,7 +113,7 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
 
     suffix = uuid.uuid4().hex[:6]
     topic, dl, rules_topic, alerts_topic = (f"metricx.bench.lat{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
-    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4), TopicSpec(dl, 1), TopicSpec(alerts_topic, 1),
+    ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
                                              TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
     url = fresh_database(settings, "slat")
     procs: list[subprocess.Popen[bytes]] = []
@@ -216,7 +223,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-stoploss-"))
     suffix = uuid.uuid4().hex[:6]
     topic, dl, rules_topic, alerts_topic = (f"metricx.bench.{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
-    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4), TopicSpec(dl, 1), TopicSpec(alerts_topic, 1),
+    ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
                                              TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
     results: dict[str, Any] = {"snapshots": args.snapshots, "entities": args.entities, "rules": args.rules,
                                "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}

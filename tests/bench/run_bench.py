@@ -28,7 +28,14 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
+from connectors.kafka import (
+    Producer,
+    TopicSpec,
+    deadletter_topic_spec,
+    delete_topics,
+    ensure_topics,
+    raw_topic_spec,
+)
 from connectors.sim.poller import run_bulk
 from connectors.sim.world import build_world_for_entities
 from metricx.settings import REPO_ROOT, Settings, load_settings
@@ -164,7 +171,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-"))
     topic = f"metricx.bench.raw.{uuid.uuid4().hex[:6]}"
     dl_topic = f"metricx.bench.dl.{uuid.uuid4().hex[:6]}"
-    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4), TopicSpec(dl_topic, 1)])
+    ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl_topic)])
     results: dict[str, object] = {"snapshots": args.snapshots, "entities": args.entities,
                                   "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
     try:

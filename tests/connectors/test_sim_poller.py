@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from connectors.kafka import DeliveryError, DeliveryStats, Headers, Producer, encode_snapshot
+from connectors.kafka import DeliveryError, DeliveryStats, Headers, OnDelivery, Producer, encode_snapshot
 from connectors.sim.generator import bulk_stream, expected_totals
 from connectors.sim.poller import run_bulk, run_live
 from connectors.sim.world import World, build_world
@@ -37,6 +37,7 @@ class FakeProducer(Producer):
         value: bytes,
         key: bytes | str | None = None,
         headers: Headers | None = None,
+        on_delivery: OnDelivery | None = None,
     ) -> None:
         self.sent.append((topic, value, key))
 
@@ -217,9 +218,9 @@ def test_run_bulk_paces_to_the_requested_rate(world: World) -> None:
 
     class Timed(FakeProducer):
         def send(self, topic: str, value: bytes, key: bytes | str | None = None,
-                 headers: Headers | None = None) -> None:
+                 headers: Headers | None = None, on_delivery: OnDelivery | None = None) -> None:
             sent_at.append(clock.now)
-            super().send(topic, value, key, headers)
+            super().send(topic, value, key, headers, on_delivery)
 
     rate = 2000.0
     n = run_bulk(Timed(), world, snapshots=400, seed=1, end_utc=T0, rate=rate,

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors.kafka import TopicSpec, delete_topics, ensure_topics
 from connectors.kafka import check_reachable as kafka_ok
+from connectors.kafka import deadletter_topic_spec, delete_topics, ensure_topics, raw_topic_spec
 from connectors.redis_live import check_reachable as redis_ok
 from connectors.timescale import check_reachable as db_ok
 from metricx.settings import REPO_ROOT, Settings, load_settings
@@ -68,7 +68,7 @@ def topics(services: Settings, request: pytest.FixtureRequest) -> Iterator[Topic
     suffix = uuid.uuid4().hex[:8]
     partitions = getattr(request, "param", 4)
     t = Topics(f"metricx.insights.raw.t{suffix}", f"metricx.deadletter.t{suffix}", partitions)
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(t.raw, partitions), TopicSpec(t.deadletter, 1)])
+    ensure_topics(services.kafka_bootstrap, [raw_topic_spec(t.raw, partitions), deadletter_topic_spec(t.deadletter)])
     yield t
     delete_topics(services.kafka_bootstrap, [t.raw, t.deadletter])
 

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
+from connectors.kafka import Producer, TopicSpec, deadletter_topic_spec, delete_topics, ensure_topics
 from metricx.settings import REPO_ROOT, Settings
 from schemas.envelope import H_STAGE
 from tests.connectors.notify.factory import (
@@ -80,7 +80,7 @@ class Notifier:
 def topics(services: Settings) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     alerts, dlq = f"metricx.alerts.t{suffix}", f"metricx.deadletter.t{suffix}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(alerts, 4), TopicSpec(dlq, 1)])
+    ensure_topics(services.kafka_bootstrap, [TopicSpec(alerts, 4), deadletter_topic_spec(dlq)])
     yield alerts, dlq
     delete_topics(services.kafka_bootstrap, [alerts, dlq])
 
