@@ -196,6 +196,12 @@ def cmd_rules_sync(args: argparse.Namespace) -> int:
     _check(settings, kafka=True, db=True)
     result = sync_all(settings.libpq_url, RulePublisher(settings.kafka_bootstrap, settings.rules_topic,
                                                         timeout_s=30.0), prune=not args.no_prune)
+    for rule_id, why in sorted(result.failed.items()):
+        print(f"metricx: rule {rule_id} not published: {why[:500]}", file=sys.stderr)
+    if result.failed:
+        print(f"published {result.published} rules, {result.tombstoned} tombstones; "
+              f"{len(result.failed)} rules not published (see above)")
+        return 1
     print(f"published {result.published} rules, {result.tombstoned} tombstones")
     return 0
 

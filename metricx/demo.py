@@ -63,7 +63,7 @@ def ensure_demo_rule(settings: Settings, ws: str) -> None:
     from psycopg.rows import dict_row
 
     from schemas.rules import RuleIn
-    from serving.rules_store import RulePublisher, insert_rule, publish_ids, update_rule
+    from serving.rules_store import PublishFailed, RulePublisher, insert_rule, publish_ids, update_rule
 
     body = RuleIn.model_validate(DEMO_RULE)
     with psycopg.connect(settings.libpq_url, autocommit=True, row_factory=dict_row) as conn:
@@ -75,8 +75,10 @@ def ensure_demo_rule(settings: Settings, ws: str) -> None:
             rule_id = row["id"]
             update_rule(conn, uuid.UUID(ws), rule_id, body)
         publisher = RulePublisher(settings.kafka_bootstrap, settings.rules_topic)
-        publish_ids(conn, publisher, [rule_id])
+        result = publish_ids(conn, publisher, [rule_id])
         publisher.close()
+    if result.failed:
+        raise PublishFailed(result.failed)
 
 
 def demo_key(path: Path) -> str:

@@ -10,6 +10,9 @@ under a per-rule advisory lock.  So:
   last re-reads the newest row);
 - a failed publish is repaired by any later write of the same rule, by repeating the
   request (an unchanged PUT republishes), or by ``metricx rules sync``;
+- whatever fails for one rule (the broker or the producer refusing its message, say for
+  its size, or a stored row that is no longer a valid rule) fails that rule alone, with
+  a reason: the API answers 503, and a sync reports it and publishes every other rule;
 - a DELETE racing an update ends as a tombstone.
 
 Every function takes the workspace id and filters on it in SQL.
@@ -17,21 +20,25 @@ Every function takes the workspace id and filters on it in SQL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import ValidationError
 
 from connectors.kafka import DeliveryError, Producer
 from schemas.api_rules import RuleOut
+from schemas.edge import first_error
 from schemas.rules import RuleIn, RuleV1, definition, rule_message
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,14 @@ COLUMNS = "id, workspace_id, name, definition, status, version, created_by, crea
 
 
 class PublishFailed(RuntimeError):
-    """The row is committed but the broker did not acknowledge the rule in time."""
+    """Rows are committed but some rules are not on the topic; ``failed`` says which and
+    why (rule id -> reason)."""
+
+    def __init__(self, failed: Mapping[uuid.UUID, str]) -> None:
+        self.failed = dict(failed)
+        shown = [f"{i}: {why}" for i, why in list(self.failed.items())[:5]]
+        more = len(self.failed) - len(shown)
+        super().__init__("; ".join(shown) + (f"; and {more} more" if more > 0 else ""))
 
 
 def to_out(row: dict[str, Any]) -> RuleOut:
@@ -52,9 +66,8 @@ def to_out(row: dict[str, Any]) -> RuleOut:
     })
 
 
-def to_v1(row: dict[str, Any]) -> RuleV1:
+def to_v1(out: RuleOut) -> RuleV1:
     """The topic's message: the stored rule without the API-only bookkeeping."""
-    out = to_out(row)
     return RuleV1.model_validate(out.model_dump(by_alias=True, exclude={"created_by", "created_at"}))
 
 
@@ -161,18 +174,34 @@ class RulePublisher:
         return self._producer
 
     def publish(self, messages: Iterable[tuple[uuid.UUID, bytes | None]]) -> int:
-        """Send ``(rule id, value or None for a tombstone)`` and wait for the broker's ack."""
+        """Send ``(rule id, value or None for a tombstone)`` and wait for the broker's ack.
+        Raises :class:`PublishFailed` naming every rule that was not acknowledged (the
+        others are on the topic): each message's own delivery report decides, so one
+        refused rule never takes the others with it."""
         with self._lock:
             producer = self._get()
-            n = 0
+            reports: dict[uuid.UUID, str | None] = {}
+            failed: dict[uuid.UUID, str] = {}
+            sent: list[uuid.UUID] = []
             for rule_id, value in messages:
-                producer.send(self.topic, value, str(rule_id).encode())  # type: ignore[arg-type]
-                n += 1
-            try:
+                try:
+                    producer.send(self.topic, value, str(rule_id).encode(),  # type: ignore[arg-type]
+                                  on_delivery=partial(_report, reports, rule_id))
+                except DeliveryError as exc:  # over the producer's message.max.bytes
+                    failed[rule_id] = str(exc)
+                except KafkaException as exc:
+                    failed[rule_id] = exc.args[0].str()
+                else:
+                    sent.append(rule_id)
+            with contextlib.suppress(DeliveryError):  # each message's own report is read below
                 producer.flush(self.timeout_s + 1.0)
-            except DeliveryError as exc:
-                raise PublishFailed(str(exc)) from None
-            return n
+            for rule_id in sent:
+                why = reports.get(rule_id, "not acknowledged by the broker in time")
+                if why is not None:
+                    failed[rule_id] = why
+            if failed:
+                raise PublishFailed(failed)
+            return len(sent)
 
     def close(self) -> None:
         with self._lock:
@@ -183,27 +212,64 @@ class RulePublisher:
                     log.warning("rules left unpublished at shutdown", extra={"error": str(exc)})
 
 
-def publish_ids(conn: Conn, publisher: RulePublisher, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, RuleOut | None]:
+def _report(reports: dict[uuid.UUID, str | None], rule_id: uuid.UUID, err: KafkaError | None) -> None:
+    reports[rule_id] = None if err is None else err.str()
+
+
+@dataclass(frozen=True)
+class Published:
+    """What :func:`publish_ids` did: per id, the stored rule now on the topic (None: a
+    tombstone), and the ids it could not publish, with why."""
+
+    live: dict[uuid.UUID, RuleOut | None]
+    failed: dict[uuid.UUID, str]
+
+
+def publish_ids(conn: Conn, publisher: RulePublisher, ids: Iterable[uuid.UUID]) -> Published:
     """Publish what the database holds now for each id (a tombstone where nothing),
     holding per-rule advisory locks so publications of one rule happen in commit order.
-    Ids are global (uuids), so this never filters by workspace.  Raises
-    :class:`PublishFailed` (the rows stay committed)."""
+    Ids are global (uuids), so this never filters by workspace.  Never raises for one
+    rule: a row that is no longer a valid rule, or a message the producer or the broker
+    refuses, lands in ``failed`` (the rows stay committed)."""
     wanted = sorted(set(ids))
     if not wanted:
-        return {}
+        return Published({}, {})
+    live: dict[uuid.UUID, RuleOut | None] = {}
+    failed: dict[uuid.UUID, str] = {}
     with conn.transaction():
         for rule_id in wanted:  # sorted: two publishers never wait on each other in a cycle
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 4242))", (str(rule_id),))
         rows = {r["id"]: r for r in conn.execute(f"SELECT {COLUMNS} FROM rules WHERE id = ANY(%s)",
                                                  (wanted,)).fetchall()}
-        publisher.publish([(i, rule_message(to_v1(rows[i])) if i in rows else None) for i in wanted])
-    return {i: to_out(rows[i]) if i in rows else None for i in wanted}
+        messages: list[tuple[uuid.UUID, bytes | None]] = []
+        for i in wanted:
+            if i not in rows:
+                live[i] = None
+                messages.append((i, None))
+                continue
+            try:
+                out = to_out(rows[i])
+                messages.append((i, rule_message(to_v1(out))))
+                live[i] = out
+            except ValidationError as exc:
+                failed[i] = f"the stored rule is not a valid rule: {first_error(exc)}"
+        try:
+            publisher.publish(messages)
+        except PublishFailed as exc:
+            failed.update(exc.failed)
+    for i in failed:
+        live.pop(i, None)
+        log.error("rule not published", extra={"rule_id": str(i), "error": failed[i]})
+    return Published(live, failed)
 
 
 def publish_current(conn: Conn, publisher: RulePublisher, ws: uuid.UUID, rule_id: uuid.UUID) -> RuleOut | None:
     """After a write of one rule: publish its current state; the stored rule if it is
-    (still) in ``ws``."""
-    out = publish_ids(conn, publisher, [rule_id])[rule_id]
+    (still) in ``ws``.  Raises :class:`PublishFailed` when it is not on the topic."""
+    result = publish_ids(conn, publisher, [rule_id])
+    if result.failed:
+        raise PublishFailed(result.failed)
+    out = result.live[rule_id]
     return out if out is not None and out.workspace_id == ws else None
 
 
@@ -214,6 +280,7 @@ def publish_current(conn: Conn, publisher: RulePublisher, ws: uuid.UUID, rule_id
 class SyncResult:
     published: int
     tombstoned: int
+    failed: dict[uuid.UUID, str]  # rule id -> why it is not on the topic
 
 
 def live_keys(bootstrap: str, topic: str, timeout_s: float = 30.0) -> set[str]:
@@ -262,7 +329,9 @@ def sync_all(database_url: str, publisher: RulePublisher, *, prune: bool = True,
     """Republish every rule in the database; with ``prune``, tombstone ids the topic
     still holds but the database does not (after restoring an older database backup).
     Each chunk goes through :func:`publish_ids` (re-read under the per-rule locks), so a
-    concurrent API write is never overwritten by an older value.  Idempotent."""
+    concurrent API write is never overwritten by an older value.  A rule that cannot be
+    published is skipped and reported in ``failed``; every other rule is published.
+    Idempotent."""
     with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
         ids: list[uuid.UUID] = [r["id"] for r in conn.execute("SELECT id FROM rules ORDER BY id").fetchall()]
         if prune:
@@ -273,10 +342,13 @@ def sync_all(database_url: str, publisher: RulePublisher, *, prune: bool = True,
                 except ValueError:
                     log.warning("ignoring a non-uuid key on the rules topic", extra={"key": key})
         published = tombstoned = 0
+        failed: dict[uuid.UUID, str] = {}
         for i in range(0, len(ids), chunk):
-            for out in publish_ids(conn, publisher, ids[i:i + chunk]).values():
+            result = publish_ids(conn, publisher, ids[i:i + chunk])
+            failed.update(result.failed)
+            for out in result.live.values():
                 if out is None:
                     tombstoned += 1
                 else:
                     published += 1
-    return SyncResult(published=published, tombstoned=tombstoned)
+    return SyncResult(published=published, tombstoned=tombstoned, failed=failed)

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
+from connectors.kafka import TopicSpec, delete_topics, ensure_topics
 from schemas.rules import RuleIn, RuleV1, definition, parse_rule_message, rule_message
 from serving.rules_store import RulePublisher
 from tests.serving.conftest import snapshot, write
@@ -212,6 +213,85 @@ def test_rules_sync_republishes_and_prunes(api: Api) -> None:  # noqa: F811
     assert (r.name, r.status, r.version) == ("restored", "paused", 3)
     live_v1 = latest[live["id"]]
     assert live_v1 is not None and parse_rule_message(live_v1) == as_v1(live)
+
+
+def _oversized_definition(name: str) -> dict[str, Any]:
+    """A rule the contract accepts (every list within its bounds) whose ``metricx.rule.v1``
+    message is over a megabyte: Kafka's default limit for a message."""
+    leaf = {"metric": "spend", "operator": ">=", "value": "80.123456"}
+    group = {"op": "or", "conditions": [{"op": "and", "conditions": [leaf] * 20}] * 20}
+    body = RuleIn.model_validate({**RULE, "name": name, "conditions": {"op": "and", "conditions": [group] * 20},
+                                  "scope": {"level": "ad", "campaign_ids": [f"{i:05d}" + "c" * 123 for i in range(5000)]}})
+    return definition(body)
+
+
+def _insert(database: str, rule_id: uuid.UUID, ws: uuid.UUID, name: str, definition_: dict[str, Any]) -> None:
+    """A row written straight into the table (a restored backup, an older API's limits)."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("INSERT INTO rules (id, workspace_id, name, definition) VALUES (%s, %s, %s, %s)",
+                     (rule_id, ws, name, Jsonb(definition_)))
+
+
+def test_a_rule_over_the_message_limit_is_a_503_naming_the_stored_rule(api: Api) -> None:  # noqa: F811
+    """The producer refuses the message before sending it: still the documented 503
+    (saved, not live), never a 500, and the next rule is published as usual."""
+    big = uuid.uuid4()
+    _insert(api.database, big, api.tenants.ws_a, "huge", _oversized_definition("huge"))
+    r = api.alice("POST", f"/rules/{big}/pause")
+    assert (r.status_code, r.json()) == (503, {"detail": "saved but not yet live; retry"})
+    assert r.headers["location"] == f"/rules/{big}"
+    assert api.alice("GET", f"/rules/{big}").json()["status"] == "paused"  # saved
+    r = api.alice("POST", "/rules", RULE)
+    assert r.status_code == 201, r.text
+    [(key, value)] = published(api, 1)
+    assert key == r.json()["id"] and value is not None
+
+
+def test_a_broker_refusing_the_rule_is_a_503(api: Api) -> None:  # noqa: F811
+    """However small the topic's limit (whatever the API's own size limits), a refused
+    publish is the 503 path with the stored rule in ``Location``."""
+    bootstrap = api.settings.kafka_bootstrap
+    small = f"metricx.rules.t{uuid.uuid4().hex[:8]}"
+    ensure_topics(bootstrap, [TopicSpec(small, 1, {"cleanup.policy": "compact", "max.message.bytes": "600"})])
+    app = api.client.app
+    good = app.state.rules_publisher  # type: ignore[attr-defined]
+    app.state.rules_publisher = RulePublisher(bootstrap, small, timeout_s=5.0)  # type: ignore[attr-defined]
+    try:
+        r = api.alice("POST", "/rules", RULE)
+        assert (r.status_code, r.json()) == (503, {"detail": "saved but not yet live; retry"})
+        rid = r.headers["location"].rsplit("/", 1)[1]
+        assert api.alice("GET", f"/rules/{rid}").status_code == 200
+        app.state.rules_publisher = good  # type: ignore[attr-defined]
+        assert api.alice("PUT", f"/rules/{rid}", RULE).status_code == 200  # the retry, on a topic that fits
+    finally:
+        app.state.rules_publisher = good  # type: ignore[attr-defined]
+        delete_topics(bootstrap, [small])
+
+
+def test_rules_sync_skips_and_reports_a_bad_rule_and_publishes_the_rest(api: Api) -> None:  # noqa: F811
+    """Ids sort the sync: the bad rules come first, every other workspace's after them."""
+    too_big = uuid.UUID("00000000-0000-4000-8000-000000000001")
+    not_a_rule = uuid.UUID("00000000-0000-4000-8000-000000000002")
+    _insert(api.database, too_big, api.tenants.ws_a, "huge", _oversized_definition("huge"))
+    _insert(api.database, not_a_rule, api.tenants.ws_a, "odd", {"name": "odd", "conditions": {"surprise": 1}})
+    good = {uuid.UUID(f"ffffffff-0000-4000-8000-00000000000{i}"): ws
+            for i, ws in enumerate((api.tenants.ws_a, api.tenants.ws_b))}
+    for rid, ws in good.items():
+        _insert(api.database, rid, ws, "fine", definition(RuleIn.model_validate(RULE)))
+    env = {**os.environ, "METRICX_DATABASE_URL": api.database, "METRICX_RULES_TOPIC": api.settings.rules_topic,
+           "METRICX_KAFKA_BOOTSTRAP": api.settings.kafka_bootstrap}
+    out = subprocess.run([sys.executable, "-m", "metricx.cli", "rules", "sync"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1, (out.stdout, out.stderr)  # not everything is live: say so
+    assert out.stdout.strip().startswith("published 2 rules, 0 tombstones"), out.stdout
+    for bad in (too_big, not_a_rule):
+        assert f"rule {bad} not published" in out.stderr, out.stderr
+    assert len(out.stderr) < 5000  # a reason, not the rule
+    latest = dict(published(api, 2))
+    assert set(latest) == {str(g) for g in good}
+    for rid, ws in good.items():
+        value = latest[str(rid)]
+        assert value is not None and parse_rule_message(value).workspace_id == ws
 
 
 # ---- dry-run against stored data, checked by an oracle summed here from the inserted rows
