@@ -110,10 +110,11 @@ def _datetime_text(v: object) -> object:
 
 # Ids are opaque platform strings; ':' is the Kafka key separator, so it is refused.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+$")]
+# The constraints first: after a Python validator they would run in Python too (3x slower).
 Money = Annotated[
     Decimal,
-    BeforeValidator(_decimal_text),
     Field(ge=0, le=MAX_MONEY, max_digits=24, decimal_places=6, allow_inf_nan=False),
+    BeforeValidator(_decimal_text),
 ]
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 ReportDate = Annotated[date, BeforeValidator(_date_text)]
