@@ -305,3 +305,34 @@ def test_pause_and_resume_on_both_platforms_through_the_notifier_process(
         assert gads.customers[GOOGLE_CID].statuses == {int(google_ad): "ENABLED"}
         assert conn.execute("SELECT DISTINCT status FROM alert_deliveries").fetchall() == [("sent",)]
         assert META_TOKEN not in notifier.log() and GOOGLE_TOKEN not in notifier.log()
+
+
+def test_an_alert_message_as_large_as_the_topic_takes_is_dead_lettered_and_the_next_recorded(
+    services: Settings, database: str, topics: tuple[str, str], tmp_path: Path,
+) -> None:
+    """Its dead-letter copy (headers included) is over a default producer's limit: the
+    notifier must not die on it, and must not stop the alerts after it."""
+    alerts_topic, dlq_topic = topics
+    big = b'{"schema": "metricx.alert.v1", "pad": "' + b"x" * 999_700 + b'"}'
+    after = payload(1)
+    send_alerts(Producer(services.kafka_bootstrap), alerts_topic, [big, after])
+    notifier = Notifier(notifier_env(database, topics), tmp_path)
+    with psycopg.connect(database, autocommit=True) as conn:
+        try:
+            notifier.start()
+            wait_for(lambda: conn.execute("SELECT count(*) FROM alerts WHERE fingerprint = %s",
+                                          (after["fingerprint"],)).fetchone() == (1,),
+                     "the alert after the large one", notifier)
+        finally:
+            notifier.kill9()
+    c = Consumer({"bootstrap.servers": services.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([dlq_topic])
+    msg = None
+    deadline = time.monotonic() + 30
+    while msg is None and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        msg = m if m is not None and m.error() is None else None
+    c.close()
+    assert msg is not None and msg.value() == big  # whole: the dead-letter topic takes it
+    assert dict(msg.headers() or [])[H_STAGE] == b"notifier"
