@@ -76,7 +76,7 @@ bench: setup services-up migrate topics
 	$(BIN)/python -m tests.bench.bench_stoploss
 
 lint: python
-	$(BIN)/ruff check metricx pipelines connectors schemas serving tests
+	$(BIN)/ruff check metricx pipelines connectors schemas serving copilot tests
 
 typecheck: python
 	$(BIN)/mypy
