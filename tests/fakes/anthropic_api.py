@@ -151,6 +151,7 @@ class Received:
 
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = 0.0  # time.monotonic() on arrival
     status: int = 0
     error: str | None = None  # why the fake refused it (400/401/404)
     events_sent: int = 0
@@ -502,7 +503,8 @@ class FakeAnthropic:
                     body: Any = json.loads(raw)
                 except ValueError:
                     body = None
-                rec = Received(headers, body if isinstance(body, dict) else {"_invalid": raw[:200].decode(errors="replace")})
+                rec = Received(headers, body if isinstance(body, dict) else {"_invalid": raw[:200].decode(errors="replace")},
+                               time.monotonic())
                 with fake._cond:
                     fake.received.append(rec)
                     fake._cond.notify_all()
