@@ -27,7 +27,7 @@ def _keys(node: Any) -> set[str]:
 
 
 def test_definitions_pass_the_api_checks() -> None:
-    body = {"model": "claude-sonnet-5-5", "max_tokens": 100, "messages": [{"role": "user", "content": "x"}],
+    body: dict[str, Any] = {"model": "claude-sonnet-5-5", "max_tokens": 100, "messages": [{"role": "user", "content": "x"}],
             "tools": tool_definitions()}
     FakeAnthropic().check({"authorization": "Bearer sk-ant-fake-key", "anthropic-version": "2026-10-21"}, body)
     assert all(t["strict"] is True and t["description"] for t in body["tools"])
