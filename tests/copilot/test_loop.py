@@ -115,6 +115,30 @@ def test_tool_call_then_cited_answer(fake: FakeAnthropic) -> None:
     assert all(r.status == 200 for r in fake.received)
 
 
+def test_two_tool_rounds_keep_thinking_and_number_tables(fake: FakeAnthropic) -> None:
+    other = ResultTable("metrics_query", (Column("day", "date"), Column("clicks", "count")),
+                        ((date(2026, 12, 2), 1500),), period_start=date(2026, 12, 2), period_end=date(2026, 12, 2))
+    results = iter([TABLE, other])
+
+    class Two(Runner):
+        async def __call__(self, call: ToolInput) -> ToolResult:
+            self.calls.append(call)
+            return next(results)
+
+    fake.script(Turn((Thinking("first"), ToolUse("metrics_query", QUERY))),
+                Turn((Thinking("second"), Text("Now by day."), ToolUse("metrics_query", QUERY))),
+                Turn((Text("On 2026-12-02 you had {{t2.r1.clicks}} clicks; {{t1.r1.campaign}} led."),)))
+    events = run(cfg(fake), "clicks by day?", Two())
+    assert kinds(events) == ["query", "rows", "text", "query", "rows", "text", "done"]
+    assert [e.table for e in events if isinstance(e, RowsEvent)] == ["t1", "t2"]
+    # text written after the first rows is shown, before the second query
+    assert answer(events) == "Now by day.\n\nOn 2026-12-02 you had 1,500 clicks; Summer Sale 2026 led."
+    third = fake.received[2].body["messages"]
+    assert [m["content"][0]["type"] for m in third if m["role"] == "assistant"] == ["thinking", "thinking"]
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and done.verified and len(done.sources) == 2
+
+
 def test_request_shape_suits_current_models(fake: FakeAnthropic) -> None:
     fake.script(Turn((Text("I can only answer about your ad metrics."),)))
     events = run(cfg(fake), "What's the weather?")
