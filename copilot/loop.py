@@ -91,8 +91,11 @@ class Question:
 
 
 async def ask(question: Question, cfg: CopilotConfig, client: AsyncAnthropic, run_tool: ToolRunner,
-              clock: Clock | None = None) -> AsyncIterator[Event]:
-    """The events of one question; the last one is ``done`` or ``error``."""
+              clock: Clock | None = None,
+              on_usage: Callable[[UsageTotals], None] | None = None) -> AsyncIterator[Event]:
+    """The events of one question; the last one is ``done`` or ``error``.  ``on_usage``
+    gets the question's final usage once, whatever happened - also when the consumer
+    went away before the last event (the daily budget must count that too)."""
     clock = clock or MonotonicClock()
     queue: asyncio.Queue[Event] = asyncio.Queue()
     state = _Run(question, cfg, client, run_tool, queue.put_nowait)
@@ -124,6 +127,8 @@ async def ask(question: Question, cfg: CopilotConfig, client: AsyncAnthropic, ru
         worker.cancel()
         deadline.cancel()
         await asyncio.gather(worker, deadline, return_exceptions=True)
+        if on_usage is not None:
+            on_usage(state.usage)
 
 
 class _Run:
@@ -181,19 +186,28 @@ class _Run:
             }
             if not offer_tools:
                 params["tool_choice"] = {"type": "none"}
-            async with self.client.messages.stream(**params) as stream:
-                new_block = False
-                async for ev in stream:
-                    if ev.type == "content_block_start" and ev.content_block.type == "text":
-                        new_block = True
-                    elif ev.type == "text" and ev.text:
-                        if live:
-                            self._show(ev.text, new_block)
-                        else:
-                            held.append(("\n\n" if new_block and held else "") + ev.text)
-                        new_block = False
-                final = await stream.get_final_message()
-            self._count(final.usage)
+            turn = _TurnUsage()
+            try:
+                async with self.client.messages.stream(**params) as stream:
+                    new_block = False
+                    async for ev in stream:
+                        if ev.type == "message_start":
+                            turn.start(ev.message.usage)
+                        elif ev.type == "message_delta":
+                            turn.delta(ev.usage)
+                        elif ev.type == "content_block_start" and ev.content_block.type == "text":
+                            new_block = True
+                        elif ev.type == "text" and ev.text:
+                            if live:
+                                self._show(ev.text, new_block)
+                            else:
+                                held.append(("\n\n" if new_block and held else "") + ev.text)
+                            new_block = False
+                    final = await stream.get_final_message()
+            finally:
+                # what the API reported, even for a turn cut by an error, the deadline or a cancel
+                if turn.seen:
+                    self._count(turn)
             if final.stop_reason == "tool_use":
                 uses = [b for b in final.content if b.type == "tool_use"]
                 results = [await self._call(u.id, u.name, u.input) for u in uses]
@@ -228,18 +242,15 @@ class _Run:
             code, message = "upstream_error", f"The model stopped unexpectedly ({stop})."
         self.emit(ErrorEvent(code, message, self.usage))
 
-    def _count(self, u: anthropic.types.Usage) -> None:
-        cache_read = u.cache_read_input_tokens or 0
-        cache_write = u.cache_creation_input_tokens or 0
-        cost = request_cost(self.cfg.price, u.input_tokens, u.output_tokens, cache_read, cache_write)
+    def _count(self, u: _TurnUsage) -> None:
+        cost = request_cost(self.cfg.price, u.input_tokens, u.output_tokens, u.cache_read, u.cache_write)
         prev = self.usage
-        total = None if cost is None or prev.cost_usd is None else prev.cost_usd + cost
         self.usage = UsageTotals(
             input_tokens=prev.input_tokens + u.input_tokens, output_tokens=prev.output_tokens + u.output_tokens,
-            cache_read_input_tokens=prev.cache_read_input_tokens + cache_read,
-            cache_creation_input_tokens=prev.cache_creation_input_tokens + cache_write,
+            cache_read_input_tokens=prev.cache_read_input_tokens + u.cache_read,
+            cache_creation_input_tokens=prev.cache_creation_input_tokens + u.cache_write,
             requests=prev.requests + 1,
-            cost_usd=total)
+            cost_usd=None if cost is None or prev.cost_usd is None else prev.cost_usd + cost)
 
     async def _call(self, call_id: str, name: str, raw: object) -> dict[str, Any]:
         """Run one tool call; the tool_result block for the model."""
@@ -267,6 +278,34 @@ class _Run:
     def _sources(self) -> tuple[Source, ...]:
         return tuple(Source(tid, t.tool, t.period_start, t.period_end, t.timezone, t.currencies(), t.freshness,
                             t.settling) for tid, t in self.tables)
+
+
+@dataclass
+class _TurnUsage:
+    """One request's usage as the stream reports it: ``message_start`` has the input
+    side, each ``message_delta`` the output so far (cumulative)."""
+
+    seen: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    def start(self, u: anthropic.types.Usage) -> None:
+        self.seen = True
+        self.input_tokens = u.input_tokens
+        self.output_tokens = u.output_tokens
+        self.cache_read = u.cache_read_input_tokens or 0
+        self.cache_write = u.cache_creation_input_tokens or 0
+
+    def delta(self, u: anthropic.types.MessageDeltaUsage) -> None:
+        self.output_tokens = u.output_tokens
+        if u.input_tokens is not None:
+            self.input_tokens = u.input_tokens
+        if u.cache_read_input_tokens is not None:
+            self.cache_read = u.cache_read_input_tokens
+        if u.cache_creation_input_tokens is not None:
+            self.cache_write = u.cache_creation_input_tokens
 
 
 def _result(call_id: str, text: str, error: bool = False) -> dict[str, Any]:

@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 
 from copilot.client import CopilotConfig, make_client
-from copilot.events import DoneEvent, ErrorEvent, Event, QueryEvent, RowsEvent, RuleDraftEvent, TextEvent
+from copilot.events import (
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    QueryEvent,
+    RowsEvent,
+    RuleDraftEvent,
+    TextEvent,
+    UsageTotals,
+)
 from copilot.loop import Clock, Question, RuleDraftResult, ToolFailed, ToolResult, ask
 from copilot.results import Column, ResultTable
 from copilot.tools import DraftRule, MetricsQuery, ToolInput
@@ -296,6 +305,7 @@ def test_deadline_cancels_a_stalled_stream(fake: FakeAnthropic) -> None:
     gate.set()
     err = events[-1]
     assert isinstance(err, ErrorEvent) and err.code == "deadline"
+    assert (err.usage.requests, err.usage.input_tokens) == (1, 100)  # reported at message_start
 
 
 def test_cancelling_the_consumer_closes_the_http_stream(fake: FakeAnthropic) -> None:
@@ -303,13 +313,14 @@ def test_cancelling_the_consumer_closes_the_http_stream(fake: FakeAnthropic) -> 
     fake.script(Turn((ToolUse("metrics_query", QUERY),)),
                 Turn((Text("{{t1.r1.spend}} so far and then", split=4),), gate=gate, gate_after=4))
     c = cfg(fake)
+    totals: list[UsageTotals] = []
 
     async def go() -> list[Event]:
         client = make_client(c)
         events: list[Event] = []
 
         async def consume() -> None:
-            async for ev in ask(Question("spend?"), c, client, Runner()):
+            async for ev in ask(Question("spend?"), c, client, Runner(), on_usage=totals.append):
                 events.append(ev)  # noqa: PERF401  (kept as they come: the task is cancelled midway)
 
         task = asyncio.create_task(consume())
@@ -326,6 +337,9 @@ def test_cancelling_the_consumer_closes_the_http_stream(fake: FakeAnthropic) -> 
     events = asyncio.run(go())
     gate.set()
     assert kinds(events)[:2] == ["query", "rows"] and "done" not in kinds(events)
+    # the budget still learns what the API reported, the cut turn's input included
+    (u,) = totals
+    assert (u.requests, u.input_tokens, u.output_tokens) == (2, 100 + 100, 20 + 1)
 
 
 def test_slow_deltas_arrive_in_order(fake: FakeAnthropic) -> None:
