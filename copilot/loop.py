@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anthropic
@@ -350,8 +350,3 @@ def classify(exc: anthropic.APIError) -> tuple[ErrorCode, str]:
     if isinstance(exc, anthropic.BadRequestError) or kind == "invalid_request_error":
         return "bad_request", "The AI service refused the request; the error is logged."
     return "upstream_error", "The AI service failed; try again."
-
-
-def with_model(cfg: CopilotConfig, model: str) -> CopilotConfig:
-    """``cfg`` for another model (the cheaper one, say)."""
-    return replace(cfg, model=model)

@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import Final
 
 _MTOK: Final = Decimal(1_000_000)
-COST_QUANTUM: Final = Decimal("0.000001")
 
 
 @dataclass(frozen=True, slots=True)

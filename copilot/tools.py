@@ -14,7 +14,6 @@ goes back to the model as an ``is_error`` tool result with the first problem.
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
@@ -242,8 +241,3 @@ def tool_definitions() -> list[dict[str, Any]]:
     """The ``tools`` parameter of every request."""
     return [{"name": name, "description": desc, "input_schema": input_schema(model), "strict": True}
             for name, (model, desc) in TOOLS.items()]
-
-
-def decimal_threshold(v: Decimal) -> str:
-    """A threshold as the model and the rule text show it."""
-    return format(v.normalize(), "f")

@@ -241,6 +241,16 @@ def test_faults_become_typed_errors(fake: FakeAnthropic, script: list[Any], code
     assert fake.api_key not in err.message
 
 
+def test_a_stalled_stream_hits_the_read_timeout(fake: FakeAnthropic) -> None:
+    gate = threading.Event()
+    fake.script(Turn((Text("never finished", split=2),), gate=gate, gate_after=3))
+    events = run(cfg(fake, timeout_s=0.3), "spend?")
+    gate.set()
+    err = events[-1]
+    assert isinstance(err, ErrorEvent) and err.code == "timeout" and err.retryable
+    assert err.usage.requests == 1
+
+
 def test_retries_absorb_a_429_and_a_529(fake: FakeAnthropic) -> None:
     fake.script(Reply.rate_limited(0.01), Reply.overloaded(0.01), Turn((Text("Nothing to report."),)))
     events = run(cfg(fake, max_retries=2), "anything new?")
