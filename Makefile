@@ -66,7 +66,7 @@ test: setup
 
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
-	$(BIN)/python -m pytest -q tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py
+	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py
 
 ## figures only, never pass/fail: the backbone (throughput, latency, memory), then the pollers
 bench: setup services-up migrate topics
@@ -76,7 +76,7 @@ bench: setup services-up migrate topics
 	$(BIN)/python -m tests.bench.bench_stoploss
 
 lint: python
-	$(BIN)/ruff check metricx pipelines connectors schemas serving copilot tests
+	$(BIN)/ruff check metricx domain pipelines connectors schemas serving copilot tests
 
 typecheck: python
 	$(BIN)/mypy

@@ -1,0 +1,1 @@
+"""Pure business logic: data in, data out, no I/O."""
