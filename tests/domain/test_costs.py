@@ -126,13 +126,15 @@ def test_adjacent_ranges_never_share_a_day(a: date, gap1: int, gap2: int, x: int
 
 # ---- any cost: a period split in two adds up to the whole -----------------------------
 
+# costs near 2024, where the periods below look, so that most of them meet a period
+near = st.dates(min_value=date(2023, 6, 1), max_value=date(2024, 12, 31))
 schedules = st.one_of(
-    st.builds(OneOff, days, units),
-    st.builds(lambda s, n, a: Spread(s, s + timedelta(days=n), a), days, st.integers(0, 800), units),
+    st.builds(OneOff, near, units),
+    st.builds(lambda s, n, a: Spread(s, s + timedelta(days=n), a), near, st.integers(0, 400), units),
     st.builds(lambda s, n, a: Monthly(s, None if n is None else s + timedelta(days=n), a),
-              days, st.none() | st.integers(0, 800), units),
+              near, st.none() | st.integers(0, 400), units),
     st.builds(lambda s, n, r, b, p: Percent(s, None if n is None else s + timedelta(days=n), r, b, p),
-              days, st.none() | st.integers(0, 800),
+              near, st.none() | st.integers(0, 400),
               st.integers(1, 10**6).map(lambda r: Decimal(r).scaleb(-4)),
               st.sampled_from(["spend", "revenue"]), st.sampled_from([None, "meta", "google"])),
 )
@@ -143,7 +145,7 @@ cost_lists = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(costs=cost_lists, start=days, first_len=st.integers(0, 120), second_len=st.integers(0, 120))
+@given(costs=cost_lists, start=near, first_len=st.integers(0, 120), second_len=st.integers(0, 120))
 def test_splitting_the_period_neither_loses_nor_doubles_a_day(costs: list[Cost], start: date, first_len: int,
                                                               second_len: int) -> None:
     mid = start + timedelta(days=first_len)
