@@ -19,7 +19,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from schemas.edge import Invalid, first_error
+from schemas.edge import NO_NUL, Invalid, first_error
 
 RULE_SCHEMA = "metricx.rule.v1"
 RULES_TOPIC = "metricx.rules"
@@ -72,7 +72,7 @@ class ScopeIn(_Strict):
     campaign_ids: list[Id] = Field(default_factory=list, max_length=5000)
     # Case-insensitive substring of the entity's name at ``level`` (names come from the
     # pollers' entity sync); an entity whose name is not known yet never matches.
-    name_contains: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    name_contains: Annotated[str, StringConstraints(min_length=1, max_length=200), NO_NUL] | None = None
 
 
 class WindowIn(_Strict):
@@ -130,7 +130,7 @@ class ActionsIn(_Strict):
 class RuleIn(_Strict):
     """The body of ``POST /rules`` and ``PUT /rules/{id}``."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NO_NUL]
     scope: ScopeIn = Field(default_factory=ScopeIn)
     conditions: GroupIn
     window: WindowIn = Field(default_factory=WindowIn)

@@ -17,7 +17,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from metricx.settings import Settings, load_settings
+from serving import access_log
 from serving.auth import Verifier
+from serving.body_limit import BodyLimit
 from serving.config import ServingSettings, load_serving_settings
 from serving.db import ConnectionPool, PoolExhausted
 from serving.routes import alerts, analytics, channels, dashboard, entities, health, rules, stream
@@ -73,4 +75,8 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Outermost of our own layers: a body over the limit is refused before routing,
+    # auth or parsing (only Starlette's error middleware wraps it).
+    app.add_middleware(BodyLimit, max_bytes=serving.max_body_bytes)
+    access_log.install()
     return app

@@ -40,7 +40,17 @@ from connectors.redis_live import live_stream_key
 log = logging.getLogger(__name__)
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 Entry = tuple[str, dict[str, Any]]
+
+
+def is_stream_id(text: str) -> bool:
+    """A Redis stream id Redis itself would take (``ms-seq``, each part < 2**64): a
+    larger one passed a digits-only check, then Redis refused it inside the stream."""
+    if not STREAM_ID.match(text):
+        return False
+    ms, seq = id_key(text)
+    return ms <= MAX_ID_PART and seq <= MAX_ID_PART
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -179,7 +189,9 @@ class Hub:
     async def backlog(self, workspace_id: str, after: str) -> tuple[list[Entry], bool]:
         """Entries after ``after`` and whether the stream still reaches back to it."""
         key = live_stream_key(workspace_id)
-        rows: Any = await self._redis.xrange(key, f"({after}", "+")
+        # Nothing follows the largest id (and Redis refuses an exclusive range from it).
+        rows: Any = [] if id_key(after) == (MAX_ID_PART, MAX_ID_PART) else \
+            await self._redis.xrange(key, f"({after}", "+")
         try:
             info: Any = await self._redis.xinfo_stream(key)
         except aioredis.ResponseError:  # no such stream: nothing was ever missed

@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import HTTPException, Query, Request, Response
 
 from schemas.api_rules import DryRunOut, RuleList, RuleOut
 from schemas.rules import RuleIn, RuleV1, to_rule
@@ -23,9 +23,10 @@ from serving import rules_store as store
 from serving.auth import Caller
 from serving.deps import Conn, CurrentCaller, CurrentWorkspace, WritableWorkspace, WriteConn
 from serving.dryrun import dry_run
+from serving.json_route import api_router
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["rules"])
+router = api_router(tags=["rules"])
 
 NOT_FOUND = "rule not found"
 NOT_LIVE = "saved but not yet live; retry"

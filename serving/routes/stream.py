@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import Header, HTTPException, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from schemas.api import StreamToken
 from serving.auth import mint_stream_token
 from serving.config import ServingSettings
 from serving.deps import STREAM_COOKIE, CurrentCaller, CurrentWorkspace, StreamWorkspace
-from serving.stream import STREAM_ID, Hub, events
+from serving.json_route import api_router
+from serving.stream import Hub, events, is_stream_id
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["stream"])
+router = api_router(tags=["stream"])
 
 
 @router.post("/stream/token", response_model=StreamToken)
@@ -41,8 +42,9 @@ async def stream(
     """Live ``update`` events for the workspace (coalesced), resumable with the
     ``Last-Event-ID`` header (or ``?last_event_id=``), ``heartbeat`` events in between."""
     resume = last_event_id or request.query_params.get("last_event_id")
-    if resume is not None and not STREAM_ID.match(resume):
-        raise HTTPException(422, "Last-Event-ID must be a Redis stream id like 1700000000000-0")
+    if resume is not None and not is_stream_id(resume):
+        raise HTTPException(422, "Last-Event-ID must be a Redis stream id like 1700000000000-0 "
+                                 "(two numbers below 2**64)")
     s: ServingSettings = request.app.state.serving
     hub: Hub = request.app.state.hub
     client = await hub.subscribe(str(ws.id))
