@@ -54,6 +54,9 @@ class ServingSettings(BaseSettings):
     sse_coalesce_ms: int = 250
     sse_heartbeat_s: float = 15.0
     sse_block_ms: int = 200
+    # An open stream re-checks that its user is still a member this often (the answer is
+    # cached that long per user and workspace); it also ends at its token's expiry.
+    sse_recheck_s: float = 30.0
 
     @model_validator(mode="after")
     def _issuer_source(self) -> ServingSettings:
@@ -67,6 +70,8 @@ class ServingSettings(BaseSettings):
                      "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be >= 1")
+        if self.sse_recheck_s <= 0:
+            raise ValueError(f"{ENV_PREFIX}SSE_RECHECK_S must be > 0")
         return self
 
     def dev_dir(self) -> Path:

@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from sse_starlette import ServerSentEvent
 
 from connectors.redis_live import live_stream_key
+from serving.stream_guard import StreamGuard
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +257,12 @@ class Hub:
                 await asyncio.sleep(1.0)
 
 
-async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesce_ms: int
-                 ) -> AsyncIterator[ServerSentEvent | bytes]:
+async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesce_ms: int,
+                 guard: StreamGuard | None = None) -> AsyncIterator[ServerSentEvent | bytes]:
     """The event sequence of one connection: ``ready`` (or the resumed backlog), then
-    coalesced ``update`` events; ``dropped`` last if the client fell behind."""
+    coalesced ``update`` events; ``dropped`` last if the client fell behind, ``expired``
+    or ``revoked`` last when ``guard`` ends the stream (token expiry, membership gone)."""
+    getter: asyncio.Future[Live] | None = None
     try:
         seen = client.start_id
         if last_event_id is not None:
@@ -280,7 +283,24 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
         last_sent = 0.0
         seen_key = id_key(seen)
         while True:
-            first = await client.queue.get()
+            if guard is not None:
+                ending = await guard.verdict()
+                if ending is not None:
+                    log.info("stream ended", extra={"workspace_id": client.workspace_id, "reason": ending.event})
+                    # No id: the client's Last-Event-ID stays where its data is.
+                    yield ServerSentEvent(json.dumps({"reason": ending.reason, "last_event_id": seen}),
+                                          event=ending.event)
+                    return
+            if getter is None:
+                # Kept across waits that time out (never cancelled while the stream
+                # lives), so an entry taken off the queue is never lost.
+                getter = asyncio.ensure_future(client.queue.get())
+            if guard is not None and not getter.done():
+                await asyncio.wait({getter}, timeout=guard.wait_s())
+                if not getter.done():
+                    continue
+            first = await getter
+            getter = None
             wait = last_sent + interval - loop.time()
             if wait > 0 and not client.dropped:
                 with contextlib.suppress(TimeoutError):
@@ -300,4 +320,6 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
             client.delivered += len(fresh)
             yield fresh[0].wire if len(fresh) == 1 else update_event([e.entry for e in fresh])
     finally:
+        if getter is not None:
+            getter.cancel()
         hub.unsubscribe(client)
