@@ -66,7 +66,8 @@ test: setup
 
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
-	$(BIN)/python -m pytest -q tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py
+	$(BIN)/python -m pytest -q tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py \
+		tests/serving/test_body_limit.py tests/serving/test_stream_guard.py
 
 ## figures only, never pass/fail: the backbone (throughput, latency, memory), then the pollers
 bench: setup services-up migrate topics

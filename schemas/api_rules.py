@@ -24,8 +24,10 @@ from schemas.rules import RuleV1
 
 
 class RuleOut(RuleV1):
-    """A stored rule: exactly what ``metricx.rules`` carries, plus its bookkeeping."""
+    """A stored rule: exactly what ``metricx.rules`` carries, plus its bookkeeping.
+    ``last_error``: why the pipeline disabled it (``status`` ``disabled``)."""
 
+    last_error: str | None = None
     created_by: str | None = None
     created_at: datetime
 

@@ -12,51 +12,45 @@ under a per-rule advisory lock.  So:
   request (an unchanged PUT republishes), or by ``metricx rules sync``;
 - a DELETE racing an update ends as a tombstone.
 
-Every function takes the workspace id and filters on it in SQL.
+Every function takes the workspace id and filters on it in SQL.  Publishing lives in
+``connectors.rules_publish`` (the pipeline's rules feed publishes rules it disables).
+
+A create or an update also holds the workspace's rule counts to the limits of
+``schemas.rules`` (rules per workspace, rules an ad account meets), under a
+per-workspace advisory lock so two concurrent creates cannot both take the last place.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from connectors.kafka import DeliveryError, Producer
+from connectors.rules_publish import (
+    COLUMNS,
+    Conn,
+    PublishFailed,
+    RulePublisher,
+    disable_rules,
+    publish_current,
+    publish_ids,
+    to_out,
+    to_v1,
+)
 from schemas.api_rules import RuleOut
-from schemas.rules import RuleIn, RuleV1, definition, rule_message
+from schemas.rules import MAX_RULES_PER_ACCOUNT, MAX_RULES_PER_WORKSPACE, RuleBody, definition
+
+__all__ = ["COLUMNS", "Conn", "PublishFailed", "RuleLimit", "RulePublisher", "disable_rules", "publish_current",
+           "publish_ids", "to_out", "to_v1"]
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[dict[str, Any]]
-COLUMNS = "id, workspace_id, name, definition, status, version, created_by, created_at, updated_at"
-
-
-class PublishFailed(RuntimeError):
-    """The row is committed but the broker did not acknowledge the rule in time."""
-
-
-def to_out(row: dict[str, Any]) -> RuleOut:
-    return RuleOut.model_validate({
-        **row["definition"], "id": row["id"], "workspace_id": row["workspace_id"], "status": row["status"],
-        "version": row["version"], "updated_at": row["updated_at"], "created_by": row["created_by"],
-        "created_at": row["created_at"],
-    })
-
-
-def to_v1(row: dict[str, Any]) -> RuleV1:
-    """The topic's message: the stored rule without the API-only bookkeeping."""
-    out = to_out(row)
-    return RuleV1.model_validate(out.model_dump(by_alias=True, exclude={"created_by", "created_at"}))
-
 
 # ---- reads -------------------------------------------------------------------------
 
@@ -93,8 +87,54 @@ def rules_using_channel(conn: Conn, ws: uuid.UUID, channel_id: uuid.UUID) -> lis
 # ---- writes (each in its own transaction; the caller publishes afterwards) -----------
 
 
-def insert_rule(conn: Conn, ws: uuid.UUID, body: RuleIn, created_by: str) -> uuid.UUID:
+class RuleLimit(ValueError):
+    """The workspace has no room for this rule; the message names the limit."""
+
+
+_NO_ACCOUNTS = "jsonb_array_length(coalesce(definition -> 'scope' -> 'account_ids', '[]'::jsonb)) = 0"
+
+
+def check_room(conn: Conn, ws: uuid.UUID, body: RuleBody, replacing: uuid.UUID | None = None) -> None:
+    """Raise :class:`RuleLimit` if storing ``body`` (in place of ``replacing``) would
+    take the workspace over its rule limits.  Stored rules count whatever their status
+    (a paused rule may be resumed at any time, without a check)."""
+    other = replacing or uuid.UUID(int=0)
+    row = conn.execute(
+        f"SELECT count(*) AS total, count(*) FILTER (WHERE {_NO_ACCOUNTS}) AS everywhere "
+        "FROM rules WHERE workspace_id = %s AND id <> %s", (ws, other)).fetchone()
+    assert row is not None
+    if row["total"] + 1 > MAX_RULES_PER_WORKSPACE:
+        raise RuleLimit(f"a workspace may hold at most {MAX_RULES_PER_WORKSPACE} rules; this one has "
+                        f"{row['total']} (delete rules it no longer needs)")
+    accounts = sorted(set(body.scope.account_ids))
+    # Rules scoped to each account (the ones named by this rule; every account when this
+    # rule is for all of them).
+    per_account = conn.execute(
+        "SELECT a.account, count(DISTINCT r.id) AS n FROM rules r, "
+        "jsonb_array_elements_text(coalesce(r.definition -> 'scope' -> 'account_ids', '[]'::jsonb)) AS a(account) "
+        "WHERE r.workspace_id = %s AND r.id <> %s AND (%s OR a.account = ANY(%s)) "
+        "GROUP BY a.account ORDER BY n DESC, a.account LIMIT 1",
+        (ws, other, not accounts, accounts)).fetchone()
+    busiest: str | None = accounts[0] if accounts else None
+    scoped = 0
+    if per_account is not None:
+        busiest, scoped = per_account["account"], per_account["n"]
+    meets = row["everywhere"] + scoped + 1
+    if meets > MAX_RULES_PER_ACCOUNT:
+        where = f"ad account {busiest!r}" if busiest is not None else "every ad account"
+        raise RuleLimit(f"an ad account may meet at most {MAX_RULES_PER_ACCOUNT} rules (those scoped to it "
+                        f"and those for all accounts); with this rule {where} would meet {meets}")
+
+
+def _lock_workspace_rules(conn: Conn, ws: uuid.UUID) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 4243))", (str(ws),))
+
+
+def insert_rule(conn: Conn, ws: uuid.UUID, body: RuleBody, created_by: str) -> uuid.UUID:
+    """Raises :class:`RuleLimit` (nothing stored) when the workspace has no room."""
     with conn.transaction():
+        _lock_workspace_rules(conn, ws)
+        check_room(conn, ws, body)
         row = conn.execute(
             "INSERT INTO rules (workspace_id, name, definition, created_by) VALUES (%s, %s, %s, %s) RETURNING id",
             (ws, body.name, Jsonb(definition(body)), created_by),
@@ -104,10 +144,16 @@ def insert_rule(conn: Conn, ws: uuid.UUID, body: RuleIn, created_by: str) -> uui
     return rule_id
 
 
-def update_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, body: RuleIn) -> bool:
+def update_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, body: RuleBody) -> bool:
     """Replace the definition; the version moves only when something changed, so
-    repeating a PUT (after a failed publish) republishes without inventing a version."""
+    repeating a PUT (after a failed publish) republishes without inventing a version.
+    False when there is no such rule; :class:`RuleLimit` when the new scope has no room."""
     with conn.transaction():
+        _lock_workspace_rules(conn, ws)
+        exists = conn.execute("SELECT 1 FROM rules WHERE workspace_id = %s AND id = %s", (ws, rule_id)).fetchone()
+        if exists is None:
+            return False
+        check_room(conn, ws, body, replacing=rule_id)
         cur = conn.execute(
             "UPDATE rules SET name = %(name)s, definition = %(def)s, "
             "version = version + (definition IS DISTINCT FROM %(def)s OR name IS DISTINCT FROM %(name)s)::int, "
@@ -120,10 +166,13 @@ def update_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, body: RuleIn) -> 
 
 
 def set_status(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, status: str) -> bool:
-    """Pause or resume; a no-op (already in that status) keeps the version."""
+    """Pause or resume (a disabled rule too: the person resuming it has read why it was
+    disabled, and a change of status clears that reason); a no-op (already in that
+    status) keeps the version."""
     with conn.transaction():
         cur = conn.execute(
             "UPDATE rules SET status = %(st)s, version = version + (status <> %(st)s)::int, "
+            "last_error = CASE WHEN status <> %(st)s THEN NULL ELSE last_error END, "
             "updated_at = CASE WHEN status <> %(st)s THEN clock_timestamp() ELSE updated_at END "
             "WHERE workspace_id = %(ws)s AND id = %(id)s",
             {"st": status, "ws": ws, "id": rule_id},
@@ -135,76 +184,6 @@ def delete_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID) -> bool:
     with conn.transaction():
         cur = conn.execute("DELETE FROM rules WHERE workspace_id = %s AND id = %s", (ws, rule_id))
         return cur.rowcount == 1
-
-
-# ---- publishing ----------------------------------------------------------------------
-
-
-class RulePublisher:
-    """One idempotent producer per server process, created on first use.
-
-    Sends are serialised (a lock around send + flush) so each request's flush covers
-    exactly its own message and reports its own failure."""
-
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.timeout_s = timeout_s
-        self._producer: Producer | None = None
-        self._lock = threading.Lock()
-
-    def _get(self) -> Producer:
-        if self._producer is None:
-            ms = int(self.timeout_s * 1000)
-            self._producer = Producer(self.bootstrap, client_id="metricx-rules", linger_ms=0,
-                                      extra={"message.timeout.ms": ms, "socket.connection.setup.timeout.ms": ms})
-        return self._producer
-
-    def publish(self, messages: Iterable[tuple[uuid.UUID, bytes | None]]) -> int:
-        """Send ``(rule id, value or None for a tombstone)`` and wait for the broker's ack."""
-        with self._lock:
-            producer = self._get()
-            n = 0
-            for rule_id, value in messages:
-                producer.send(self.topic, value, str(rule_id).encode())  # type: ignore[arg-type]
-                n += 1
-            try:
-                producer.flush(self.timeout_s + 1.0)
-            except DeliveryError as exc:
-                raise PublishFailed(str(exc)) from None
-            return n
-
-    def close(self) -> None:
-        with self._lock:
-            if self._producer is not None and self._producer.pending():
-                try:
-                    self._producer.flush(self.timeout_s)
-                except DeliveryError as exc:
-                    log.warning("rules left unpublished at shutdown", extra={"error": str(exc)})
-
-
-def publish_ids(conn: Conn, publisher: RulePublisher, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, RuleOut | None]:
-    """Publish what the database holds now for each id (a tombstone where nothing),
-    holding per-rule advisory locks so publications of one rule happen in commit order.
-    Ids are global (uuids), so this never filters by workspace.  Raises
-    :class:`PublishFailed` (the rows stay committed)."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    with conn.transaction():
-        for rule_id in wanted:  # sorted: two publishers never wait on each other in a cycle
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 4242))", (str(rule_id),))
-        rows = {r["id"]: r for r in conn.execute(f"SELECT {COLUMNS} FROM rules WHERE id = ANY(%s)",
-                                                 (wanted,)).fetchall()}
-        publisher.publish([(i, rule_message(to_v1(rows[i])) if i in rows else None) for i in wanted])
-    return {i: to_out(rows[i]) if i in rows else None for i in wanted}
-
-
-def publish_current(conn: Conn, publisher: RulePublisher, ws: uuid.UUID, rule_id: uuid.UUID) -> RuleOut | None:
-    """After a write of one rule: publish its current state; the stored rule if it is
-    (still) in ``ws``."""
-    out = publish_ids(conn, publisher, [rule_id])[rule_id]
-    return out if out is not None and out.workspace_id == ws else None
 
 
 # ---- `metricx rules sync` -------------------------------------------------------------
