@@ -201,12 +201,16 @@ class RulesFeed:
             with psycopg.connect(self._dsn, autocommit=True, row_factory=dict_row, connect_timeout=5) as conn:
                 while self._retry:
                     ws, ids, reason = self._retry[0]
-                    changed = disable_rules(conn, uuid.UUID(ws), [uuid.UUID(i) for i in ids], reason)
-                    publish_ids(conn, self._publisher, changed)
+                    wanted = [uuid.UUID(i) for i in ids]
+                    changed = disable_rules(conn, uuid.UUID(ws), wanted, reason)
+                    # All of them, not only those changed now: a retry after a failed
+                    # publish finds them disabled already, and must still publish.
+                    publish_ids(conn, self._publisher, wanted)
                     self._retry.pop(0)
                     self.disabled_recorded += len(changed)
-                    log.warning("rules recorded as disabled",
-                                extra={"workspace_id": ws, "rule_ids": [str(i) for i in changed], "reason": reason})
+                    if changed:
+                        log.warning("rules recorded as disabled", extra={
+                            "workspace_id": ws, "rule_ids": [str(i) for i in changed], "reason": reason})
         except (psycopg.Error, PublishFailed, DeliveryError) as exc:
             self._retry_at = time.monotonic() + DISABLE_RETRY_S
             log.error("disabled rules not recorded yet; retrying", extra={"error": str(exc).strip(),
