@@ -66,7 +66,8 @@ test: setup
 
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
-	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py
+	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py \
+		tests/serving/test_body_limit.py tests/serving/test_stream_guard.py
 
 ## figures only, never pass/fail: the backbone (throughput, latency, memory), then the pollers
 bench: setup services-up migrate topics

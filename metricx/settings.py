@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     rules_enabled: bool = True
     rules_warmup_s: int = 1800
     rules_names_refresh_s: int = 60
+    # Evaluation budget (pipelines.metering): a workspace whose rules take longer than
+    # this per snapshot, on most of its latest snapshots, has them disabled.
+    rules_budget_ms: float = 2.0
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -79,6 +82,13 @@ class Settings(BaseSettings):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("rules_budget_ms")
+    @classmethod
+    def _budget(cls, v: float) -> float:
+        if not v * 1_000_000 >= 1:
+            raise ValueError("must be at least 0.000001 (one nanosecond)")
         return v
 
     @field_validator("gc_gen0_threshold")

@@ -5,14 +5,28 @@ changes from the compacted ``metricx.rules`` topic and entity names from the pol
 entity sync; the dataflow's steps only read.  Reads are lock-free: every change builds
 a new per-workspace index and swaps it in with one dict assignment (atomic under the
 GIL), so a step sees either the old rules or the new ones, never half of an update.
+
+The book also meters what each workspace's rules cost (``pipelines.metering``): the
+stop-loss step charges every evaluation, and a workspace over budget has its rules
+taken out of the book at once (the next snapshot of it meets no rule) and handed to
+the ``on_disable`` listeners — the feed records them as ``disabled`` with the reason,
+where the merchant sees it.  A rule of that workspace put again (resumed, edited,
+created) is evaluated again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+from pipelines.metering import CostMeter
 from schemas.rules import Rule
+
+log = logging.getLogger("metricx.rules")
+
+# (workspace, the ids of the rules taken out, why)
+DisableListener = Callable[[str, list[str], str], None]
 
 NameKey = tuple[str, str, str, str]  # workspace, provider, account, entity id
 
@@ -31,7 +45,9 @@ def _needs(rules: list[Rule]) -> tuple[bool, bool]:
 
 
 class RuleBook:
-    def __init__(self, rules: list[Rule] | None = None) -> None:
+    def __init__(self, rules: list[Rule] | None = None, *, meter: CostMeter | None = None) -> None:
+        self.meter = meter or CostMeter()
+        self._listeners: list[DisableListener] = []
         self._lock = threading.Lock()  # writers only
         self._rules: dict[str, Rule] = {}
         # ws -> account (or "*") -> level -> the rules an entity of that account meets
@@ -105,6 +121,29 @@ class RuleBook:
 
     def set_names(self, names: Mapping[NameKey, str]) -> None:
         self._names = dict(names)
+
+    # -- metering (charged by the dataflow) --
+    def on_disable(self, listener: DisableListener) -> None:
+        self._listeners.append(listener)
+
+    def charge(self, workspace_id: str, cost_ns: int) -> None:
+        """One evaluation of a snapshot of ``workspace_id`` took ``cost_ns``."""
+        reason = self.meter.charge(workspace_id, cost_ns)
+        if reason is not None:
+            self.disable_workspace(workspace_id, reason)
+
+    def disable_workspace(self, workspace_id: str, reason: str) -> list[str]:
+        """Stop evaluating every rule of the workspace now; tell the listeners."""
+        with self._lock:
+            ids = sorted(i for i, r in self._rules.items() if r.workspace_id == workspace_id)
+            for i in ids:
+                del self._rules[i]
+            self._reindex(workspace_id)
+        self.meter.forget(workspace_id)
+        log.warning("rules disabled", extra={"workspace_id": workspace_id, "rule_ids": ids, "reason": reason})
+        for listener in self._listeners:
+            listener(workspace_id, ids, reason)
+        return ids
 
     def _reindex(self, workspace_id: str) -> None:
         mine = sorted((r for r in self._rules.values() if r.workspace_id == workspace_id), key=lambda r: r.id)

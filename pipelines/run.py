@@ -15,6 +15,7 @@ from metricx.gc_tuning import tune_gc
 from metricx.settings import Settings
 from metricx.stopping import stop_on_signals
 from pipelines.flow import build_flow
+from pipelines.metering import Budget, CostMeter
 from pipelines.rulebook import RuleBook
 
 log = logging.getLogger("metricx.pipeline")
@@ -56,7 +57,7 @@ def run_pipeline(
     if settings.rules_enabled:
         from connectors.rules_feed import RulesFeed
 
-        book = RuleBook()
+        book = RuleBook(meter=CostMeter(Budget(per_snapshot_ns=int(settings.rules_budget_ms * 1_000_000))))
         feed = RulesFeed(
             book, bootstrap=settings.kafka_bootstrap, topic=settings.rules_topic,
             deadletter_topic=settings.deadletter_topic, dsn=settings.libpq_url,

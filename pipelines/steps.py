@@ -72,6 +72,8 @@ def watch_step(
     rules = book.for_account(s.workspace_id, s.account_id)
     if not rules:
         return None, []  # the account's last rule is gone: forget the watch
+    clock = book.meter.clock
+    started = clock()
     if state is not None and state.rules_seen != book.generation:
         forget_rules(state, book.rule_ids())
 
@@ -81,4 +83,7 @@ def watch_step(
     track_hours, track_ad_days = book.needs(s.workspace_id, s.account_id)
     state, alerts = watch(state, applied, rules, name_of, warmup, track_hours, track_ad_days)
     state.rules_seen = book.generation
+    # What this workspace's rules cost the shared step (pipelines.metering): a book
+    # that is slow on most snapshots is taken out before it stalls every tenant.
+    book.charge(s.workspace_id, clock() - started)
     return state, alerts

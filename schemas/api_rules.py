@@ -17,14 +17,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from schemas.edge import NO_NUL
 from schemas.rules import RuleV1
 
 # ---- rules ---------------------------------------------------------------------------
 
 
 class RuleOut(RuleV1):
-    """A stored rule: exactly what ``metricx.rules`` carries, plus its bookkeeping."""
+    """A stored rule: exactly what ``metricx.rules`` carries, plus its bookkeeping.
+    ``last_error``: why the pipeline disabled it (``status`` ``disabled``)."""
 
+    last_error: str | None = None
     created_by: str | None = None
     created_at: datetime
 
@@ -61,7 +64,7 @@ class DryRunOut(BaseModel):
 
 # ---- channels ------------------------------------------------------------------------
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NO_NUL]
 # Deliberately plain: one mailbox, no display names, no quoted local parts, a dotted domain.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -75,13 +78,13 @@ class SlackChannelIn(_Strict):
     kind: Literal["slack"]
     name: Name
     # The host is checked by the route against the allowed webhook hosts (a setting).
-    webhook_url: Annotated[str, StringConstraints(min_length=10, max_length=500, strip_whitespace=True)]
+    webhook_url: Annotated[str, StringConstraints(min_length=10, max_length=500, strip_whitespace=True), NO_NUL]
 
 
 class EmailChannelIn(_Strict):
     kind: Literal["email"]
     name: Name
-    recipients: list[Annotated[str, StringConstraints(max_length=254, strip_whitespace=True)]] = Field(
+    recipients: list[Annotated[str, StringConstraints(max_length=254, strip_whitespace=True), NO_NUL]] = Field(
         min_length=1, max_length=50)
 
     @field_validator("recipients")

@@ -19,7 +19,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
-from schemas.edge import Invalid, first_error
+from schemas.edge import NO_NUL, Invalid, first_error
 
 RULE_SCHEMA = "metricx.rule.v1"
 RULES_TOPIC = "metricx.rules"
@@ -30,6 +30,18 @@ LEVELS = ("ad", "adset", "campaign")
 MAX_HOURS = 48
 MAX_DAYS = 28  # within the pipeline's restatement window (35 days)
 MAX_CONDITION_DEPTH = 3
+
+# What one workspace may ask of the shared pipeline (every snapshot of an account is
+# judged against every rule that account meets, in the same process as every other
+# tenant's snapshots).  Far above what a merchant writes — a real rule holds 1-5
+# conditions and fits in well under 2 KB, a large agency account meets a dozen rules —
+# and far below what stalls others: three rules of 8,000 conditions took ~25 ms of
+# pipeline time per snapshot.  At these limits a worst-case book costs ~0.4 ms per
+# snapshot (measured), under the evaluation budget (pipelines.metering).
+MAX_CONDITIONS = 50  # conditions in one rule, counted across its groups
+MAX_RULE_BYTES = 16 * 1024  # the rule's definition as compact JSON (what is stored and published)
+MAX_RULES_PER_WORKSPACE = 200  # stored rules, whatever their status
+MAX_RULES_PER_ACCOUNT = 50  # rules one ad account meets: scoped to it, or to no account
 
 Metric = Literal["spend", "impressions", "clicks", "conversions", "revenue", "roas", "cpa", "cpc", "ctr", "cpm"]
 Operator = Literal["<", "<=", ">", ">=", "=", "!="]
@@ -72,7 +84,7 @@ class ScopeIn(_Strict):
     campaign_ids: list[Id] = Field(default_factory=list, max_length=5000)
     # Case-insensitive substring of the entity's name at ``level`` (names come from the
     # pollers' entity sync); an entity whose name is not known yet never matches.
-    name_contains: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    name_contains: Annotated[str, StringConstraints(min_length=1, max_length=200), NO_NUL] | None = None
 
 
 class WindowIn(_Strict):
@@ -127,10 +139,10 @@ class ActionsIn(_Strict):
     resume_on_recovery: bool = False
 
 
-class RuleIn(_Strict):
-    """The body of ``POST /rules`` and ``PUT /rules/{id}``."""
+class RuleBody(_Strict):
+    """A rule's definition: the shape the table, the topic and the API share."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NO_NUL]
     scope: ScopeIn = Field(default_factory=ScopeIn)
     conditions: GroupIn
     window: WindowIn = Field(default_factory=WindowIn)
@@ -139,13 +151,48 @@ class RuleIn(_Strict):
     actions: ActionsIn = Field(default_factory=ActionsIn)
 
 
-class RuleV1(RuleIn):
-    """A stored rule as published on ``metricx.rules``."""
+def count_conditions(g: GroupIn) -> int:
+    return sum(count_conditions(c) if isinstance(c, GroupIn) else 1 for c in g.conditions)
+
+
+def limit_problem(rule: RuleBody) -> str | None:
+    """Why a rule is over the per-rule limits (a message naming the limit), or None.
+    The API refuses such a body; the pipeline's feed refuses such a message (a rule
+    stored before the limits existed, or published around the API)."""
+    n = count_conditions(rule.conditions)
+    if n > MAX_CONDITIONS:
+        return f"a rule may hold at most {MAX_CONDITIONS} conditions; this one has {n}"
+    size = len(rule.model_dump_json(include=set(RuleBody.model_fields)).encode())
+    if size > MAX_RULE_BYTES:
+        return (f"a rule may take at most {MAX_RULE_BYTES // 1024} KiB as JSON ({MAX_RULE_BYTES} bytes); "
+                f"this one takes {size} bytes (long id lists? scope by account or name instead)")
+    return None
+
+
+class RuleIn(RuleBody):
+    """The body of ``POST /rules`` and ``PUT /rules/{id}``: a definition within the
+    per-rule limits."""
+
+    @model_validator(mode="after")
+    def _limits(self) -> RuleIn:
+        problem = limit_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
+RuleStatus = Literal["active", "paused", "disabled"]
+
+
+class RuleV1(RuleBody):
+    """A stored rule as published on ``metricx.rules``.  ``disabled``: the pipeline
+    stopped evaluating it (over the limits, or its workspace's rules over the
+    evaluation budget); the reason is the rule's ``last_error`` in the API."""
 
     schema_: Literal["metricx.rule.v1"] = Field(default="metricx.rule.v1", alias="schema")
     id: UUID
     workspace_id: UUID
-    status: Literal["active", "paused"] = "active"
+    status: RuleStatus = "active"
     version: Annotated[int, Field(ge=1)] = 1
     updated_at: datetime
 
@@ -259,6 +306,6 @@ def to_rule(r: RuleV1) -> Rule:
     )
 
 
-def definition(rule: RuleIn) -> dict[str, Any]:
-    """The JSON stored in ``rules.definition`` (the RuleIn fields only)."""
-    return RuleIn.model_validate(rule.model_dump()).model_dump(mode="json")
+def definition(rule: RuleBody) -> dict[str, Any]:
+    """The JSON stored in ``rules.definition`` (the definition's fields only)."""
+    return RuleBody.model_validate(rule.model_dump(include=set(RuleBody.model_fields))).model_dump(mode="json")

@@ -8,6 +8,7 @@ the static page needs a verified token and a membership in the requested workspa
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,13 +18,17 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from metricx.settings import Settings, load_settings
+from serving import access_log
 from serving.auth import Verifier
+from serving.body_limit import BodyLimit
 from serving.config import ServingSettings, load_serving_settings
 from serving.db import ConnectionPool, PoolExhausted
+from serving.deps import is_member
 from serving.routes import alerts, analytics, channels, dashboard, entities, health, rules, stream
 from serving.routes.health import readiness
 from serving.rules_store import RulePublisher
 from serving.stream import Hub
+from serving.stream_guard import Clock, MembershipCache
 
 __all__ = ["create_app", "readiness"]
 
@@ -31,7 +36,10 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(settings: Settings | None = None, serving: ServingSettings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, serving: ServingSettings | None = None, *,
+               clock: Clock = time.time) -> FastAPI:
+    """``clock``: wall time in seconds, for what ends with a token's ``exp`` (injectable:
+    tests move it instead of waiting)."""
     settings = settings or load_settings()
     serving = serving or load_serving_settings()
 
@@ -59,6 +67,9 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     # Rules and channels are written rarely: a few read-write connections suffice.
     app.state.write_pool = ConnectionPool(settings.libpq_url, max_size=4, read_only=False)
     app.state.rules_publisher = RulePublisher(settings.kafka_bootstrap, settings.rules_topic)
+    app.state.clock = clock
+    pool = app.state.pool
+    app.state.memberships = MembershipCache(lambda sub, ws: is_member(pool, sub, ws), ttl_s=serving.sse_recheck_s)
 
     @app.exception_handler(PoolExhausted)
     def _busy(request: Request, exc: PoolExhausted) -> JSONResponse:
@@ -73,4 +84,8 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    # Outermost of our own layers: a body over the limit is refused before routing,
+    # auth or parsing (only Starlette's error middleware wraps it).
+    app.add_middleware(BodyLimit, max_bytes=serving.max_body_bytes)
+    access_log.install()
     return app

@@ -163,13 +163,24 @@ class Verifier:
         return Caller(sub, claims)
 
 
-def mint_stream_token(settings: ServingSettings, sub: str, workspace_id: str, now: float | None = None) -> str:
+@dataclass(frozen=True, slots=True)
+class StreamTokenMinted:
+    token: str
+    exp: int  # seconds since the epoch
+
+
+def mint_stream_token(settings: ServingSettings, sub: str, workspace_id: str, now: float | None = None,
+                      not_after: int | None = None) -> StreamTokenMinted:
     """A short-lived token for EventSource (which cannot send headers), scoped to one
-    user and one workspace; membership is re-checked when it is used."""
+    user and one workspace; membership is re-checked when it is used and while its
+    stream is open.  ``not_after``: the minting credential's own ``exp`` — a stream
+    token never outlives the token it was minted with."""
     t = int(now if now is not None else time.time())
-    claims = {"aud": STREAM_AUDIENCE, "sub": sub, "workspace_id": workspace_id, "iat": t,
-              "exp": t + settings.stream_token_ttl_s}
-    return jwt.encode(claims, settings.stream_secret(), algorithm=STREAM_ALGORITHM)
+    exp = t + settings.stream_token_ttl_s
+    if not_after is not None:
+        exp = min(exp, not_after)
+    claims = {"aud": STREAM_AUDIENCE, "sub": sub, "workspace_id": workspace_id, "iat": t, "exp": exp}
+    return StreamTokenMinted(jwt.encode(claims, settings.stream_secret(), algorithm=STREAM_ALGORITHM), exp)
 
 
 def verify_stream_token(settings: ServingSettings, token: str) -> Caller:
@@ -181,3 +192,10 @@ def verify_stream_token(settings: ServingSettings, token: str) -> Caller:
     except jwt.PyJWTError as exc:
         raise AuthError(f"stream token rejected: {type(exc).__name__}") from None
     return Caller(str(claims["sub"]), claims)
+
+
+def expires_at(settings: ServingSettings, caller: Caller) -> float:
+    """Until when the caller's credential is accepted (seconds since the epoch): a
+    stream token's ``exp``; a bearer token's ``exp`` plus the accepted clock skew."""
+    exp = float(caller.claims["exp"])
+    return exp if caller.claims.get("aud") == STREAM_AUDIENCE else exp + settings.auth_leeway_s

@@ -46,10 +46,17 @@ class ServingSettings(BaseSettings):
     # Database connections per server process (requests wait for a free one).
     db_pool_size: int = 16
 
+    # Largest request body accepted (413 above it, before any route or auth runs): four
+    # times the largest rule (16 KiB serialised), room for any channel body.
+    max_body_bytes: int = 64 * 1024
+
     sse_queue_size: int = 64
     sse_coalesce_ms: int = 250
     sse_heartbeat_s: float = 15.0
     sse_block_ms: int = 200
+    # An open stream re-checks that its user is still a member this often (the answer is
+    # cached that long per user and workspace); it also ends at its token's expiry.
+    sse_recheck_s: float = 30.0
 
     @model_validator(mode="after")
     def _issuer_source(self) -> ServingSettings:
@@ -59,9 +66,12 @@ class ServingSettings(BaseSettings):
             )
         if self.auth_jwks_url and not self.auth_jwks_url.startswith(("https://", "http://127.", "http://localhost")):
             raise ValueError("METRICX_AUTH_JWKS_URL must be https:// (plain http only on loopback)")
-        for name in ("db_pool_size", "stream_token_ttl_s", "sse_queue_size", "sse_coalesce_ms", "sse_block_ms"):
+        for name in ("db_pool_size", "stream_token_ttl_s", "sse_queue_size", "sse_coalesce_ms", "sse_block_ms",
+                     "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be >= 1")
+        if self.sse_recheck_s <= 0:
+            raise ValueError(f"{ENV_PREFIX}SSE_RECHECK_S must be > 0")
         return self
 
     def dev_dir(self) -> Path:

@@ -137,6 +137,12 @@ def _requested_workspace(caller: Caller, workspace_id: str | None) -> uuid.UUID:
         raise HTTPException(422, "workspace_id must be a UUID") from None
 
 
+def is_member(pool: ConnectionPool, sub: str, ws: uuid.UUID) -> bool:
+    """Whether ``sub`` still has a membership in ``ws`` (an open stream re-checks this)."""
+    with pool.connection() as conn:
+        return conn.execute(MEMBERSHIP_SQL, {"sub": sub, "ws": ws}).fetchone() is not None
+
+
 def resolve_workspace(conn: psycopg.Connection[dict[str, Any]], caller: Caller, ws: uuid.UUID) -> Workspace:
     row = conn.execute(MEMBERSHIP_SQL, {"sub": caller.sub, "ws": ws}).fetchone()
     if row is None:

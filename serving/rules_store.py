@@ -15,20 +15,22 @@ under a per-rule advisory lock.  So:
   a reason: the API answers 503, and a sync reports it and publishes every other rule;
 - a DELETE racing an update ends as a tombstone.
 
-Every function takes the workspace id and filters on it in SQL.
+Every function takes the workspace id and filters on it in SQL.  Publishing lives in
+``connectors.rules_publish`` (the pipeline's rules feed publishes rules it disables).
+
+A create or an update also holds the workspace's rule counts to the limits of
+``schemas.rules`` (rules per workspace, rules an ad account meets), under a
+per-workspace advisory lock so two concurrent creates cannot both take the last place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -36,40 +38,25 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from connectors.kafka import DeliveryError, Producer
+from connectors.rules_publish import (
+    COLUMNS,
+    Conn,
+    PublishFailed,
+    Published,
+    RulePublisher,
+    disable_rules,
+    publish_current,
+    publish_ids,
+    to_out,
+    to_v1,
+)
 from schemas.api_rules import RuleOut
-from schemas.edge import first_error
-from schemas.rules import RuleIn, RuleV1, definition, rule_message
+from schemas.rules import MAX_RULES_PER_ACCOUNT, MAX_RULES_PER_WORKSPACE, RuleBody, definition
+
+__all__ = ["COLUMNS", "Conn", "PublishFailed", "Published", "RuleLimit", "RulePublisher", "disable_rules", "publish_current",
+           "publish_ids", "to_out", "to_v1"]
 
 log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[dict[str, Any]]
-COLUMNS = "id, workspace_id, name, definition, status, version, created_by, created_at, updated_at"
-
-
-class PublishFailed(RuntimeError):
-    """Rows are committed but some rules are not on the topic; ``failed`` says which and
-    why (rule id -> reason)."""
-
-    def __init__(self, failed: Mapping[uuid.UUID, str]) -> None:
-        self.failed = dict(failed)
-        shown = [f"{i}: {why}" for i, why in list(self.failed.items())[:5]]
-        more = len(self.failed) - len(shown)
-        super().__init__("; ".join(shown) + (f"; and {more} more" if more > 0 else ""))
-
-
-def to_out(row: dict[str, Any]) -> RuleOut:
-    return RuleOut.model_validate({
-        **row["definition"], "id": row["id"], "workspace_id": row["workspace_id"], "status": row["status"],
-        "version": row["version"], "updated_at": row["updated_at"], "created_by": row["created_by"],
-        "created_at": row["created_at"],
-    })
-
-
-def to_v1(out: RuleOut) -> RuleV1:
-    """The topic's message: the stored rule without the API-only bookkeeping."""
-    return RuleV1.model_validate(out.model_dump(by_alias=True, exclude={"created_by", "created_at"}))
-
 
 # ---- reads -------------------------------------------------------------------------
 
@@ -106,8 +93,54 @@ def rules_using_channel(conn: Conn, ws: uuid.UUID, channel_id: uuid.UUID) -> lis
 # ---- writes (each in its own transaction; the caller publishes afterwards) -----------
 
 
-def insert_rule(conn: Conn, ws: uuid.UUID, body: RuleIn, created_by: str) -> uuid.UUID:
+class RuleLimit(ValueError):
+    """The workspace has no room for this rule; the message names the limit."""
+
+
+_NO_ACCOUNTS = "jsonb_array_length(coalesce(definition -> 'scope' -> 'account_ids', '[]'::jsonb)) = 0"
+
+
+def check_room(conn: Conn, ws: uuid.UUID, body: RuleBody, replacing: uuid.UUID | None = None) -> None:
+    """Raise :class:`RuleLimit` if storing ``body`` (in place of ``replacing``) would
+    take the workspace over its rule limits.  Stored rules count whatever their status
+    (a paused rule may be resumed at any time, without a check)."""
+    other = replacing or uuid.UUID(int=0)
+    row = conn.execute(
+        f"SELECT count(*) AS total, count(*) FILTER (WHERE {_NO_ACCOUNTS}) AS everywhere "
+        "FROM rules WHERE workspace_id = %s AND id <> %s", (ws, other)).fetchone()
+    assert row is not None
+    if row["total"] + 1 > MAX_RULES_PER_WORKSPACE:
+        raise RuleLimit(f"a workspace may hold at most {MAX_RULES_PER_WORKSPACE} rules; this one has "
+                        f"{row['total']} (delete rules it no longer needs)")
+    accounts = sorted(set(body.scope.account_ids))
+    # Rules scoped to each account (the ones named by this rule; every account when this
+    # rule is for all of them).
+    per_account = conn.execute(
+        "SELECT a.account, count(DISTINCT r.id) AS n FROM rules r, "
+        "jsonb_array_elements_text(coalesce(r.definition -> 'scope' -> 'account_ids', '[]'::jsonb)) AS a(account) "
+        "WHERE r.workspace_id = %s AND r.id <> %s AND (%s OR a.account = ANY(%s)) "
+        "GROUP BY a.account ORDER BY n DESC, a.account LIMIT 1",
+        (ws, other, not accounts, accounts)).fetchone()
+    busiest: str | None = accounts[0] if accounts else None
+    scoped = 0
+    if per_account is not None:
+        busiest, scoped = per_account["account"], per_account["n"]
+    meets = row["everywhere"] + scoped + 1
+    if meets > MAX_RULES_PER_ACCOUNT:
+        where = f"ad account {busiest!r}" if busiest is not None else "every ad account"
+        raise RuleLimit(f"an ad account may meet at most {MAX_RULES_PER_ACCOUNT} rules (those scoped to it "
+                        f"and those for all accounts); with this rule {where} would meet {meets}")
+
+
+def _lock_workspace_rules(conn: Conn, ws: uuid.UUID) -> None:
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 4243))", (str(ws),))
+
+
+def insert_rule(conn: Conn, ws: uuid.UUID, body: RuleBody, created_by: str) -> uuid.UUID:
+    """Raises :class:`RuleLimit` (nothing stored) when the workspace has no room."""
     with conn.transaction():
+        _lock_workspace_rules(conn, ws)
+        check_room(conn, ws, body)
         row = conn.execute(
             "INSERT INTO rules (workspace_id, name, definition, created_by) VALUES (%s, %s, %s, %s) RETURNING id",
             (ws, body.name, Jsonb(definition(body)), created_by),
@@ -117,10 +150,16 @@ def insert_rule(conn: Conn, ws: uuid.UUID, body: RuleIn, created_by: str) -> uui
     return rule_id
 
 
-def update_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, body: RuleIn) -> bool:
+def update_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, body: RuleBody) -> bool:
     """Replace the definition; the version moves only when something changed, so
-    repeating a PUT (after a failed publish) republishes without inventing a version."""
+    repeating a PUT (after a failed publish) republishes without inventing a version.
+    False when there is no such rule; :class:`RuleLimit` when the new scope has no room."""
     with conn.transaction():
+        _lock_workspace_rules(conn, ws)
+        exists = conn.execute("SELECT 1 FROM rules WHERE workspace_id = %s AND id = %s", (ws, rule_id)).fetchone()
+        if exists is None:
+            return False
+        check_room(conn, ws, body, replacing=rule_id)
         cur = conn.execute(
             "UPDATE rules SET name = %(name)s, definition = %(def)s, "
             "version = version + (definition IS DISTINCT FROM %(def)s OR name IS DISTINCT FROM %(name)s)::int, "
@@ -133,10 +172,13 @@ def update_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, body: RuleIn) -> 
 
 
 def set_status(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID, status: str) -> bool:
-    """Pause or resume; a no-op (already in that status) keeps the version."""
+    """Pause or resume (a disabled rule too: the person resuming it has read why it was
+    disabled, and a change of status clears that reason); a no-op (already in that
+    status) keeps the version."""
     with conn.transaction():
         cur = conn.execute(
             "UPDATE rules SET status = %(st)s, version = version + (status <> %(st)s)::int, "
+            "last_error = CASE WHEN status <> %(st)s THEN NULL ELSE last_error END, "
             "updated_at = CASE WHEN status <> %(st)s THEN clock_timestamp() ELSE updated_at END "
             "WHERE workspace_id = %(ws)s AND id = %(id)s",
             {"st": status, "ws": ws, "id": rule_id},
@@ -148,129 +190,6 @@ def delete_rule(conn: Conn, ws: uuid.UUID, rule_id: uuid.UUID) -> bool:
     with conn.transaction():
         cur = conn.execute("DELETE FROM rules WHERE workspace_id = %s AND id = %s", (ws, rule_id))
         return cur.rowcount == 1
-
-
-# ---- publishing ----------------------------------------------------------------------
-
-
-class RulePublisher:
-    """One idempotent producer per server process, created on first use.
-
-    Sends are serialised (a lock around send + flush) so each request's flush covers
-    exactly its own message and reports its own failure."""
-
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.timeout_s = timeout_s
-        self._producer: Producer | None = None
-        self._lock = threading.Lock()
-
-    def _get(self) -> Producer:
-        if self._producer is None:
-            ms = int(self.timeout_s * 1000)
-            self._producer = Producer(self.bootstrap, client_id="metricx-rules", linger_ms=0,
-                                      extra={"message.timeout.ms": ms, "socket.connection.setup.timeout.ms": ms})
-        return self._producer
-
-    def publish(self, messages: Iterable[tuple[uuid.UUID, bytes | None]]) -> int:
-        """Send ``(rule id, value or None for a tombstone)`` and wait for the broker's ack.
-        Raises :class:`PublishFailed` naming every rule that was not acknowledged (the
-        others are on the topic): each message's own delivery report decides, so one
-        refused rule never takes the others with it."""
-        with self._lock:
-            producer = self._get()
-            reports: dict[uuid.UUID, str | None] = {}
-            failed: dict[uuid.UUID, str] = {}
-            sent: list[uuid.UUID] = []
-            for rule_id, value in messages:
-                try:
-                    producer.send(self.topic, value, str(rule_id).encode(),  # type: ignore[arg-type]
-                                  on_delivery=partial(_report, reports, rule_id))
-                except DeliveryError as exc:  # over the producer's message.max.bytes
-                    failed[rule_id] = str(exc)
-                except KafkaException as exc:
-                    failed[rule_id] = exc.args[0].str()
-                else:
-                    sent.append(rule_id)
-            with contextlib.suppress(DeliveryError):  # each message's own report is read below
-                producer.flush(self.timeout_s + 1.0)
-            for rule_id in sent:
-                why = reports.get(rule_id, "not acknowledged by the broker in time")
-                if why is not None:
-                    failed[rule_id] = why
-            if failed:
-                raise PublishFailed(failed)
-            return len(sent)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._producer is not None and self._producer.pending():
-                try:
-                    self._producer.flush(self.timeout_s)
-                except DeliveryError as exc:
-                    log.warning("rules left unpublished at shutdown", extra={"error": str(exc)})
-
-
-def _report(reports: dict[uuid.UUID, str | None], rule_id: uuid.UUID, err: KafkaError | None) -> None:
-    reports[rule_id] = None if err is None else err.str()
-
-
-@dataclass(frozen=True)
-class Published:
-    """What :func:`publish_ids` did: per id, the stored rule now on the topic (None: a
-    tombstone), and the ids it could not publish, with why."""
-
-    live: dict[uuid.UUID, RuleOut | None]
-    failed: dict[uuid.UUID, str]
-
-
-def publish_ids(conn: Conn, publisher: RulePublisher, ids: Iterable[uuid.UUID]) -> Published:
-    """Publish what the database holds now for each id (a tombstone where nothing),
-    holding per-rule advisory locks so publications of one rule happen in commit order.
-    Ids are global (uuids), so this never filters by workspace.  Never raises for one
-    rule: a row that is no longer a valid rule, or a message the producer or the broker
-    refuses, lands in ``failed`` (the rows stay committed)."""
-    wanted = sorted(set(ids))
-    if not wanted:
-        return Published({}, {})
-    live: dict[uuid.UUID, RuleOut | None] = {}
-    failed: dict[uuid.UUID, str] = {}
-    with conn.transaction():
-        for rule_id in wanted:  # sorted: two publishers never wait on each other in a cycle
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 4242))", (str(rule_id),))
-        rows = {r["id"]: r for r in conn.execute(f"SELECT {COLUMNS} FROM rules WHERE id = ANY(%s)",
-                                                 (wanted,)).fetchall()}
-        messages: list[tuple[uuid.UUID, bytes | None]] = []
-        for i in wanted:
-            if i not in rows:
-                live[i] = None
-                messages.append((i, None))
-                continue
-            try:
-                out = to_out(rows[i])
-                messages.append((i, rule_message(to_v1(out))))
-                live[i] = out
-            except ValidationError as exc:
-                failed[i] = f"the stored rule is not a valid rule: {first_error(exc)}"
-        try:
-            publisher.publish(messages)
-        except PublishFailed as exc:
-            failed.update(exc.failed)
-    for i in failed:
-        live.pop(i, None)
-        log.error("rule not published", extra={"rule_id": str(i), "error": failed[i]})
-    return Published(live, failed)
-
-
-def publish_current(conn: Conn, publisher: RulePublisher, ws: uuid.UUID, rule_id: uuid.UUID) -> RuleOut | None:
-    """After a write of one rule: publish its current state; the stored rule if it is
-    (still) in ``ws``.  Raises :class:`PublishFailed` when it is not on the topic."""
-    result = publish_ids(conn, publisher, [rule_id])
-    if result.failed:
-        raise PublishFailed(result.failed)
-    out = result.live[rule_id]
-    return out if out is not None and out.workspace_id == ws else None
 
 
 # ---- `metricx rules sync` -------------------------------------------------------------

@@ -36,11 +36,22 @@ import redis.asyncio as aioredis
 from sse_starlette import ServerSentEvent
 
 from connectors.redis_live import live_stream_key
+from serving.stream_guard import StreamGuard
 
 log = logging.getLogger(__name__)
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_ID_PART = 2**64 - 1  # Redis stream ids are two unsigned 64-bit numbers
 Entry = tuple[str, dict[str, Any]]
+
+
+def is_stream_id(text: str) -> bool:
+    """A Redis stream id Redis itself would take (``ms-seq``, each part < 2**64): a
+    larger one passed a digits-only check, then Redis refused it inside the stream."""
+    if not STREAM_ID.match(text):
+        return False
+    ms, seq = id_key(text)
+    return ms <= MAX_ID_PART and seq <= MAX_ID_PART
 
 
 def id_key(stream_id: str) -> tuple[int, int]:
@@ -179,7 +190,9 @@ class Hub:
     async def backlog(self, workspace_id: str, after: str) -> tuple[list[Entry], bool]:
         """Entries after ``after`` and whether the stream still reaches back to it."""
         key = live_stream_key(workspace_id)
-        rows: Any = await self._redis.xrange(key, f"({after}", "+")
+        # Nothing follows the largest id (and Redis refuses an exclusive range from it).
+        rows: Any = [] if id_key(after) == (MAX_ID_PART, MAX_ID_PART) else \
+            await self._redis.xrange(key, f"({after}", "+")
         try:
             info: Any = await self._redis.xinfo_stream(key)
         except aioredis.ResponseError:  # no such stream: nothing was ever missed
@@ -244,10 +257,12 @@ class Hub:
                 await asyncio.sleep(1.0)
 
 
-async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesce_ms: int
-                 ) -> AsyncIterator[ServerSentEvent | bytes]:
+async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesce_ms: int,
+                 guard: StreamGuard | None = None) -> AsyncIterator[ServerSentEvent | bytes]:
     """The event sequence of one connection: ``ready`` (or the resumed backlog), then
-    coalesced ``update`` events; ``dropped`` last if the client fell behind."""
+    coalesced ``update`` events; ``dropped`` last if the client fell behind, ``expired``
+    or ``revoked`` last when ``guard`` ends the stream (token expiry, membership gone)."""
+    getter: asyncio.Future[Live] | None = None
     try:
         seen = client.start_id
         if last_event_id is not None:
@@ -268,7 +283,24 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
         last_sent = 0.0
         seen_key = id_key(seen)
         while True:
-            first = await client.queue.get()
+            if guard is not None:
+                ending = await guard.verdict()
+                if ending is not None:
+                    log.info("stream ended", extra={"workspace_id": client.workspace_id, "reason": ending.event})
+                    # No id: the client's Last-Event-ID stays where its data is.
+                    yield ServerSentEvent(json.dumps({"reason": ending.reason, "last_event_id": seen}),
+                                          event=ending.event)
+                    return
+            if getter is None:
+                # Kept across waits that time out (never cancelled while the stream
+                # lives), so an entry taken off the queue is never lost.
+                getter = asyncio.ensure_future(client.queue.get())
+            if guard is not None and not getter.done():
+                await asyncio.wait({getter}, timeout=guard.wait_s())
+                if not getter.done():
+                    continue
+            first = await getter
+            getter = None
             wait = last_sent + interval - loop.time()
             if wait > 0 and not client.dropped:
                 with contextlib.suppress(TimeoutError):
@@ -288,4 +320,6 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
             client.delivered += len(fresh)
             yield fresh[0].wire if len(fresh) == 1 else update_event([e.entry for e in fresh])
     finally:
+        if getter is not None:
+            getter.cancel()
         hub.unsubscribe(client)

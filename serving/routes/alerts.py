@@ -4,19 +4,20 @@ and what was paused or resumed (dry runs included) — read-only, for every memb
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from schemas.api_rules import AlertList, EntityActionList
+from schemas.edge import ApiDateTime
 from serving import alerts_queries as q
 from serving.deps import Conn, CurrentWorkspace
+from serving.json_route import api_router
 
-router = APIRouter(tags=["alerts"])
+router = api_router(tags=["alerts"])
 
 Limit = Annotated[int, Query(ge=1, le=500)]
-Since = Annotated[datetime | None, Query(description="only those stored at or after this instant (ISO 8601)")]
+Since = Annotated[ApiDateTime | None, Query(description="only those stored at or after this instant (ISO 8601)")]
 
 
 @router.get("/alerts", response_model=AlertList)

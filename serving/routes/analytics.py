@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import HTTPException, Query
 
 from pipelines import kpis as k
 from schemas.api import PeriodOut, Timeseries, TimeseriesGroup, TimeseriesPoint
+from schemas.edge import ApiDate, Text
 from serving import queries as q
 from serving.deps import Conn, CurrentWorkspace
+from serving.json_route import api_router
 from serving.routes.dashboard import Currency, period_for, pick_currency
 from serving.timeframes import Grain, Timeframe, grain_for
 
-router = APIRouter(tags=["analytics"])
+router = api_router(tags=["analytics"])
 
 Metric = Literal["spend", "impressions", "clicks", "conversions", "revenue", "roas", "cpa", "cpc", "ctr", "cpm"]
 GroupBy = Literal["provider", "account_id", "campaign_id"]
 MAX_15M_DAYS = 7
-Id = Annotated[str | None, Query(min_length=1, max_length=200)]
+Id = Annotated[Text | None, Query(min_length=1, max_length=200)]
 
 
 @router.get("/analytics/timeseries", response_model=Timeseries)
@@ -30,8 +31,8 @@ def timeseries(
     grain: Annotated[Grain | None, Query(description="default: by range length")] = None,
     group_by: GroupBy | None = None,
     timeframe: Timeframe | None = None,
-    start: Annotated[date | None, Query(alias="from")] = None,
-    end: Annotated[date | None, Query(alias="to")] = None,
+    start: Annotated[ApiDate | None, Query(alias="from")] = None,
+    end: Annotated[ApiDate | None, Query(alias="to")] = None,
     currency: Currency = None,
     provider: Id = None,
     account_id: Id = None,

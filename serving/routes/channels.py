@@ -14,11 +14,12 @@ tests and development, e.g. ``127.0.0.1,localhost``.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import HTTPException, Request, Response
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,9 +29,10 @@ from metricx.settings import ENV_PREFIX
 from schemas.api_rules import ChannelIn, ChannelList, ChannelOut, EmailChannelIn
 from serving import rules_store
 from serving.deps import Conn, CurrentWorkspace, WritableWorkspace, WriteConn
+from serving.json_route import api_router
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["channels"])
+router = api_router(tags=["channels"])
 
 SLACK_HOST = "hooks.slack.com"
 NOT_FOUND = "channel not found"
@@ -70,16 +72,29 @@ def _invalid(field: str, msg: str, value: Any = None) -> HTTPException:
     return HTTPException(422, [{"type": "value_error", "loc": ["body", field], "msg": msg, "input": value}])
 
 
+# One or more plain segments after /services/: no "." or ".." (the HTTP client would
+# normalise them out of /services/), no percent-escapes, no empty segment.
+_SLACK_PATH = re.compile(r"^/services(?:/[A-Za-z0-9_-]+)+$")
+SLACK_FORM = f"must be a Slack incoming webhook: https://{SLACK_HOST}/services/..."
+
+
 def check_webhook(url: str, extra_hosts: frozenset[str]) -> None:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    """Refuse (422) anything but a Slack incoming webhook, or a URL on an extra host.
+    ``urlsplit`` and ``.port`` raise on malformed URLs (an unbalanced bracket, a port
+    that is not a number or out of range): those are refusals too, never a 500."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        raise _invalid("webhook_url", SLACK_FORM) from None
     if parts.username or parts.password:
         raise _invalid("webhook_url", "a webhook URL carries no user:password")
     if host in extra_hosts and parts.scheme in ("http", "https"):
         return
-    if parts.scheme != "https" or host != SLACK_HOST or parts.port not in (None, 443) \
-            or not parts.path.startswith("/services/"):
-        raise _invalid("webhook_url", f"must be a Slack incoming webhook: https://{SLACK_HOST}/services/...")
+    if parts.scheme != "https" or host != SLACK_HOST or port not in (None, 443) \
+            or not _SLACK_PATH.match(parts.path) or parts.fragment:
+        raise _invalid("webhook_url", SLACK_FORM)
 
 
 def _out(c: store.Channel) -> ChannelOut:

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 
 from pipelines import kpis as k
 from schemas.api import (
@@ -26,11 +26,13 @@ from schemas.api import (
     SeriesPoint,
     WorkspaceOut,
 )
+from schemas.edge import ApiDate
 from serving import campaign_totals
 from serving import queries as q
 from serving.alerts_queries import latest_alerts
 from serving.db import ConnectionPool
 from serving.deps import Conn, CurrentWorkspace
+from serving.json_route import api_router
 from serving.timeframes import (
     Grain,
     Period,
@@ -88,7 +90,7 @@ def side_pool(request: Request) -> ConnectionPool | None:
     return pool
 
 
-router = APIRouter(tags=["dashboard"], lifespan=_lifespan)
+router = api_router(tags=["dashboard"], lifespan=_lifespan)
 
 
 class _Read(Generic[T]):
@@ -181,8 +183,8 @@ def dashboard(
     ws: CurrentWorkspace,
     conn: Conn,
     timeframe: Annotated[Timeframe | None, Query(description="default today")] = None,
-    start: Annotated[date | None, Query(alias="from", description="custom range start (report date)")] = None,
-    end: Annotated[date | None, Query(alias="to", description="custom range end, inclusive")] = None,
+    start: Annotated[ApiDate | None, Query(alias="from", description="custom range start (report date)")] = None,
+    end: Annotated[ApiDate | None, Query(alias="to", description="custom range end, inclusive")] = None,
     currency: Currency = None,
     top: Annotated[int, Query(ge=1, le=100, description="number of top campaigns")] = 10,
 ) -> Dashboard:

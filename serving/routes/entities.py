@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from schemas.api import Ad, AdSet, Campaign, Entities
 from serving import queries as q
 from serving.deps import Conn, CurrentWorkspace
+from serving.json_route import api_router
 
-router = APIRouter(tags=["entities"])
+router = api_router(tags=["entities"])
 
 
 @router.get("/entities", response_model=Entities)

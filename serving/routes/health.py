@@ -7,12 +7,13 @@ from typing import Any
 
 import psycopg
 import redis
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from metricx.settings import Settings
+from serving.json_route import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:

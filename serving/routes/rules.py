@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import HTTPException, Query, Request, Response
 
 from schemas.api_rules import DryRunOut, RuleList, RuleOut
 from schemas.rules import RuleIn, RuleV1, to_rule
@@ -23,16 +23,19 @@ from serving import rules_store as store
 from serving.auth import Caller
 from serving.deps import Conn, CurrentCaller, CurrentWorkspace, WritableWorkspace, WriteConn
 from serving.dryrun import dry_run
+from serving.json_route import api_router
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["rules"])
+router = api_router(tags=["rules"])
 
 NOT_FOUND = "rule not found"
 NOT_LIVE = "saved but not yet live; retry"
 Limit = Annotated[int, Query(ge=1, le=500, description="entities listed (those that would fire, by spend)")]
 Responses = dict[int | str, dict[str, Any]]
 _503: Responses = {503: {"description": NOT_LIVE + " (the change is stored; repeating the request publishes it)"}}
-_422: Responses = {422: {"description": "invalid rule, or a channel id that is not a channel of this workspace"}}
+_422: Responses = {422: {"description": "invalid rule, a rule over the limits (conditions, size, rules per "
+                                        "workspace or per ad account), or a channel id that is not a channel "
+                                        "of this workspace"}}
 
 
 def _publisher(request: Request) -> store.RulePublisher:
@@ -48,6 +51,10 @@ def _check_channels(conn: Conn, ws: uuid.UUID, body: RuleIn) -> None:
             "msg": "not a channel of this workspace: " + ", ".join(str(m) for m in missing),
             "input": [str(m) for m in missing],
         }])
+
+
+def _limit(exc: store.RuleLimit) -> HTTPException:
+    return HTTPException(422, [{"type": "value_error", "loc": ["body"], "msg": str(exc), "input": None}])
 
 
 def _publish(request: Request, conn: WriteConn, ws: uuid.UUID, rule_id: uuid.UUID) -> RuleOut | None:
@@ -73,7 +80,10 @@ def list_rules(ws: CurrentWorkspace, conn: Conn) -> RuleList:
 def create_rule(request: Request, body: RuleIn, caller: CurrentCaller, ws: WritableWorkspace, conn: Conn,
                 wconn: WriteConn) -> RuleOut:
     _check_channels(conn, ws.id, body)
-    rule_id = store.insert_rule(wconn, ws.id, body, _who(caller))
+    try:
+        rule_id = store.insert_rule(wconn, ws.id, body, _who(caller))
+    except store.RuleLimit as exc:
+        raise _limit(exc) from None
     log.info("rule created", extra={"workspace_id": str(ws.id), "rule_id": str(rule_id)})
     out = _publish(request, wconn, ws.id, rule_id)
     if out is None:  # deleted between the commit and the publish
@@ -103,7 +113,11 @@ def update_rule(request: Request, rule_id: uuid.UUID, body: RuleIn, ws: Writable
     """Replace the rule's definition; the version goes up when anything changed (an
     identical PUT keeps it and publishes again: the way to retry after a 503)."""
     _check_channels(conn, ws.id, body)
-    if not store.update_rule(wconn, ws.id, rule_id, body):
+    try:
+        updated = store.update_rule(wconn, ws.id, rule_id, body)
+    except store.RuleLimit as exc:
+        raise _limit(exc) from None
+    if not updated:
         raise HTTPException(404, NOT_FOUND)
     out = _publish(request, wconn, ws.id, rule_id)
     if out is None:
@@ -129,6 +143,8 @@ def pause_rule(request: Request, rule_id: uuid.UUID, ws: WritableWorkspace, wcon
 
 @router.post("/rules/{rule_id}/resume", response_model=RuleOut, responses=_503)
 def resume_rule(request: Request, rule_id: uuid.UUID, ws: WritableWorkspace, wconn: WriteConn) -> RuleOut:
+    """Evaluate the rule again — a paused one, or one the pipeline disabled (its
+    ``last_error`` said why; it is cleared)."""
     return _set_status(request, rule_id, ws, wconn, "active")
 
 

@@ -130,6 +130,9 @@ async function openStream() {
   es.addEventListener("update", (e) => { seen(e); scheduleRefetch(); scheduleAlerts(); });
   es.addEventListener("reset", (e) => { seen(e); scheduleRefetch(); });
   es.addEventListener("dropped", () => { es.close(); setConn("reconnecting"); setTimeout(() => openStream().catch(showError), 1000); });
+  // The stream ends at its token's expiry: a new token, resumed from the last event seen.
+  es.addEventListener("expired", () => { es.close(); setConn("reconnecting"); openStream().catch(showError); });
+  es.addEventListener("revoked", (e) => { es.close(); setConn("stale"); showError(JSON.parse(e.data).reason); });
   es.onerror = () => {
     setConn("reconnecting");
     if (es.readyState === EventSource.CLOSED) setTimeout(() => openStream().catch(showError), 2000);  // e.g. token expired

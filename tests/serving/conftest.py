@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -207,9 +207,9 @@ def _free_port() -> int:
 def make_server(services: Settings, database: str, issuer: Issuer) -> Iterator[Any]:  # noqa: F811
     started: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(**extra: Any) -> Server:
+    def start(clock: Callable[[], float] = time.time, **extra: Any) -> Server:
         settings = Settings(database_url=database, redis_url=services.redis_url)
-        app = create_app(settings, serving_settings(issuer, **extra))
+        app = create_app(settings, serving_settings(issuer, **extra), clock=clock)
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                                lifespan="on"))

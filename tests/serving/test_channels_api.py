@@ -41,6 +41,17 @@ def test_slack_channel_round_trip_never_shows_the_secret(api: Api) -> None:  # n
     ("https://user:pw@hooks.slack.com/services/T/B/x", False),
     ("https://hooks.slack.com:8443/services/T/B/x", False),
     ("https://hooks.slack.com/other/T/B/x", False),
+    # Malformed URLs are refused, not a server error (urlsplit / .port raise on them).
+    ("https://hooks.slack.com:99999/services/T/B/x", False),  # port out of range
+    ("https://hooks.slack.com:https/services/T/B/x", False),  # non-numeric port
+    ("https://[hooks.slack.com/services/T/B/x", False),  # unbalanced bracket
+    ("https://hooks.slack.com]/services/T/B/x", False),
+    # Dot segments would leave /services/ once the client normalises the path.
+    ("https://hooks.slack.com/services/../api/chat.postMessage", False),
+    ("https://hooks.slack.com/services/T/../../api/x", False),
+    ("https://hooks.slack.com/services/%2e%2e/api/x", False),
+    ("https://hooks.slack.com/services/./T/B/x", False),
+    ("https://hooks.slack.com/services//T/B/x", False),
     ("http://127.0.0.1:9/slack", True),  # METRICX_SLACK_WEBHOOK_HOSTS in the fixture
     ("http://localhost:9/slack", True),
     ("http://10.0.0.1/slack", False),

@@ -17,9 +17,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from connectors.kafka import TopicSpec, delete_topics, ensure_topics
+from connectors.rules_publish import disable_rules, publish_ids
 from schemas.rules import RuleIn, RuleV1, definition, parse_rule_message, rule_message
 from serving.rules_store import RulePublisher
 from tests.serving.conftest import snapshot, write
@@ -44,7 +46,7 @@ def published(a: Api, at_least: int) -> list[tuple[str, bytes | None]]:
 
 def as_v1(body: dict[str, Any]) -> RuleV1:
     """What the topic must carry for a rule the API answered with."""
-    return RuleV1.model_validate({k: v for k, v in body.items() if k not in ("created_by", "created_at")})
+    return RuleV1.model_validate({k: v for k, v in body.items() if k not in ("last_error", "created_by", "created_at")})
 
 
 def slack_channel(a: Api, as_: Any = None) -> str:
@@ -292,6 +294,103 @@ def test_rules_sync_skips_and_reports_a_bad_rule_and_publishes_the_rest(api: Api
     for rid, ws in good.items():
         value = latest[str(rid)]
         assert value is not None and parse_rule_message(value).workspace_id == ws
+
+
+# ---- limits: what one workspace may ask of the shared pipeline ----------------------
+
+
+def _conditions(n: int) -> dict[str, Any]:
+    cond = {"metric": "spend", "operator": ">=", "value": "80"}
+    return {"op": "or", "conditions": [{"op": "and", "conditions": [cond] * min(20, n - i)} for i in range(0, n, 20)]}
+
+
+def _seed(a: Api, n: int, accounts: Callable[[int], list[str]] = lambda i: []) -> None:
+    """Rules stored directly (as the API would store them), to fill a workspace fast;
+    rule ``i`` is scoped to ``accounts(i)``."""
+    with psycopg.connect(a.database, autocommit=True) as conn:
+        for i in range(n):
+            body = RuleIn.model_validate({**RULE, "scope": {"level": "ad", "account_ids": accounts(i)}})
+            conn.execute("INSERT INTO rules (workspace_id, name, definition) VALUES (%s, %s, %s)",
+                         (a.tenants.ws_a, f"seeded {i}", Jsonb(definition(body))))
+
+
+def _limit_msg(r: Any) -> str:
+    assert r.status_code == 422, r.text[:500]
+    return str(r.json()["detail"][0]["msg"])
+
+
+def test_per_rule_limits_are_422s_naming_the_limit(api: Api) -> None:  # noqa: F811
+    """Before: a rule of 8,000 conditions (depth 3 x 20) was accepted."""
+    assert api.alice("POST", "/rules", {**RULE, "conditions": _conditions(50)}).status_code == 201
+    assert "at most 50 conditions; this one has 51" in _limit_msg(
+        api.alice("POST", "/rules", {**RULE, "conditions": _conditions(51)}))
+    ids = [f"{i:03d}" + "c" * 97 for i in range(170)]
+    assert "at most 16 KiB" in _limit_msg(api.alice("POST", "/rules", {**RULE, "scope": {"campaign_ids": ids}}))
+    rid = api.alice("GET", "/rules").json()["rules"][0]["id"]
+    assert "at most 50 conditions" in _limit_msg(api.alice("PUT", f"/rules/{rid}", {**RULE, "conditions": _conditions(60)}))
+    assert "at most 50 conditions" in _limit_msg(api.alice("POST", "/rules/dry-run", {**RULE, "conditions": _conditions(60)}))
+    # The reported rule does not even fit in a request body any more.
+    leaf = {"op": "or", "conditions": [{"metric": "spend", "operator": ">=", "value": "80"}] * 20}
+    huge = {**RULE, "conditions": {"op": "or", "conditions": [{"op": "or", "conditions": [leaf] * 20}] * 20}}
+    assert api.alice("POST", "/rules", huge).status_code == 413
+    assert len(api.alice("GET", "/rules").json()["rules"]) == 1
+
+
+def test_rules_per_workspace_limit(api: Api) -> None:  # noqa: F811
+    _seed(api, 199, lambda i: [f"act-{i}"])  # one per ad account: no account meets many
+    first = api.alice("POST", "/rules", RULE)
+    assert first.status_code == 201  # the 200th
+    msg = _limit_msg(api.alice("POST", "/rules", RULE))
+    assert "at most 200 rules; this one has 200" in msg
+    # Another workspace is not counted against this one.
+    carol_b = api.as_(CAROL, api.tenants.ws_b)
+    assert carol_b("POST", "/rules", RULE).status_code == 201
+    # Editing a rule takes no extra place; deleting one makes room.
+    assert api.alice("PUT", f"/rules/{first.json()['id']}", {**RULE, "name": "edited"}).status_code == 200
+    assert api.alice("DELETE", f"/rules/{first.json()['id']}").status_code == 204
+    assert api.alice("POST", "/rules", RULE).status_code == 201
+
+
+def test_rules_per_ad_account_limit(api: Api) -> None:  # noqa: F811
+    """An ad account meets the rules scoped to it and those for every account: at most 50."""
+    _seed(api, 48, lambda i: ["act-1"])
+    _seed(api, 1)  # for every account: act-1 meets 49 rules
+    scoped = {**RULE, "scope": {"level": "ad", "account_ids": ["act-1", "act-2"]}}
+    fiftieth = api.alice("POST", "/rules", scoped)
+    assert fiftieth.status_code == 201
+    assert "ad account 'act-1' would meet 51" in _limit_msg(api.alice("POST", "/rules", scoped))
+    assert "ad account 'act-1' would meet 51" in _limit_msg(api.alice("POST", "/rules", RULE))  # for every account
+    other = api.alice("POST", "/rules", {**RULE, "scope": {"level": "ad", "account_ids": ["act-2"]}})
+    assert other.status_code == 201  # act-2 meets 3
+    r = api.alice("PUT", f"/rules/{other.json()['id']}", scoped)
+    assert "ad account 'act-1' would meet 51" in _limit_msg(r)
+    # Moving the 50th rule off act-1 frees its place.
+    moved = api.alice("PUT", f"/rules/{fiftieth.json()['id']}",
+                      {**RULE, "scope": {"level": "ad", "account_ids": ["act-3"]}})
+    assert moved.status_code == 200
+    assert api.alice("POST", "/rules", scoped).status_code == 201
+
+
+def test_a_rule_the_pipeline_disabled_shows_why_and_can_be_resumed(api: Api) -> None:  # noqa: F811
+    """``disable_rules`` + ``publish_ids`` is what the pipeline's rules feed does when a
+    workspace's rules go over the evaluation budget (tests/integration covers the feed)."""
+    rid = api.alice("POST", "/rules", RULE).json()["id"]
+    reason = "rule evaluation over budget: 17 of this workspace's last 17 evaluated snapshots took more than 2 ms"
+    with psycopg.connect(api.database, autocommit=True, row_factory=dict_row) as conn:
+        changed = disable_rules(conn, api.tenants.ws_a, [uuid.UUID(rid)], reason)
+        assert changed == [uuid.UUID(rid)]
+        publish_ids(conn, RulePublisher(api.settings.kafka_bootstrap, api.settings.rules_topic), changed)
+        assert disable_rules(conn, api.tenants.ws_a, [uuid.UUID(rid)], reason) == []  # only active rules
+    shown = api.alice("GET", f"/rules/{rid}").json()
+    assert (shown["status"], shown["last_error"], shown["version"]) == ("disabled", reason, 2)
+    assert api.as_(VICTOR, api.tenants.ws_a)("GET", "/rules").json()["rules"][0]["last_error"] == reason
+    [_, (key, value)] = published(api, 2)
+    assert key == rid and value is not None and parse_rule_message(value).status == "disabled"
+    resumed = api.alice("POST", f"/rules/{rid}/resume")
+    assert resumed.status_code == 200
+    assert (resumed.json()["status"], resumed.json()["last_error"], resumed.json()["version"]) == ("active", None, 3)
+    latest = published(api, 3)[-1][1]
+    assert latest is not None and parse_rule_message(latest).status == "active"
 
 
 # ---- dry-run against stored data, checked by an oracle summed here from the inserted rows

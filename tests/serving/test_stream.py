@@ -5,18 +5,22 @@ with Last-Event-ID, heartbeats, the slow-client drop and workspace isolation."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import jwt
+import psycopg
 import pytest
 import redis
 
 from connectors.redis_live import LivePublisher, live_stream_key
 from metricx.settings import Settings
 from tests.serving.conftest import Issuer, Server, Tenants
+from tests.serving.stoploss_fixtures import VICTOR, add_member
 
 
 @pytest.fixture
@@ -190,3 +194,94 @@ def test_slow_client_is_dropped_with_an_event(make_server: Any, issuer: Issuer, 
         assert "too slow" in json.loads(ev["data"])["reason"]
         with pytest.raises(EOFError):
             sse.next()
+
+
+# ---- a stream ends when its authority does ---------------------------------------------
+
+class Shift:
+    """Wall time plus an offset the test moves (the app's injected clock)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def until_end(sse: Sse) -> dict[str, Any]:
+    """The next event that is not a heartbeat; the stream must close right after it."""
+    while True:
+        ev = sse.next()
+        if ev.get("event") != "heartbeat":
+            break
+    with pytest.raises(EOFError):
+        sse.next()
+    return ev
+
+
+@pytest.mark.parametrize("credential", ["stream token", "bearer token"])
+def test_stream_ends_when_its_token_expires(make_server: Any, issuer: Issuer, tenants: Tenants,
+                                            publisher: LivePublisher, credential: str) -> None:
+    """Before: a stream opened just before its token's exp lived on.  The clock is moved
+    past the expiry (a stream token's exp; a bearer's exp plus the accepted skew)."""
+    clock = Shift()
+    srv: Server = make_server(clock=clock, sse_recheck_s=0.05, sse_heartbeat_s=3600)
+    params = {"workspace_id": str(tenants.ws_a)}
+    headers: dict[str, str] = {}
+    if credential == "stream token":
+        params["token"] = stream_token(srv.base, issuer, tenants)
+        exp = jwt.decode(params["token"], options={"verify_signature": False})["exp"]
+        lasts = exp - time.time()
+    else:
+        headers["Authorization"] = f"Bearer {issuer.token(tenants.alice, exp=int(time.time()) + 600)}"
+        lasts = 600 + 30  # METRICX_AUTH_LEEWAY_S
+    with httpx.stream("GET", f"{srv.base}/stream", params=params, headers=headers, timeout=20) as r:
+        assert r.status_code == 200
+        sse = Sse(r)
+        sse.next_event("ready")
+        clock.offset = lasts - 5  # not yet: the stream still delivers
+        publish(publisher, tenants.ws_a, change("1", 1))
+        _, last = collect_updates(sse, 1)
+        clock.offset = lasts + 1
+        ev = until_end(sse)
+    assert ev["event"] == "expired" and "id" not in ev
+    data = json.loads(ev["data"])
+    assert "expired" in data["reason"] and data["last_event_id"] == last
+
+
+def test_stream_ends_once_its_user_is_removed(make_server: Any, issuer: Issuer, tenants: Tenants,
+                                              publisher: LivePublisher, services: Settings) -> None:
+    """Before: a member removed from the workspace kept receiving its live stream.  Other
+    members' streams of the same workspace go on."""
+    srv: Server = make_server(sse_recheck_s=0.05, sse_heartbeat_s=3600)
+    db = srv.settings.libpq_url
+    add_member(db, VICTOR, tenants.ws_a, "viewer")
+    victor = httpx.post(f"{srv.base}/stream/token", params={"workspace_id": str(tenants.ws_a)},
+                        headers={"Authorization": f"Bearer {issuer.token(VICTOR)}"}).json()["token"]
+    with open_stream(srv.base, stream_token(srv.base, issuer, tenants), tenants) as ra, \
+            open_stream(srv.base, victor, tenants) as rv:
+        alice, other = Sse(ra), Sse(rv)
+        alice.next_event("ready")
+        other.next_event("ready")
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DELETE FROM memberships m USING users u WHERE u.id = m.user_id AND u.sub = %s "
+                         "AND m.workspace_id = %s", (tenants.alice, tenants.ws_a))
+        ev = until_end(alice)
+        assert ev["event"] == "revoked" and "no longer a member" in json.loads(ev["data"])["reason"]
+        publish(publisher, tenants.ws_a, change("2", 2))
+        changes, _ = collect_updates(other, 1)
+    assert [c["clicks"] for c in changes] == [2]
+    # ... and the removed member cannot open a new one.
+    r = httpx.post(f"{srv.base}/stream/token", params={"workspace_id": str(tenants.ws_a)},
+                   headers={"Authorization": f"Bearer {issuer.token(tenants.alice)}"})
+    assert r.status_code == 403
+
+
+def test_stream_token_never_outlives_its_bearer(server: Server, issuer: Issuer, tenants: Tenants) -> None:
+    bearer_exp = int(time.time()) + 20  # shorter than METRICX_STREAM_TOKEN_TTL_S (120)
+    r = httpx.post(f"{server.base}/stream/token", params={"workspace_id": str(tenants.ws_a)},
+                   headers={"Authorization": f"Bearer {issuer.token(tenants.alice, exp=bearer_exp)}"})
+    assert r.status_code == 200, r.text
+    claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+    assert claims["exp"] == bearer_exp
+    assert 0 < r.json()["expires_in"] <= 20

@@ -11,7 +11,7 @@ import pytest
 from schemas.migrate import downgrade, upgrade
 
 TENANCY = {"users", "workspaces", "memberships"}
-# 0004 (rules) and 0006 (its indexes) build on the tenancy branch: unwinding tenancy unwinds them too.
+# 0004 (rules), 0006 (its indexes) and 0009 (disabled rules) build on the tenancy branch: unwinding tenancy unwinds them too.
 ON_TENANCY = {"rules", "channels", "alerts", "alert_deliveries", "entity_actions"}
 
 
@@ -25,7 +25,7 @@ def test_downgrade_drops_what_it_created(database: str) -> None:
     sa = database.replace("postgresql://", "postgresql+psycopg://", 1)
     before = tables(database)
     assert before >= TENANCY | {"metrics_daily", "metrics_15m"}
-    downgrade(sa, "tenancy@-3")
+    downgrade(sa, "tenancy@-4")
     after = tables(database)
     assert after == before - TENANCY - ON_TENANCY
     upgrade(sa, "auto")
