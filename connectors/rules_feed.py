@@ -145,7 +145,7 @@ class RulesFeed:
         rule_id = key.decode(errors="replace") if key else ""
         if value is not None and len(rule_id) > 64:
             # A rule id is a UUID: a longer key is refused without repeating it.
-            self._dead_letter(msg, producer, InvalidRule(f"key {preview(key)} is not a rule id"))
+            self._dead_letter(msg, producer, f"key {preview(key)} is not a rule id")
             return
         if value is None:
             self.book.remove(rule_id)

@@ -25,24 +25,22 @@ per-workspace advisory lock so two concurrent creates cannot both take the last 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
 
 from connectors.rules_publish import (
     COLUMNS,
     Conn,
-    PublishFailed,
     Published,
+    PublishFailed,
     RulePublisher,
     disable_rules,
     publish_current,

@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 
 from connectors.kafka import TopicSpec, delete_topics, ensure_topics
 from connectors.rules_publish import disable_rules, publish_ids
-from schemas.rules import RuleIn, RuleV1, definition, parse_rule_message, rule_message
+from schemas.rules import RuleBody, RuleIn, RuleV1, definition, parse_rule_message, rule_message
 from serving.rules_store import RulePublisher
 from tests.serving.conftest import snapshot, write
 from tests.serving.stoploss_fixtures import CAROL, VICTOR, Api, api, read_topic, rules_topic  # noqa: F401
@@ -218,12 +218,13 @@ def test_rules_sync_republishes_and_prunes(api: Api) -> None:  # noqa: F811
 
 
 def _oversized_definition(name: str) -> dict[str, Any]:
-    """A rule the contract accepts (every list within its bounds) whose ``metricx.rule.v1``
-    message is over a megabyte: Kafka's default limit for a message."""
+    """A stored rule the topic's contract accepts (every list within its bounds, but over
+    the API's per-rule limits: stored before them, or restored from a backup) whose
+    ``metricx.rule.v1`` message is over a megabyte: Kafka's default limit for a message."""
     leaf = {"metric": "spend", "operator": ">=", "value": "80.123456"}
     group = {"op": "or", "conditions": [{"op": "and", "conditions": [leaf] * 20}] * 20}
-    body = RuleIn.model_validate({**RULE, "name": name, "conditions": {"op": "and", "conditions": [group] * 20},
-                                  "scope": {"level": "ad", "campaign_ids": [f"{i:05d}" + "c" * 123 for i in range(5000)]}})
+    body = RuleBody.model_validate({**RULE, "name": name, "conditions": {"op": "and", "conditions": [group] * 20},
+                                    "scope": {"level": "ad", "campaign_ids": [f"{i:05d}" + "c" * 123 for i in range(5000)]}})
     return definition(body)
 
 
