@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as _RdProducer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from metricx.metrics import HEALTH
 from schemas.envelope import DEADLETTER_TOPIC, DeadLetter, deadletter_headers
 from schemas.insight import RAW_TOPIC, Snapshot, insight_key
 
@@ -213,3 +214,20 @@ def send_dead_letter(producer: Producer, dl: DeadLetter, topic: str = DEADLETTER
         env.key,
         deadletter_headers(dl, datetime.now(UTC)),
     )
+
+
+def flush_until_delivered(producer: Producer, what: str, *, wait_s: float = 10.0) -> DeliveryStats:
+    """Flush, and while the broker is away keep waiting (the messages stay queued in the
+    client, which reconnects by itself), saying so in the log and ``/readyz``, instead of
+    failing the caller after a timeout.  For producers built with ``message.timeout.ms``
+    0 (no delivery deadline).  A message the broker refused for good still raises."""
+    while True:
+        try:
+            stats = producer.flush(wait_s)
+        except DeliveryError as exc:
+            if producer.pending() == 0:
+                raise
+            HEALTH.down("kafka", f"{what} not acknowledged yet: {exc}")
+            continue
+        HEALTH.up("kafka")
+        return stats

@@ -20,6 +20,7 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from connectors.kafka import Producer, send_dead_letter
+from metricx.metrics import dead_lettered
 from pipelines.rulebook import NameKey, RuleBook
 from schemas.envelope import DeadLetter, Envelope
 from schemas.rules import InvalidRule, parse_rule_message, to_rule
@@ -122,6 +123,7 @@ class RulesFeed:
                            datetime.fromtimestamp(ts[1] / 1000, UTC) if ts and ts[1] > 0 else None)
             send_dead_letter(producer, DeadLetter(env, exc.reason, "rules"), self._dl_topic)
             producer.flush(10)
+            dead_lettered("rules", [exc.reason])
             return
         if rule.status == "active":
             self.book.put(to_rule(rule))

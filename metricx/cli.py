@@ -8,11 +8,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from metricx import logs
+from metricx.metrics import serve_metrics
+from metricx.retry import Backoff, wait_until_reachable
 from metricx.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -30,18 +32,40 @@ def _settings() -> Settings:
 
 
 def _check(settings: Settings, *, kafka: bool = False, db: bool = False, redis: bool = False) -> None:
+    """One-shot commands: fail fast, with a message naming the setting."""
+    for check in _checks(settings, kafka=kafka, db=db, redis=redis).values():
+        check()
+
+
+def _checks(settings: Settings, *, kafka: bool = False, db: bool = False,
+            redis: bool = False) -> dict[str, Callable[[], None]]:
+    out: dict[str, Callable[[], None]] = {}
     if kafka:
         from connectors.kafka import check_reachable as check_kafka
 
-        check_kafka(settings.kafka_bootstrap)
+        out["kafka"] = lambda: check_kafka(settings.kafka_bootstrap)
     if db:
         from connectors.timescale import check_reachable as check_db
 
-        check_db(settings.libpq_url)
+        out["postgres"] = lambda: check_db(settings.libpq_url)
     if redis:
         from connectors.redis_live import check_reachable as check_redis
 
-        check_redis(settings.redis_url)
+        out["redis"] = lambda: check_redis(settings.redis_url)
+    return out
+
+
+def _start_service(settings: Settings, process: str, *, port_offset: int = 0, kafka: bool = False,
+                   db: bool = False, redis: bool = False) -> None:
+    """A long-running process: its /metrics, /healthz, /readyz endpoint first (so it
+    can say what it waits for), then wait, with backoff, until its dependencies answer.
+    One-shot commands fail fast instead (:func:`_check`)."""
+    port = settings.metrics_port
+    if port:
+        port += port_offset
+    serve_metrics(settings.metrics_host, port, process)
+    wait_until_reachable(_checks(settings, kafka=kafka, db=db, redis=redis),
+                         backoff=Backoff(cap_s=settings.retry_max_s))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -86,7 +110,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from pipelines.run import run_pipeline
 
     settings = _settings()
-    _check(settings, kafka=True, db=True, redis=True)
+    _start_service(settings, "pipeline", port_offset=args.process_id or 0, kafka=True, db=True, redis=True)
     addresses = args.addresses.split(";") if args.addresses else None
     try:
         run_pipeline(
@@ -122,8 +146,9 @@ def cmd_poller(args: argparse.Namespace) -> int:
     from connectors.sim.poller import run_live
     from connectors.sim.world import build_world
 
-    _check(settings, kafka=True)
-    producer = Producer(settings.kafka_bootstrap, client_id="metricx-sim-poller")
+    _start_service(settings, "poller", kafka=True)
+    # No delivery deadline: a broker restart delays polls, it does not stop the poller.
+    producer = Producer(settings.kafka_bootstrap, client_id="metricx-sim-poller", extra={"message.timeout.ms": 0})
     world = build_world(args.seed)
     try:
         run_live(producer, world, interval_s=args.interval, seed=args.seed)
@@ -164,7 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     load_serving_settings()  # auth settings are checked before the server starts
-    _check(settings, db=True, redis=True)
+    # Its own /metrics, /healthz and /readyz are routes of the app (serving.observability).
+    wait_until_reachable(_checks(settings, db=True, redis=True), backoff=Backoff(cap_s=settings.retry_max_s))
     uvicorn.run("serving.app:create_app", factory=True, host=args.host, port=args.port, log_config=None)
     return 0
 
@@ -173,7 +199,7 @@ def cmd_notifier(args: argparse.Namespace) -> int:
     from connectors.notify.notifier import run_notifier
 
     settings = _settings()
-    _check(settings, kafka=True, db=True)
+    _start_service(settings, "notifier", kafka=True, db=True)
     return run_notifier(settings)
 
 
@@ -272,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ConnectionError) as exc:
         print(f"metricx: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # e.g. Ctrl-C while a service waits for its dependencies
+        return 130
 
 
 if __name__ == "__main__":

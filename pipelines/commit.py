@@ -2,8 +2,11 @@
 
 Per batch: dead letters are sent and acknowledged by the broker, then one database
 transaction writes the rows together with the Kafka progress, then the live update is
-published.  A failure before the commit raises, so the engine replays from its last
-checkpoint: nothing is lost, and replayed rows are identical (idempotent writes).
+published.  A dependency that is away (the broker, the database) is waited for, with
+backoff, and shown in ``/readyz``: the epoch cannot close meanwhile and the input is
+back-pressured, which is the point.  Redis is best effort (the tables are the truth).
+Any other failure raises, so the engine replays from its last checkpoint: nothing is
+lost, and replayed rows are identical (idempotent writes).
 """
 
 from __future__ import annotations
@@ -17,9 +20,19 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from connectors.kafka import Producer, send_dead_letter
+from connectors.kafka import Producer, flush_until_delivered, send_dead_letter
 from connectors.redis_live import LivePublisher
 from connectors.timescale import InsightStore
+from metricx.metrics import (
+    COMMIT_BATCH,
+    COMMIT_RETRIES,
+    COMMIT_SECONDS,
+    HEALTH,
+    LAST_COMMIT,
+    PIPELINE_ALERTS,
+    SNAPSHOTS,
+    dead_lettered,
+)
 from metricx.settings import Settings
 from pipelines.batch import Batch, build_batch, live_messages
 from pipelines.steps import SinkItem
@@ -31,10 +44,15 @@ log = logging.getLogger("metricx.pipeline")
 class Committer:
     def __init__(self, settings: Settings, *, consumer: str = "pipeline", worker: int | str = 0) -> None:
         self._store = InsightStore(settings.libpq_url, consumer=consumer)
-        self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen)
-        self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-deadletter")
+        self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen,
+                                   retry_max_s=settings.retry_max_s)
+        # No delivery timeout: while the broker is away a commit waits for it (the input
+        # is back-pressured meanwhile) instead of failing the epoch after two minutes.
+        self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-deadletter",
+                                  extra={"message.timeout.ms": 0})
         self._dl_topic = settings.deadletter_topic
         self._alerts_topic = settings.alerts_topic
+        self._retry_max_s = settings.retry_max_s
         self._worker = worker
         self._counts: Counter[str] = Counter()
         self._timings: dict[str, float] = {"build_ms": 0.0, "write_ms": 0.0, "live_ms": 0.0}
@@ -47,14 +65,15 @@ class Committer:
         if batch.dead:
             for dl in batch.dead:
                 send_dead_letter(self._producer, dl, self._dl_topic)
-            self._producer.flush()
-        self._store.write_with_retry(batch)
+            self._flush("dead letters")
+        self._store.write_with_retry(batch, max_wait=self._retry_max_s, on_failure=_database_failed)
+        HEALTH.up("postgres")
         if batch.alerts:
             # After the commit: the table is the truth and the topic at-least-once (a
             # replay republishes the same fingerprints; consumers dedupe on them).
             for alert in batch.alerts:
                 self._producer.send(self._alerts_topic, json.dumps(alert_payload(alert)).encode(), alert.workspace_id)
-            self._producer.flush()
+            self._flush("alerts")
             self._counts["alerts"] += len(batch.alerts)
         t2 = time.perf_counter()
         self._live.publish(live_messages(batch, datetime.now(UTC)))
@@ -63,8 +82,14 @@ class Committer:
         self._timings["write_ms"] += (t2 - t1) * 1000
         self._timings["live_ms"] += (t3 - t2) * 1000
         self._counts["commits"] += 1
+        _observe(batch, t2 - t0)
         self._count(batch)
         return batch
+
+    def _flush(self, what: str) -> None:
+        """While the broker is away the commit waits for it (and says so); a message it
+        refused for good raises, and the epoch replays."""
+        flush_until_delivered(self._producer, what)
 
     def _count(self, batch: Batch) -> None:
         self._counts["written"] += len(batch.rows)
@@ -90,6 +115,30 @@ class Committer:
         self._producer.flush()
         self._store.close()
         self._live.close()
+
+
+def _database_failed(exc: Exception, retry_in_s: float) -> None:
+    COMMIT_RETRIES.inc()
+    HEALTH.down("postgres", str(exc).strip())
+
+
+def _observe(batch: Batch, seconds: float) -> None:
+    """Metrics of one commit: a handful of counter updates, whatever the batch size."""
+    ignored = sum(batch.ignored.values())
+    refused = sum(1 for d in batch.dead if d.stage == "series")
+    SNAPSHOTS.labels("applied").inc(len(batch.rows))
+    if ignored:
+        SNAPSHOTS.labels("ignored").inc(ignored)
+    if refused:
+        SNAPSHOTS.labels("refused").inc(refused)
+    if batch.dead:
+        for stage in {d.stage for d in batch.dead}:
+            dead_lettered(stage, (d.reason for d in batch.dead if d.stage == stage))
+    if batch.alerts:
+        PIPELINE_ALERTS.inc(len(batch.alerts))
+    COMMIT_SECONDS.observe(seconds)
+    COMMIT_BATCH.observe(len(batch.rows) + ignored + len(batch.dead) + len(batch.alerts))
+    LAST_COMMIT.set(time.time())
 
 
 class BackgroundCommitter:
