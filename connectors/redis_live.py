@@ -49,12 +49,13 @@ class LivePublisher:
         """XADD one entry per workspace.  Failures are logged and counted, not raised:
         the database already holds the truth, and a dashboard re-reads it on reconnect;
         stalling ingestion because Redis is away would be the worse failure."""
-        if not messages:
+        if not messages and not self._gaps:
             return
         now = self._clock()
         if now < self._retry_at:
             self._gaps.update(messages)
-            LIVE_UPDATES.labels("skipped").inc(len(messages))
+            if messages:
+                LIVE_UPDATES.labels("skipped").inc(len(messages))
             return
         try:
             pipe = self._redis.pipeline(transaction=False)
@@ -70,7 +71,8 @@ class LivePublisher:
             self._gaps.update(messages)
             self._delay = min(self._retry_max_s, max(0.5, self._delay * 2))
             self._retry_at = now + self._delay
-            LIVE_UPDATES.labels("failed").inc(len(messages))
+            if messages:
+                LIVE_UPDATES.labels("failed").inc(len(messages))
             HEALTH.down("redis", str(exc))
             log.error(
                 "live update not published",
@@ -82,8 +84,15 @@ class LivePublisher:
             log.info("live streams told to reload after lost updates", extra={"workspaces": len(self._gaps)})
             self._gaps.clear()
         self._delay = 0.0
-        LIVE_UPDATES.labels("published").inc(len(messages))
+        if messages:
+            LIVE_UPDATES.labels("published").inc(len(messages))
         HEALTH.up("redis")
+
+    def retry_gaps(self) -> None:
+        """Between commits (an idle flow): once Redis may be back, tell the dashboards that
+        lost updates to reload now rather than at their workspace's next commit."""
+        if self._gaps and self._clock() >= self._retry_at:
+            self.publish({})
 
     def _xadd(self, pipe: Any, ws: str, msg: Mapping[str, Any]) -> None:
         pipe.xadd(live_stream_key(ws), {"data": json.dumps(msg, separators=(",", ":"))},

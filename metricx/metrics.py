@@ -253,9 +253,9 @@ def serve_metrics(host: str, port: int | None, process: str) -> MetricsServer | 
     try:
         server = MetricsServer(host, port)
     except OSError as exc:
-        log.error("metrics endpoint not started", extra={"process": process, "host": host, "port": port,
+        log.error("metrics endpoint not started", extra={"service": process, "host": host, "port": port,
                                                           "error": str(exc)})
         return None
-    log.info("metrics endpoint listening", extra={"process": process, "host": host, "port": server.port,
+    log.info("metrics endpoint listening", extra={"service": process, "host": host, "port": server.port,
                                                   "paths": ["/metrics", "/healthz", "/readyz"]})
     return server

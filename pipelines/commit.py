@@ -86,6 +86,10 @@ class Committer:
         self._count(batch)
         return batch
 
+    def idle(self) -> None:
+        """Called by the commit thread when no batch came for a while."""
+        self._live.retry_gaps()
+
     def _flush(self, what: str) -> None:
         """While the broker is away the commit waits for it (and says so); a message it
         refused for good raises, and the epoch replays."""
@@ -152,8 +156,10 @@ class BackgroundCommitter:
     recovery snapshot is never taken ahead of the database: at-least-once still holds.
     """
 
-    def __init__(self, committer: Committer, *, depth: int = 8, merge_limit: int = 20_000) -> None:
+    def __init__(self, committer: Committer, *, depth: int = 8, merge_limit: int = 20_000,
+                 idle_s: float = 1.0) -> None:
         self._committer = committer
+        self._idle_s = idle_s
         self._queue: queue.Queue[list[SinkItem] | None] = queue.Queue(maxsize=depth)
         self._merge_limit = merge_limit
         self._error: BaseException | None = None
@@ -183,7 +189,14 @@ class BackgroundCommitter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._idle_s)
+            except queue.Empty:
+                try:
+                    self._committer.idle()
+                except Exception:  # best effort (live-stream housekeeping); never the commits
+                    log.exception("idle step failed")
+                continue
             if first is None:
                 self._queue.task_done()
                 return

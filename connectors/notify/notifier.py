@@ -354,6 +354,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
     try:
         while not stop.is_set():
             if time.monotonic() - lag_at >= settings.lag_interval_s:
+                _probe_kafka(consumer, settings.alerts_topic)
                 _measure_lag(consumer)
                 lag_at = time.monotonic()
             # Short: consume() waits the whole timeout unless a full batch is there, and
@@ -430,6 +431,20 @@ def _commit(consumer: Consumer) -> None:
             raise
         KAFKA_ERRORS.labels("notifier", err.name()).inc()
         HEALTH.down("kafka", f"offset commit: {err.str()}")
+        return
+    HEALTH.up("kafka")
+
+
+def _probe_kafka(consumer: Consumer, topic: str) -> None:
+    """One metadata request: the broker's health in /readyz also while no alert flows
+    (consume() keeps quiet about a broker that is away)."""
+    try:
+        md = consumer.list_topics(topic, timeout=2)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None:
+            raise KafkaException(t.error if t is not None else f"topic {topic!r} not found")
+    except KafkaException as exc:
+        HEALTH.down("kafka", f"metadata of {topic}: {exc}")
         return
     HEALTH.up("kafka")
 
