@@ -49,7 +49,8 @@ class BrokerProbe:
         md = self._consumer.list_topics(topic, timeout=self._timeout)
         t = md.topics.get(topic)
         if t is None or t.error is not None:
-            raise KafkaException(t.error if t is not None else f"topic {topic!r} not found")
+            why = t.error.str() if t is not None and t.error is not None else "not found"
+            raise KafkaException(f"topic {topic}: {why} (`metricx topics` creates it)")
         return sorted(t.partitions)
 
     def watermarks(self, topic: str) -> Watermarks:

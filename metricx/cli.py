@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("metricx")
 
 RAW_PARTITIONS_ENV = "METRICX_RAW_PARTITIONS"
+# Metricx processes `metricx status` asks for /readyz: "name=http://host:port,...".
+STATUS_SERVICES_ENV = "METRICX_STATUS_SERVICES"
 
 
 def _settings() -> Settings:
@@ -212,6 +214,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     seed=args.seed, port=args.port)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Services, lag, last commit, stuck deliveries, connections needing re-auth; exit 1
+    when something needs attention."""
+    from connectors.notify.config import load_notifier_settings
+    from metricx.status import as_json, gather, parse_endpoints, problems, render
+
+    settings = _settings()
+    try:
+        endpoints = parse_endpoints([*args.service, os.environ.get(STATUS_SERVICES_ENV, "")])
+    except ValueError as exc:
+        raise ConfigError(f"--service / {STATUS_SERVICES_ENV}: {exc}") from None
+    report = gather(settings, endpoints=endpoints, notifier_group=load_notifier_settings().notifier_group_id,
+                    stale_after_s=args.stale_after)
+    issues = problems(report, stale_after_s=args.stale_after)
+    print(as_json(report, issues) if args.json else render(report, issues))
+    return 1 if issues else 0
+
+
 def cmd_rules_sync(args: argparse.Namespace) -> int:
     """Republish every rule from the database to the rules topic (after restoring the
     database or the topic); ids only the topic knows get a tombstone.  Idempotent."""
@@ -230,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("check", help="check that Kafka, PostgreSQL and Redis are reachable").set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="services, lag, last commit, stuck deliveries, connections needing re-auth")
+    p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
+                   help=f"a metricx process to ask for /readyz (repeatable; also {STATUS_SERVICES_ENV})")
+    p.add_argument("--stale-after", type=float, default=120.0,
+                   help="seconds without a commit (with messages waiting) or past due before it counts as stuck")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     p.add_argument("--timescaledb", choices=["auto", "on", "off"], default=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,8 +52,11 @@ class FaultServices:
 
 
 @pytest.fixture(scope="session")
-def fault_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultServices]:
-    data = tmp_path_factory.mktemp("fault-services")
+def fault_services() -> Iterator[FaultServices]:
+    # Not under pytest's temporary folder: PostgreSQL runs as the postgres user, and every
+    # pytest session (another worktree's, say) makes /tmp/pytest-of-<user> private again.
+    # Beside the main data folder instead, whose parents services.sh made traversable.
+    data = load_settings().data_dir / "fault-services"
     kafka, controller, pg, rd = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "METRICX_DATA_DIR": str(data), "KAFKA_PORT": str(kafka),
            "KAFKA_CONTROLLER_PORT": str(controller), "POSTGRES_PORT": str(pg), "REDIS_PORT": str(rd),
@@ -65,6 +69,9 @@ def fault_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultSe
     settings = Settings(kafka_bootstrap=env["METRICX_KAFKA_BOOTSTRAP"], database_url=env["METRICX_DATABASE_URL"],
                         redis_url=env["METRICX_REDIS_URL"], data_dir=data / "metricx")
     services = FaultServices(env, settings)
+    if data.exists():  # a previous run that could not clean up: its services on other ports
+        _down_all(data)
+        shutil.rmtree(data)
     up = subprocess.run(["bash", str(SERVICES_SH), "up"], env=env, capture_output=True, text=True, timeout=600)
     try:
         if up.returncode != 0:
@@ -72,6 +79,28 @@ def fault_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultSe
         yield services
     finally:
         subprocess.run(["bash", str(SERVICES_SH), "down"], env=env, capture_output=True, timeout=300)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _down_all(data: Path) -> None:
+    """Stop what a killed run left in ``data``, whatever ports it had (read back from its
+    config files), so the folder can go."""
+    env = {**os.environ, "METRICX_DATA_DIR": str(data)}
+    conf = data / "postgres" / "metricx.conf"
+    if conf.exists():
+        for line in conf.read_text().splitlines():
+            if line.startswith("port = "):
+                env["POSTGRES_PORT"] = line.split("=", 1)[1].strip()
+    props = data / "kafka" / "server.properties"
+    if props.exists():
+        for line in props.read_text().splitlines():
+            if line.startswith("listeners="):
+                ports = [p.rsplit(":", 1)[1] for p in line.split("=", 1)[1].split(",")]
+                env["KAFKA_PORT"], env["KAFKA_CONTROLLER_PORT"] = ports[0], ports[1]
+    # Redis is stopped by its pid file; a port nobody listens on keeps `redis-cli shutdown`
+    # from reaching someone else's Redis.
+    env["REDIS_PORT"] = str(free_port())
+    subprocess.run(["bash", str(SERVICES_SH), "down"], env=env, capture_output=True, timeout=300)
 
 
 class Proc:

@@ -390,10 +390,18 @@ def test_postgresql_restart(stack: Stack) -> None:
     wait_for(lambda: says_down(st.server_port, "database"), "server /readyz: database down", alive=st.procs)
     st.services.run("start", "postgres")
     t_back, sent = time.monotonic(), st.load.sent
+    replies: list[httpx.Response] = []
+
+    def dashboard_answers() -> bool:
+        replies.append(httpx.get(f"{st.base}/dashboard", params={"workspace_id": st.ws}, timeout=10,
+                                 headers={"Authorization": f"Bearer {st.token}"}))
+        return replies[-1].status_code == 200
+
+    t = wait_for(dashboard_answers, "the dashboard to answer again", alive=st.procs)
+    # A request that meets a connection the restart broke is a 503 to retry, never a 500.
+    assert all(a.status_code == 503 and a.headers.get("retry-after") for a in replies[:-1]), \
+        [(a.status_code, a.text[:100]) for a in replies[:-1]]
     rec = caught_up(st, t0, t_back, sent)
-    t = wait_for(lambda: httpx.get(f"{st.base}/dashboard", params={"workspace_id": st.ws}, timeout=10,
-                                   headers={"Authorization": f"Bearer {st.token}"}).status_code == 200,
-                 "the dashboard to answer again", alive=st.procs)
     st.recovery["postgres_restart"] = {**rec, "server_answering_s": round(t - t0, 2)}
     assert [p.pid for p in st.procs] == pids
     assert logged_outage(st.pipeline, "postgres") and logged_outage(st.notifier, "postgres")
