@@ -13,11 +13,12 @@ PYTEST_ARGS ?=
 include deploy/services.mk
 include deploy/timescale-lite/tslite.mk
 
-.PHONY: help setup browser-install python migrate pipeline poller serve notifier demo test test-unit bench lint typecheck clean
+.PHONY: help setup browser-install python migrate pipeline poller serve notifier demo test test-unit test-faults bench lint typecheck clean
 
 help:
 	@echo "make demo      simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL (Ctrl-C to stop)"
 	@echo "make test      the whole test suite against real services (started and stopped here)"
+	@echo "make test-faults  restarts, outages and kill -9 under load (its own services); recovery times"
 	@echo "make bench     throughput, latency and memory figures"
 	@echo "make setup | services-up | services-down | migrate | topics | pipeline | poller | serve"
 
@@ -64,17 +65,24 @@ test: setup
 	bash deploy/services.sh down; \
 	exit $$status
 
+## the fault suite alone: its own Kafka, PostgreSQL and Redis (on free ports) restarted,
+## stopped and its processes killed under load; writes .data/bench/recovery.json
+test-faults: setup
+	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
+
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
 	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py \
 		tests/serving/test_body_limit.py tests/serving/test_stream_guard.py
 
-## figures only, never pass/fail: the backbone (throughput, latency, memory), then the pollers
+## figures only, never pass/fail: the backbone (throughput, latency, memory), the pollers, serving,
+## stop-loss, then recovery after faults (runs the fault suite with Redis down 30 s)
 bench: setup services-up migrate topics
 	$(BIN)/python -m tests.bench.run_bench $(BENCH_ARGS)
 	$(BIN)/python -m tests.bench.bench_pollers
 	$(BIN)/python -m tests.bench.bench_serving
 	$(BIN)/python -m tests.bench.bench_stoploss
+	$(BIN)/python -m tests.bench.bench_recovery --run
 
 lint: python
 	$(BIN)/ruff check metricx domain pipelines connectors schemas serving copilot tests

@@ -29,6 +29,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from metricx.metrics import HEALTH
 from schemas.envelope import DEADLETTER_TOPIC, DeadLetter, DeadLetterRecord, deadletter_record
 from schemas.insight import RAW_TOPIC, Snapshot, insight_key
 
@@ -174,10 +175,11 @@ def publish_snapshots(producer: Producer, snapshots: Iterable[Snapshot], topic: 
     return n
 
 
-def deadletter_producer(bootstrap: str, client_id: str) -> Producer:
+def deadletter_producer(bootstrap: str, client_id: str, extra: Mapping[str, Any] | None = None) -> Producer:
     """The producer every dead letter goes through: it takes a record as large as the
     raw topic's largest plus its headers (the dead-letter topic is created to match)."""
     return Producer(bootstrap, client_id=client_id, extra={
+        **(extra or {}),
         "message.max.bytes": DEADLETTER_MESSAGE_MAX_BYTES,
         "compression.type": "none",  # so a batch is never larger than its records
     })
@@ -311,3 +313,20 @@ def send_dead_letter(producer: Producer, dl: DeadLetter, topic: str = DEADLETTER
         },
     )
     return record
+
+
+def flush_until_delivered(producer: Producer, what: str, *, wait_s: float = 10.0) -> DeliveryStats:
+    """Flush, and while the broker is away keep waiting (the messages stay queued in the
+    client, which reconnects by itself), saying so in the log and ``/readyz``, instead of
+    failing the caller after a timeout.  For producers built with ``message.timeout.ms``
+    0 (no delivery deadline).  A message the broker refused for good still raises."""
+    while True:
+        try:
+            stats = producer.flush(wait_s)
+        except DeliveryError as exc:
+            if producer.pending() == 0:
+                raise
+            HEALTH.down("kafka", f"{what} not acknowledged yet: {exc}")
+            continue
+        HEALTH.up("kafka")
+        return stats

@@ -32,6 +32,7 @@ from psycopg.rows import dict_row
 
 from connectors.kafka import DeliveryError, Producer, deadletter_producer, send_dead_letter
 from connectors.rules_publish import PublishFailed, RulePublisher, disable_rules, publish_ids
+from metricx.metrics import dead_lettered
 from pipelines.rulebook import NameKey, RuleBook
 from schemas.edge import preview
 from schemas.envelope import DeadLetter, Envelope
@@ -183,6 +184,7 @@ class RulesFeed:
                        datetime.fromtimestamp(ts[1] / 1000, UTC) if ts and ts[1] > 0 else None)
         send_dead_letter(producer, DeadLetter(env, reason, "rules"), self._dl_topic)
         producer.flush(10)
+        dead_lettered("rules", [reason])
 
     def _write_disabled(self) -> None:
         """Mark queued rules ``disabled`` with their reason and publish them (what the

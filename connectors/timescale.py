@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -312,9 +313,17 @@ class InsightStore:
             if progress:
                 cur.executemany(UPSERT_PROGRESS, progress)
 
-    def write_with_retry(self, batch: Batch, *, max_wait: float = 30.0) -> None:
+    def write_with_retry(
+        self,
+        batch: Batch,
+        *,
+        max_wait: float = 30.0,
+        on_failure: Callable[[psycopg.OperationalError, float], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """Retry connection-level failures forever (with backoff) rather than lose or crash:
-        the flow stalls while the database is away and resumes where it was."""
+        the flow stalls while the database is away and resumes where it was.  ``on_failure``
+        lets the caller say so (health, metrics) without this module knowing about them."""
         delay = 0.5
         while True:
             try:
@@ -325,8 +334,10 @@ class InsightStore:
                     "database write failed, retrying",
                     extra={"error": str(exc).strip(), "retry_in_s": delay, "rows": len(batch.rows)},
                 )
+                if on_failure is not None:
+                    on_failure(exc, delay)
                 self.close()
-                time.sleep(delay)
+                sleep(delay)
                 delay = min(delay * 2, max_wait)
 
 

@@ -6,6 +6,8 @@
 #   deploy/services.sh up             install if needed, start all three, wait until healthy
 #   deploy/services.sh down           stop all three, make sure the processes are gone
 #   deploy/services.sh status         one line per service; exit 0 only when all are up
+#   deploy/services.sh start|stop|restart kafka|postgres|redis
+#                                     one service (operations drills, the fault suite)
 #   deploy/services.sh create-topics  create the metricx topics (idempotent)
 #   deploy/services.sh env            print the METRICX_* settings for these services
 #
@@ -19,6 +21,8 @@
 #   REDIS_PORT                Redis                        (default 6379)
 #   METRICX_RAW_PARTITIONS    partitions of metricx.insights.raw (default 4)
 #   METRICX_SERVICES_TIMEOUT  seconds to wait for each service to get healthy (default 90)
+#   METRICX_KAFKA_LIBS        the Kafka jars (default <data dir>/kafka/libs; another data
+#                             dir can point at jars already fetched)
 #
 # Everything listens on 127.0.0.1 only.  The repo root is found from this file's
 # location, so it works from any cwd and in any clone.
@@ -44,7 +48,7 @@ TIMEOUT=${METRICX_SERVICES_TIMEOUT:-90}
 
 KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
 KAFKA_HOME=$DATA_DIR/kafka
-KAFKA_LIBS=$KAFKA_HOME/libs
+KAFKA_LIBS=${METRICX_KAFKA_LIBS:-$KAFKA_HOME/libs}
 KAFKA_LOG_DIRS=$KAFKA_HOME/data
 KAFKA_LOGS=$KAFKA_HOME/logs
 KAFKA_CONF=$KAFKA_HOME/server.properties
@@ -557,6 +561,28 @@ cmd_status() {
     [[ -n $k && -n $p && -n $r ]] || return 3
 }
 
+# one service: SERVICE start|stop|restart (the others are left alone)
+cmd_one() {
+    local action=$1 service=${2:-}
+    case $service in
+        kafka)
+            [[ $action == start ]] || { kafka_stop_begin; kafka_stop_end; }
+            [[ $action == stop ]] || {
+                kafka_pid >/dev/null || {
+                    ensure_port_free "$KAFKA_PORT" kafka KAFKA_PORT
+                    ensure_port_free "$KAFKA_CONTROLLER_PORT" kafka KAFKA_CONTROLLER_PORT
+                }
+                kafka_start; kafka_wait; } ;;
+        postgres)
+            [[ $action == start ]] || pg_stop
+            [[ $action == stop ]] || pg_start ;;
+        redis)
+            [[ $action == start ]] || redis_stop
+            [[ $action == stop ]] || redis_start ;;
+        *) die "usage: deploy/services.sh $action kafka|postgres|redis" ;;
+    esac
+}
+
 cmd_create_topics() {
     [[ -f $KAFKA_LIBS/.fetched ]] || die "Kafka jars missing: run deploy/services.sh up"
     port_open "$KAFKA_PORT" || die "kafka is not running on $KAFKA_BOOTSTRAP: run deploy/services.sh up"
@@ -620,6 +646,7 @@ main() {
         up) with_lock; cmd_up ;;
         down) with_lock; cmd_down ;;
         status) cmd_status ;;
+        start|stop|restart) with_lock; ensure_packages; ensure_kafka_libs; cmd_one "$cmd" "${2:-}" ;;
         create-topics|topics) cmd_create_topics ;;
         env) cmd_env ;;
         -h|--help|help) usage ;;

@@ -8,11 +8,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from metricx import logs
+from metricx.metrics import serve_metrics
+from metricx.retry import Backoff, wait_until_reachable
 from metricx.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("metricx")
 
 RAW_PARTITIONS_ENV = "METRICX_RAW_PARTITIONS"
+# Metricx processes `metricx status` asks for /readyz: "name=http://host:port,...".
+STATUS_SERVICES_ENV = "METRICX_STATUS_SERVICES"
 
 
 def _settings() -> Settings:
@@ -30,18 +34,40 @@ def _settings() -> Settings:
 
 
 def _check(settings: Settings, *, kafka: bool = False, db: bool = False, redis: bool = False) -> None:
+    """One-shot commands: fail fast, with a message naming the setting."""
+    for check in _checks(settings, kafka=kafka, db=db, redis=redis).values():
+        check()
+
+
+def _checks(settings: Settings, *, kafka: bool = False, db: bool = False,
+            redis: bool = False) -> dict[str, Callable[[], None]]:
+    out: dict[str, Callable[[], None]] = {}
     if kafka:
         from connectors.kafka import check_reachable as check_kafka
 
-        check_kafka(settings.kafka_bootstrap)
+        out["kafka"] = lambda: check_kafka(settings.kafka_bootstrap)
     if db:
         from connectors.timescale import check_reachable as check_db
 
-        check_db(settings.libpq_url)
+        out["postgres"] = lambda: check_db(settings.libpq_url)
     if redis:
         from connectors.redis_live import check_reachable as check_redis
 
-        check_redis(settings.redis_url)
+        out["redis"] = lambda: check_redis(settings.redis_url)
+    return out
+
+
+def _start_service(settings: Settings, process: str, *, port_offset: int = 0, kafka: bool = False,
+                   db: bool = False, redis: bool = False) -> None:
+    """A long-running process: its /metrics, /healthz, /readyz endpoint first (so it
+    can say what it waits for), then wait, with backoff, until its dependencies answer.
+    One-shot commands fail fast instead (:func:`_check`)."""
+    port = settings.metrics_port
+    if port:
+        port += port_offset
+    serve_metrics(settings.metrics_host, port, process)
+    wait_until_reachable(_checks(settings, kafka=kafka, db=db, redis=redis),
+                         backoff=Backoff(cap_s=settings.retry_max_s))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -87,7 +113,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from pipelines.run import run_pipeline
 
     settings = _settings()
-    _check(settings, kafka=True, db=True, redis=True)
+    _start_service(settings, "pipeline", port_offset=args.process_id or 0, kafka=True, db=True, redis=True)
     addresses = args.addresses.split(";") if args.addresses else None
     try:
         run_pipeline(
@@ -123,8 +149,9 @@ def cmd_poller(args: argparse.Namespace) -> int:
     from connectors.sim.poller import run_live
     from connectors.sim.world import build_world
 
-    _check(settings, kafka=True)
-    producer = Producer(settings.kafka_bootstrap, client_id="metricx-sim-poller")
+    _start_service(settings, "poller", kafka=True)
+    # No delivery deadline: a broker restart delays polls, it does not stop the poller.
+    producer = Producer(settings.kafka_bootstrap, client_id="metricx-sim-poller", extra={"message.timeout.ms": 0})
     world = build_world(args.seed)
     try:
         run_live(producer, world, interval_s=args.interval, seed=args.seed)
@@ -165,7 +192,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     load_serving_settings()  # auth settings are checked before the server starts
-    _check(settings, db=True, redis=True)
+    # Its own /metrics, /healthz and /readyz are routes of the app (serving.observability).
+    wait_until_reachable(_checks(settings, db=True, redis=True), backoff=Backoff(cap_s=settings.retry_max_s))
     uvicorn.run("serving.app:create_app", factory=True, host=args.host, port=args.port, log_config=None)
     return 0
 
@@ -174,7 +202,7 @@ def cmd_notifier(args: argparse.Namespace) -> int:
     from connectors.notify.notifier import run_notifier
 
     settings = _settings()
-    _check(settings, kafka=True, db=True)
+    _start_service(settings, "notifier", kafka=True, db=True)
     return run_notifier(settings)
 
 
@@ -185,6 +213,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _check(settings, kafka=True, db=True, redis=True)
     return run_demo(settings, interval=args.interval, every=args.every, duration=args.duration,
                     seed=args.seed, port=args.port)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Services, lag, last commit, stuck deliveries, connections needing re-auth; exit 1
+    when something needs attention."""
+    from connectors.notify.config import load_notifier_settings
+    from metricx.status import as_json, gather, parse_endpoints, problems, render
+
+    settings = _settings()
+    try:
+        endpoints = parse_endpoints([*args.service, os.environ.get(STATUS_SERVICES_ENV, "")])
+    except ValueError as exc:
+        raise ConfigError(f"--service / {STATUS_SERVICES_ENV}: {exc}") from None
+    report = gather(settings, endpoints=endpoints, notifier_group=load_notifier_settings().notifier_group_id,
+                    stale_after_s=args.stale_after)
+    issues = problems(report, stale_after_s=args.stale_after)
+    print(as_json(report, issues) if args.json else render(report, issues))
+    return 1 if issues else 0
 
 
 def cmd_rules_sync(args: argparse.Namespace) -> int:
@@ -211,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("check", help="check that Kafka, PostgreSQL and Redis are reachable").set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="services, lag, last commit, stuck deliveries, connections needing re-auth")
+    p.add_argument("--service", action="append", default=[], metavar="NAME=URL",
+                   help=f"a metricx process to ask for /readyz (repeatable; also {STATUS_SERVICES_ENV})")
+    p.add_argument("--stale-after", type=float, default=120.0,
+                   help="seconds without a commit (with messages waiting) or past due before it counts as stuck")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     p.add_argument("--timescaledb", choices=["auto", "on", "off"], default=None)
@@ -279,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ConnectionError) as exc:
         print(f"metricx: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # e.g. Ctrl-C while a service waits for its dependencies
+        return 130
 
 
 if __name__ == "__main__":

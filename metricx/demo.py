@@ -46,6 +46,10 @@ def demo_token(env: dict[str, str], seed: int) -> tuple[str, str]:
     return ws.id, out.stdout.strip()
 
 
+# Each process's /metrics and /readyz (an explicit METRICX_METRICS_PORT wins; a taken
+# port only costs that endpoint).
+DEMO_METRICS_PORTS = {"pipeline": 9101, "poller": 9102, "notifier": 9103}
+
 DEMO_RULE = {
     "name": "Demo: ad losing money",
     "scope": {"level": "ad"},
@@ -120,16 +124,18 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
         # The notifier opens channel secrets with the token keyring: a local demo key.
         env["METRICX_TOKEN_KEYS"] = "demo:" + demo_key(settings.data_dir / "demo-token-key")
     procs: list[subprocess.Popen[bytes]] = []
-    for name, cmd in (
-        ("pipeline", [*exe, "pipeline"]),
-        ("poller", [*exe, "poller", "--sim", "--interval", str(interval), "--seed", str(seed)]),
-        ("serve", [*exe, "serve", "--port", str(port)]),
-        ("notifier", [*exe, "notifier"]),
+    for name, cmd, metrics_port in (
+        ("pipeline", [*exe, "pipeline"], DEMO_METRICS_PORTS["pipeline"]),
+        ("poller", [*exe, "poller", "--sim", "--interval", str(interval), "--seed", str(seed)],
+         DEMO_METRICS_PORTS["poller"]),
+        ("serve", [*exe, "serve", "--port", str(port)], None),
+        ("notifier", [*exe, "notifier"], DEMO_METRICS_PORTS["notifier"]),
     ):
+        proc_env = env if metrics_port is None else {"METRICX_METRICS_PORT": str(metrics_port), **env}
         with open(logs_dir / f"{name}.log", "ab") as out:
             # Their own process group: Ctrl-C in the terminal reaches only the demo, which
             # forwards it once (twice, a second interrupt cut their graceful stops short).
-            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0))
+            procs.append(subprocess.Popen(cmd, env=proc_env, stdout=out, stderr=subprocess.STDOUT, process_group=0))
     stopping = stop_on_signals()
     print(
         "\nmetricx demo running: simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL -> Redis -> dashboard\n"
@@ -140,6 +146,9 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
         f"  bad input: topic {settings.deadletter_topic}\n"
         f"  rules:     a demo stop-loss rule (dry-run pause); alerts: psql ... -c 'SELECT * FROM alerts'\n"
         f"  logs:      {logs_dir}/{{pipeline,poller,serve,notifier}}.log (JSON lines)\n"
+        f"  metrics:   http://127.0.0.1:{port}/metrics, pipeline :{DEMO_METRICS_PORTS['pipeline']}, "
+        f"poller :{DEMO_METRICS_PORTS['poller']}, notifier :{DEMO_METRICS_PORTS['notifier']} "
+        "(/metrics, /readyz); `metricx status`\n"
         "  stop:      Ctrl-C\n",
         flush=True,
     )

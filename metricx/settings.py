@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     # Evaluation budget (pipelines.metering): a workspace whose rules take longer than
     # this per snapshot, on most of its latest snapshots, has them disabled.
     rules_budget_ms: float = 2.0
+    # Operations: each long-running process (pipeline, notifier, pollers) serves
+    # /metrics, /healthz and /readyz on this port when it is set (0: any free port, logged);
+    # the API server has them on its own port.  A pipeline cluster adds its process id.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # How often the pipeline compares its committed offsets with the broker's (lag gauge).
+    lag_interval_s: float = 5.0
+    # Longest pause between two attempts to reach a dependency that is down.
+    retry_max_s: float = 10.0
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -89,6 +98,20 @@ class Settings(BaseSettings):
     def _budget(cls, v: float) -> float:
         if not v * 1_000_000 >= 1:
             raise ValueError("must be at least 0.000001 (one nanosecond)")
+        return v
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _port(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v <= 65535:
+            raise ValueError("must be a TCP port (0: any free port), or unset for no endpoint")
+        return v
+
+    @field_validator("lag_interval_s", "retry_max_s")
+    @classmethod
+    def _positive_s(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
         return v
 
     @field_validator("gc_gen0_threshold")

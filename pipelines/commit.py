@@ -2,8 +2,11 @@
 
 Per batch: dead letters are sent and acknowledged by the broker, then one database
 transaction writes the rows together with the Kafka progress, then the live update is
-published.  A failure before the commit raises, so the engine replays from its last
-checkpoint: nothing is lost, and replayed rows are identical (idempotent writes).
+published.  A dependency that is away (the broker, the database) is waited for, with
+backoff, and shown in ``/readyz``: the epoch cannot close meanwhile and the input is
+back-pressured, which is the point.  Redis is best effort (the tables are the truth).
+Any other failure raises, so the engine replays from its last checkpoint: nothing is
+lost, and replayed rows are identical (idempotent writes).
 """
 
 from __future__ import annotations
@@ -17,9 +20,25 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from connectors.kafka import MessageTooLarge, Producer, deadletter_producer, send_dead_letter
+from connectors.kafka import (
+    MessageTooLarge,
+    Producer,
+    deadletter_producer,
+    flush_until_delivered,
+    send_dead_letter,
+)
 from connectors.redis_live import LivePublisher
 from connectors.timescale import InsightStore
+from metricx.metrics import (
+    COMMIT_BATCH,
+    COMMIT_RETRIES,
+    COMMIT_SECONDS,
+    HEALTH,
+    LAST_COMMIT,
+    PIPELINE_ALERTS,
+    SNAPSHOTS,
+    dead_lettered,
+)
 from metricx.settings import Settings
 from pipelines.batch import Batch, build_batch, live_messages
 from pipelines.steps import SinkItem
@@ -31,14 +50,20 @@ log = logging.getLogger("metricx.pipeline")
 class Committer:
     def __init__(self, settings: Settings, *, consumer: str = "pipeline", worker: int | str = 0) -> None:
         self._store = InsightStore(settings.libpq_url, consumer=consumer)
-        self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen)
+        self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen,
+                                   retry_max_s=settings.retry_max_s)
         # Two producers: dead letters may be as large as the largest raw record (their
         # own size limit, ``deadletter_producer``); alerts are small and go to a topic
-        # with Kafka's default limit.
-        self._dl_producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-deadletter")
-        self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-alerts")
+        # with Kafka's default limit.  Neither has a delivery timeout: while the broker is
+        # away a commit waits for it (the input is back-pressured meanwhile) instead of
+        # failing the epoch after two minutes.
+        self._dl_producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-deadletter",
+                                                extra={"message.timeout.ms": 0})
+        self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-alerts",
+                                  extra={"message.timeout.ms": 0})
         self._dl_topic = settings.deadletter_topic
         self._alerts_topic = settings.alerts_topic
+        self._retry_max_s = settings.retry_max_s
         self._worker = worker
         self._counts: Counter[str] = Counter()
         self._timings: dict[str, float] = {"build_ms": 0.0, "write_ms": 0.0, "live_ms": 0.0}
@@ -51,8 +76,9 @@ class Committer:
         if batch.dead:
             for dl in batch.dead:
                 send_dead_letter(self._dl_producer, dl, self._dl_topic)
-            self._dl_producer.flush()
-        self._store.write_with_retry(batch)
+            flush_until_delivered(self._dl_producer, "dead letters")
+        self._store.write_with_retry(batch, max_wait=self._retry_max_s, on_failure=_database_failed)
+        HEALTH.up("postgres")
         if batch.alerts:
             # After the commit: the table is the truth and the topic at-least-once (a
             # replay republishes the same fingerprints; consumers dedupe on them).
@@ -66,7 +92,7 @@ class Committer:
                     log.error("alert stored but too large to publish",
                               extra={"fingerprint": alert.fingerprint[:200], "error": str(exc)})
                     self._counts["alerts_unpublishable"] += 1
-            self._producer.flush()
+            flush_until_delivered(self._producer, "alerts")
             self._counts["alerts"] += len(batch.alerts)
         t2 = time.perf_counter()
         self._live.publish(live_messages(batch, datetime.now(UTC)))
@@ -75,8 +101,13 @@ class Committer:
         self._timings["write_ms"] += (t2 - t1) * 1000
         self._timings["live_ms"] += (t3 - t2) * 1000
         self._counts["commits"] += 1
+        _observe(batch, t2 - t0)
         self._count(batch)
         return batch
+
+    def idle(self) -> None:
+        """Called by the commit thread when no batch came for a while."""
+        self._live.retry_gaps()
 
     def _count(self, batch: Batch) -> None:
         self._counts["written"] += len(batch.rows)
@@ -105,6 +136,30 @@ class Committer:
         self._live.close()
 
 
+def _database_failed(exc: Exception, retry_in_s: float) -> None:
+    COMMIT_RETRIES.inc()
+    HEALTH.down("postgres", str(exc).strip())
+
+
+def _observe(batch: Batch, seconds: float) -> None:
+    """Metrics of one commit: a handful of counter updates, whatever the batch size."""
+    ignored = sum(batch.ignored.values())
+    refused = sum(1 for d in batch.dead if d.stage == "series")
+    SNAPSHOTS.labels("applied").inc(len(batch.rows))
+    if ignored:
+        SNAPSHOTS.labels("ignored").inc(ignored)
+    if refused:
+        SNAPSHOTS.labels("refused").inc(refused)
+    if batch.dead:
+        for stage in {d.stage for d in batch.dead}:
+            dead_lettered(stage, (d.reason for d in batch.dead if d.stage == stage))
+    if batch.alerts:
+        PIPELINE_ALERTS.inc(len(batch.alerts))
+    COMMIT_SECONDS.observe(seconds)
+    COMMIT_BATCH.observe(len(batch.rows) + ignored + len(batch.dead) + len(batch.alerts))
+    LAST_COMMIT.set(time.time())
+
+
 class BackgroundCommitter:
     """Runs :meth:`Committer.commit` on a worker thread, so the engine keeps reading,
     validating and folding while PostgreSQL works (the client mostly waits on the socket,
@@ -116,8 +171,10 @@ class BackgroundCommitter:
     recovery snapshot is never taken ahead of the database: at-least-once still holds.
     """
 
-    def __init__(self, committer: Committer, *, depth: int = 8, merge_limit: int = 20_000) -> None:
+    def __init__(self, committer: Committer, *, depth: int = 8, merge_limit: int = 20_000,
+                 idle_s: float = 1.0) -> None:
         self._committer = committer
+        self._idle_s = idle_s
         self._queue: queue.Queue[list[SinkItem] | None] = queue.Queue(maxsize=depth)
         self._merge_limit = merge_limit
         self._error: BaseException | None = None
@@ -147,7 +204,14 @@ class BackgroundCommitter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self._idle_s)
+            except queue.Empty:
+                try:
+                    self._committer.idle()
+                except Exception:  # best effort (live-stream housekeeping); never the commits
+                    log.exception("idle step failed")
+                continue
             if first is None:
                 self._queue.task_done()
                 return

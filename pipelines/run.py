@@ -11,6 +11,7 @@ from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from connectors.kafka import TopicSpec, deadletter_topic_spec, ensure_topics
+from connectors.lag import LagMonitor
 from metricx.gc_tuning import tune_gc
 from metricx.settings import Settings
 from metricx.stopping import stop_on_signals
@@ -64,6 +65,8 @@ def run_pipeline(
             names_refresh_s=settings.rules_names_refresh_s,
         ).start()
     stop = _stop_on_signals()
+    monitor = LagMonitor(settings.kafka_bootstrap, settings.libpq_url, consumer=consumer, topic=settings.raw_topic,
+                         interval_s=settings.lag_interval_s).start()
     flow = build_flow(
         settings, consumer=consumer, commit_partitions=processes * workers, book=book,
         warmup=timedelta(seconds=settings.rules_warmup_s), stop=stop,
@@ -92,6 +95,7 @@ def run_pipeline(
             recovery_config=recovery_config,
         )
     finally:
+        monitor.stop()
         if feed is not None:
             feed.stop()
     if stop.is_set():

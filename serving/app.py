@@ -1,8 +1,8 @@
 """The HTTP server: health, the dashboard API, the live stream and the page.
 
 ``create_app`` is the factory uvicorn runs (``metricx serve``); tests build it with
-explicit settings.  Everything except ``/healthz``, ``/readyz``, the OpenAPI document and
-the static page needs a verified token and a membership in the requested workspace.
+explicit settings.  Everything except ``/healthz``, ``/readyz``, ``/metrics``, the OpenAPI
+document and the static page needs a verified token and a membership in the requested workspace.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from metricx.settings import Settings, load_settings
-from serving import access_log
+from serving import access_log, observability
 from serving.auth import Verifier
 from serving.body_limit import BodyLimit
 from serving.config import ServingSettings, load_serving_settings
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub(settings.redis_url, queue_size=serving.sse_queue_size, block_ms=serving.sse_block_ms)
         app.state.hub = hub
+        observability.watch_hub(hub)
         await hub.start()
         log.info("serving", extra={"issuer": serving.auth_issuer, "algorithm": serving.auth_algorithm,
                                    "dev_issuer": serving.dev_issuer})
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
     def _busy(request: Request, exc: PoolExhausted) -> JSONResponse:
         return JSONResponse({"detail": "server busy, retry shortly"}, status_code=503, headers={"Retry-After": "2"})
 
+    observability.install(app)  # /metrics, request latency, 503 for a lost database or Redis
     for r in (health.router, dashboard.router, entities.router, analytics.router, stream.router,
               rules.router, channels.router, alerts.router):
         app.include_router(r)

@@ -62,6 +62,12 @@ class ConnectionPool:
                 conn = self._open()
             yield conn
             healthy = True
+        except psycopg.OperationalError:
+            # The server restarted or the network dropped: the idle connections are from
+            # the same moment and as dead as this one; the next requests open fresh ones
+            # instead of each failing once on a stale connection.
+            self.close()
+            raise
         finally:
             if conn is not None:
                 if healthy and not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:

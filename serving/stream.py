@@ -15,7 +15,8 @@ per-client queues.
   delivery delay.
 - Resume: ``Last-Event-ID`` (a Redis stream id) replays the entries after it with
   ``XRANGE``; if the stream was trimmed past it, a ``reset`` event tells the page to
-  reload its totals from ``/dashboard``.
+  reload its totals from ``/dashboard``.  So does a ``gap`` entry: the pipeline's mark
+  that updates were lost while Redis was away.
 
 The ``metricx.live.v1`` messages are a signal; the tables are the truth.
 """
@@ -108,7 +109,19 @@ class Live:
 
     @classmethod
     def of(cls, entry: Entry) -> Live:
-        return cls(entry, id_key(entry[0]), update_event([entry]).encode())
+        wire = gap_event(entry[0]) if is_gap(entry) else update_event([entry])
+        return cls(entry, id_key(entry[0]), wire.encode())
+
+
+def is_gap(entry: Entry) -> bool:
+    """The pipeline could not publish some updates (Redis was away) and says so once it
+    can (``connectors.redis_live``): the client must reload its totals."""
+    return entry[1].get("gap") is True
+
+
+def gap_event(entry_id: str) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps({"reason": "live updates were lost while Redis was unavailable; reload totals"}),
+                           event="reset", id=entry_id)
 
 
 @dataclass(eq=False)
@@ -272,7 +285,7 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
                                       event="reset", id=seen)
             if backlog:
                 seen = backlog[-1][0]
-                yield update_event(backlog)
+                yield gap_event(seen) if any(is_gap(e) for e in backlog) else update_event(backlog)
             elif complete:
                 seen = last_event_id if id_key(last_event_id) > id_key(seen) else seen
                 yield ServerSentEvent(json.dumps({"last_event_id": seen, "resumed": True}), event="ready", id=seen)
@@ -318,7 +331,12 @@ async def events(hub: Hub, client: Client, *, last_event_id: str | None, coalesc
             seen, seen_key = fresh[-1].entry[0], fresh[-1].order
             last_sent = loop.time()
             client.delivered += len(fresh)
-            yield fresh[0].wire if len(fresh) == 1 else update_event([e.entry for e in fresh])
+            if len(fresh) == 1:
+                yield fresh[0].wire
+            elif any(is_gap(e.entry) for e in fresh):
+                yield gap_event(seen)
+            else:
+                yield update_event([e.entry for e in fresh])
     finally:
         if getter is not None:
             getter.cancel()

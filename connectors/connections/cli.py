@@ -155,9 +155,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def run_pollers(settings: Any, tick_s: float) -> int:
     """The real poller service: both loops for every due connection, until SIGINT/SIGTERM."""
-    from metricx.cli import _check
+    from metricx.cli import _start_service
 
-    _check(settings, kafka=True, db=True, redis=True)
+    _start_service(settings, "poller", kafka=True, db=True, redis=True)
     try:
         syncer = _syncer(settings)
     except TokenKeyError as err:

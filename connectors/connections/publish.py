@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.kafka import Producer, publish_snapshots, send_dead_letter
+from metricx.metrics import dead_lettered
 from schemas.envelope import DEADLETTER_TOPIC, DeadLetter, Envelope
 from schemas.insight import RAW_TOPIC, Snapshot
 
@@ -49,6 +50,8 @@ def publish_poll(
         send_dead_letter(producer, to_dead_letter(rej), deadletter_topic)
     if flush:
         producer.flush()
+    if result.rejected:
+        dead_lettered(POLL_STAGE, (r.reason for r in result.rejected))
     return n
 
 

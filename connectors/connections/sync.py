@@ -41,6 +41,7 @@ from connectors.google_ads.poller import GoogleAccount, GoogleAdsPoller
 from connectors.kafka import Producer
 from connectors.meta.poller import GRAPH_URL, MetaAccount, MetaPoller
 from connectors.meta.throttle import interval_factor
+from metricx.metrics import API_CALLS, HEALTH, PUBLISHED, SYNCS, THROTTLED
 from schemas.envelope import DEADLETTER_TOPIC
 from schemas.insight import RAW_TOPIC
 
@@ -68,6 +69,7 @@ class Outcome:
     rejected: int = 0
     api_calls: int = 0
     message: str = ""
+    slowed: bool = False  # the platform's usage headers asked us to slow down or pause
 
 
 @dataclass
@@ -100,12 +102,24 @@ class Syncer:
                                breakers=self.google_breakers, clock=self.clock, sleep=self.sleep)
 
     def sync(self, c: store.Connection, loop: Literal["hot", "warm", "backfill"], window: Window | None = None) -> Outcome:
+        o = self._sync(c, loop, window)
+        SYNCS.labels(o.provider, o.loop, o.status).inc()
+        if o.api_calls:
+            API_CALLS.labels(o.provider).inc(o.api_calls)
+        if o.status == "throttled" or o.slowed:
+            THROTTLED.labels(o.provider).inc()
+        if o.snapshots:
+            PUBLISHED.labels(o.provider).inc(o.snapshots)
+        return o
+
+    def _sync(self, c: store.Connection, loop: Literal["hot", "warm", "backfill"], window: Window | None) -> Outcome:
         lease = Lease(self.redis_client, lease_key(c.workspace_id, c.provider, c.account_id), self.lease_ttl_s)
         if not lease.acquire():
             return Outcome(c.account_id, c.provider, loop, "skipped", message="another poller holds the lease")
         ctx: dict[str, Any] = {"workspace_id": c.workspace_id, "provider": c.provider, "account_id": c.account_id, "loop": loop}
         try:
             with psycopg.connect(self.db_url, autocommit=True) as conn:
+                poller: MetaPoller | GoogleAdsPoller | None = None
                 try:
                     poller = self._poller(c)
                     tz, cur = poller.account_info() if isinstance(poller, MetaPoller) else poller.customer_info()
@@ -132,34 +146,37 @@ class Syncer:
                     # Every request of this sync (account info, entities, insights pages): the
                     # poller is built per sync, so its own counter is the sync's total.
                     calls = poller.api_calls if isinstance(poller, MetaPoller) else poller.operations
-                    advice, factor = 0.0, 1.0
+                    advice, factor, slowed = 0.0, 1.0, False
                     if isinstance(poller, MetaPoller):
                         d = poller.last_decision
                         advice = d.delay_s if d.action == "pause" else 0.0
                         factor = interval_factor(d)
+                        slowed = d.action != "go"
                     nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=advice, factor=factor)
                     store.record_success(conn, c, self.clock(), loop, nxt, calls,
                                          done_through=window.until if loop == "backfill" else None)
                     log.info("sync ok", extra={**ctx, "snapshots": len(result.snapshots),
                                                "rejected": len(result.rejected), "api_calls": calls})
-                    return Outcome(c.account_id, c.provider, loop, "ok", len(result.snapshots), len(result.rejected), calls)
+                    return Outcome(c.account_id, c.provider, loop, "ok", len(result.snapshots), len(result.rejected), calls,
+                                   slowed=slowed)
                 except SyncFailure as f:
                     retry = f.retry_after_s if f.retry_after_s is not None else (None if f.status == "needs_reauth" else ERROR_RETRY_S)
                     store.record_failure(conn, c, self.clock(), f.status, f.message, retry)  # type: ignore[arg-type]
                     log.warning("sync failed", extra={**ctx, "status": f.status, "error": f.message})
-                    return Outcome(c.account_id, c.provider, loop, f.status, message=f.message)  # type: ignore[arg-type]
+                    return Outcome(c.account_id, c.provider, loop, f.status, message=f.message,  # type: ignore[arg-type]
+                                   api_calls=_calls(poller))
                 except ValidationError as err:
                     # Stored tokens no longer fit the provider's shape; describe() never
                     # echoes input values (pydantic's own message would, truncated).
                     msg = f"stored tokens invalid: {store.describe(err)}"
                     store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S)
                     log.error("sync failed", extra={**ctx, "status": "error", "error": msg})
-                    return Outcome(c.account_id, c.provider, loop, "error", message=msg)
+                    return Outcome(c.account_id, c.provider, loop, "error", message=msg, api_calls=_calls(poller))
                 except Exception as exc:  # one connection must never stop the service
                     msg = redact(f"{type(exc).__name__}: {exc}", [str(v) for v in c.tokens.values() if v])
                     store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S)
                     log.error("sync failed", extra={**ctx, "status": "error", "error": msg})
-                    return Outcome(c.account_id, c.provider, loop, "error", message=msg)
+                    return Outcome(c.account_id, c.provider, loop, "error", message=msg, api_calls=_calls(poller))
         finally:
             lease.release()
 
@@ -188,8 +205,21 @@ class Syncer:
         while not stop.is_set():
             began = time.monotonic()
             try:
-                self.run_due()
-            except (psycopg.Error, redis.RedisError) as exc:
+                outcomes = self.run_due()
+            except psycopg.Error as exc:
                 # The database or Redis is away: say so and try again next tick.
-                log.error("poller pass failed", extra={"error": type(exc).__name__})
+                HEALTH.down("postgres", type(exc).__name__)
+            except redis.RedisError as exc:
+                HEALTH.down("redis", type(exc).__name__)
+            else:
+                HEALTH.up("postgres")
+                if outcomes:  # each sync took its lease in Redis
+                    HEALTH.up("redis")
             stop.wait(max(0.0, tick_s - (time.monotonic() - began)))
+
+
+def _calls(poller: MetaPoller | GoogleAdsPoller | None) -> int:
+    """Requests a failed sync made before it failed (the poller is built per sync)."""
+    if poller is None:
+        return 0
+    return poller.api_calls if isinstance(poller, MetaPoller) else poller.operations

@@ -32,6 +32,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from connectors.notify import channels
+from metricx.metrics import DELIVERIES
 from schemas.alerts import AlertV1
 
 log = logging.getLogger("metricx.notifier")
@@ -243,11 +244,14 @@ def expire_sending(conn: psycopg.Connection[Any]) -> int:
     """Deliveries whose sender died mid-send (lease over) become 'unknown': maybe sent,
     maybe not; we cannot ask Slack or the mail relay, so they are shown, never resent."""
     cur = conn.execute(
-        """UPDATE alert_deliveries SET status = 'unknown',
+        """UPDATE alert_deliveries d SET status = 'unknown',
                   last_error = 'notifier stopped while sending; delivery not confirmed and not retried'
-           WHERE status = 'sending' AND next_attempt_at <= clock_timestamp()
-           RETURNING fingerprint, channel_id""")
+           FROM channels c
+           WHERE c.id = d.channel_id AND d.status = 'sending' AND d.next_attempt_at <= clock_timestamp()
+           RETURNING d.fingerprint, d.channel_id, c.kind""")
     rows = cur.fetchall()
+    for kind in {r[2] for r in rows}:
+        DELIVERIES.labels(kind, "unknown").inc(sum(1 for r in rows if r[2] == kind))
     if rows:
         log.warning("deliveries left 'sending' by a stopped notifier are now 'unknown' (not resent)",
                     extra={"count": len(rows), "deliveries": [f"{r[0]}@{r[1]}" for r in rows[:20]]})

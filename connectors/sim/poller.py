@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from connectors.kafka import Producer, publish_snapshots
+from connectors.kafka import Producer, flush_until_delivered, publish_snapshots
 from connectors.sim.generator import (
     DEFAULT_DUPLICATE_RATE,
     DEFAULT_INTERVAL,
@@ -32,6 +32,7 @@ from connectors.sim.generator import (
     utc_ms,
 )
 from connectors.sim.world import World
+from metricx.metrics import PUBLISHED
 from schemas.insight import RAW_TOPIC
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ def run_live(
     """Poll every ad at ``clock()`` every ``interval_s`` seconds until ``stop`` is set
     (or ``max_polls`` polls); return the number of messages published.
 
-    Each poll is flushed before the next starts, so a broker problem surfaces as a
+    Each poll is flushed before the next starts; while the broker is away the flush
+    waits (and says so), and a message it refused for good surfaces as a
     :class:`connectors.kafka.DeliveryError` from here instead of silent loss.  Poll
     instants are made strictly increasing even if ``clock`` stalls or steps back,
     because ``captured_at`` must grow per series.
@@ -85,7 +87,9 @@ def run_live(
         if last is not None and now <= last:
             now = last + _ONE_MS
         n = publish_snapshots(producer, sim.poll_snapshots(now), topic)
-        producer.flush()
+        # A broker restart only delays the poll: the next one waits until this one is in.
+        flush_until_delivered(producer, "simulated poll")
+        PUBLISHED.labels("sim").inc(n)
         polls += 1
         total += n
         duration_ms = (time.monotonic() - began) * 1000.0

@@ -37,6 +37,9 @@ class SlowStore:
             raise RuntimeError("database said no")
         self.committed.extend(numbers)
 
+    def idle(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

@@ -286,3 +286,71 @@ def test_an_alert_storm_leaves_in_one_message_per_webhook(conn: psycopg.Connecti
     assert make_sender(notifier_batch_size=NotifierSettings().notifier_batch_size).send_once(conn) == 37
     [request] = slack.requests_to(url)
     assert sorted(fingerprints_in(request.body)) == sorted(a.fingerprint for a in alerts)
+
+
+def test_a_send_whose_mark_met_a_lost_connection_is_marked_sent_after_reconnecting(
+    conn: psycopg.Connection[Any], slack: FakeSlack, database: str,  # noqa: F811
+) -> None:
+    """The database connection dies while Slack is answering (a PostgreSQL restart): the
+    message went out, so the sender keeps the 'sent' mark and writes it once it is
+    connected again; before, the row stayed 'sending' and later became 'unknown'."""
+    url = slack.hook("a")
+    ch = channel(conn, "slack", url)
+    a = alert(1, notify=[ch])
+    outbox.ingest(conn, a)
+    slack.script(url, Reply(delay_s=1.0))
+    s = make_sender()
+    with psycopg.connect(database, autocommit=True) as sending:
+        pid = sending.info.backend_pid
+
+        def cut_when_slack_is_answering() -> None:
+            while not slack.requests_to(url):
+                time.sleep(0.01)
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        cutter = threading.Thread(target=cut_when_slack_is_answering)
+        cutter.start()
+        with pytest.raises(psycopg.OperationalError):
+            s.send_once(sending)
+        cutter.join()
+    assert rows(conn)[a.fingerprint][0] == "sending"
+    with psycopg.connect(database, autocommit=True) as fresh:
+        s.settle(fresh)
+    assert rows(conn)[a.fingerprint][0] == "sent" and not s.owed
+    assert [fingerprints_in(r.body) for r in slack.requests_to(url)] == [[a.fingerprint]]  # sent once
+
+
+def test_claimed_deliveries_never_sent_go_back_to_the_queue_after_a_lost_connection(
+    conn: psycopg.Connection[Any], slack: FakeSlack, database: str,  # noqa: F811
+) -> None:
+    """The connection dies after the claim, before the send (preparing the message):
+    nothing went out, so the deliveries are queued again instead of ending 'unknown'."""
+    url = slack.hook("a")
+    ch = channel(conn, "slack", url)
+    a = alert(2, notify=[ch])
+    outbox.ingest(conn, a)
+    s = make_sender()
+    with psycopg.connect(database, autocommit=True) as sending, psycopg.connect(database) as locker:
+        # Only the message's preparation reads `entities` (the claim does not): hold the
+        # table, and cut the sender's connection while it waits there.
+        locker.execute("LOCK TABLE entities IN ACCESS EXCLUSIVE MODE")
+        pid = sending.info.backend_pid
+
+        def cut_when_preparing() -> None:
+            while not waiting_on_a_lock(database, pid):
+                time.sleep(0.01)
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        cutter = threading.Thread(target=cut_when_preparing)
+        cutter.start()
+        with pytest.raises(psycopg.OperationalError):
+            s.send_once(sending)
+        cutter.join()
+        locker.rollback()
+    assert rows(conn)[a.fingerprint][:2] == ("sending", 1)
+    with psycopg.connect(database, autocommit=True) as fresh:
+        s.settle(fresh)
+    status, attempts, *_ = rows(conn)[a.fingerprint]
+    assert (status, attempts) == ("failed", 0) and not slack.requests_to(url)
+    assert make_sender().send_once(conn) == 1  # due again at once, and sent
+    assert rows(conn)[a.fingerprint][0] == "sent"
