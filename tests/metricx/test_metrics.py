@@ -30,15 +30,16 @@ def reason_of(value: bytes | None, key: bytes | None = None) -> str:
 def test_dead_letter_reasons_fold_into_a_fixed_vocabulary() -> None:
     """Reasons as the real validators word them; the classes are written out here."""
     good = snap(datetime(2026, 3, 1, 12, tzinfo=UTC), date(2026, 3, 1), metrics("1", 10, 1))
-    _, value = encode_snapshot(good)
+    key, value = encode_snapshot(good)
     later = snap(datetime.now(UTC) + timedelta(days=2), date(2026, 3, 1), metrics("1", 10, 1))
     cases = {
         reason_of(b"{not json"): "invalid_json",
         reason_of(b"[1, 2]"): "not_an_object",
         reason_of(None): "tombstone",
         reason_of(value, b"sim:other:ad-9"): "key_mismatch",
-        reason_of(encode_snapshot(later)[1]): "future_capture",
-        reason_of(value.replace(b'"spend":"1"', b'"spend":"lots"')): "schema",
+        reason_of(value): "missing_key",
+        reason_of(encode_snapshot(later)[1], key): "future_capture",
+        reason_of(value.replace(b'"spend":"1"', b'"spend":"lots"'), key): "schema",
     }
     state, _ = apply_snapshot(None, good)
     _, refused = apply_snapshot(state, snap(good.captured_at, good.report_date, metrics("2", 10, 1)))
