@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 include deploy/services.mk
 include deploy/timescale-lite/tslite.mk
 
-.PHONY: help setup browser-install python migrate pipeline poller serve notifier demo test test-unit bench lint typecheck clean
+.PHONY: help setup timescaledb-install browser-install python migrate pipeline poller serve notifier demo test test-unit bench lint typecheck clean
 
 help:
 	@echo "make demo      simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL (Ctrl-C to stop)"
@@ -21,9 +21,14 @@ help:
 	@echo "make bench     throughput, latency and memory figures"
 	@echo "make setup | services-up | services-down | migrate | topics | pipeline | poller | serve"
 
-## Python environment (pinned in pyproject.toml), system packages, Kafka jars, the TimescaleDB
-## lane, and Debian's Chromium for the dashboard's browser test
-setup: python services-install tslite-install browser-install
+## Python environment (pinned in pyproject.toml), system packages, Kafka jars, TimescaleDB
+## (built from source when missing), and Debian's Chromium for the dashboard's browser test
+setup: python services-install timescaledb-install tslite-install browser-install
+
+## TimescaleDB 2.28.3 into PostgreSQL 15, unless installed: from TIMESCALEDB_SOURCE,
+## ../shared/vendor/ or the upstream release tag (deploy/timescaledb.sh)
+timescaledb-install: services-install
+	@bash deploy/timescaledb.sh install
 
 browser-install:
 	@command -v chromium >/dev/null 2>&1 || { \
