@@ -11,7 +11,6 @@ METRICX := $(BIN)/metricx
 PYTEST_ARGS ?=
 
 include deploy/services.mk
-include deploy/timescale-lite/tslite.mk
 
 .PHONY: help setup timescaledb-install browser-install python migrate pipeline poller serve notifier demo test test-unit bench lint typecheck clean
 
@@ -19,11 +18,11 @@ help:
 	@echo "make demo      simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL (Ctrl-C to stop)"
 	@echo "make test      the whole test suite against real services (started and stopped here)"
 	@echo "make bench     throughput, latency and memory figures"
-	@echo "make setup | services-up | services-down | migrate | topics | pipeline | poller | serve"
+	@echo "make setup | timescaledb-install | services-up | services-down | migrate | topics | pipeline | poller | serve"
 
 ## Python environment (pinned in pyproject.toml), system packages, Kafka jars, TimescaleDB
 ## (built from source when missing), and Debian's Chromium for the dashboard's browser test
-setup: python services-install timescaledb-install tslite-install browser-install
+setup: python services-install timescaledb-install browser-install
 
 ## TimescaleDB 2.28.3 into PostgreSQL 15, unless installed: from TIMESCALEDB_SOURCE,
 ## ../shared/vendor/ or the upstream release tag (deploy/timescaledb.sh)
@@ -71,7 +70,7 @@ test: setup
 
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
-	$(BIN)/python -m pytest -q tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py
+	$(BIN)/python -m pytest -q tests/pipelines tests/schemas tests/deploy tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py
 
 ## figures only, never pass/fail: the backbone (throughput, latency, memory), then the pollers
 bench: setup services-up migrate topics

@@ -46,7 +46,7 @@ from schemas.insight import Snapshot
 from schemas.metrics import Metrics
 from schemas.migrate import upgrade
 from serving.dev_issuer import load_or_create_key, mint
-from tests.integration.conftest import _with_db
+from tests.databases import with_db as _with_db
 
 FILL = """
 INSERT INTO metrics_daily (workspace_id, provider, account_id, entity_level, entity_id, campaign_id, adset_id,

@@ -45,6 +45,8 @@ def database(services: Settings, request: pytest.FixtureRequest) -> Iterator[str
     indirect=True)`` (or ``"timescaledb"``)."""
     flavour = getattr(request, "param", None)
     mode = FLAVOURS[flavour] if flavour else services.timescaledb
+    if flavour == "timescaledb" and services.timescaledb == "off":
+        pytest.skip("METRICX_TIMESCALEDB=off: the plain-PostgreSQL lane leaves TimescaleDB out")
     if flavour == "timescaledb" and (problem := timescale_problem(services.libpq_url)):
         pytest.fail(problem)
     with fresh_database(services.libpq_url, mode) as url:
