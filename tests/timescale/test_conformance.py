@@ -589,6 +589,10 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
         "WHERE hypertable_schema = 'public'",
     ))
     assert dims["metrics_daily"] == "report_date"
+    # ...without TimescaleDB's default index on report_date alone: the planner took it on
+    # chunks without statistics for the commit's per-campaign probes (test_commit_plans).
+    assert {r[0] for r in query(dsn, "SELECT indexname FROM pg_indexes WHERE tablename = 'metrics_daily'")} \
+        == {"metrics_daily_pkey", "metrics_daily_ws_day"}
     intervals = dict(query(
         dsn,
         "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions "
