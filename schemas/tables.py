@@ -106,7 +106,7 @@ metrics_hourly = Table(
     info={"is_view": True},
 )
 
-# What analysts query per campaign-day and account-day (migration 0009): continuous
+# What analysts query per campaign-day and account-day (migration 0010): continuous
 # aggregates over metrics_daily (TimescaleDB) or views (plain PostgreSQL); read-only.
 analyst_campaign_daily = Table(
     "analyst_campaign_daily",

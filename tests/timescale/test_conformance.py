@@ -378,7 +378,7 @@ ROLLUPS = (
     ("metrics_account_15m", "workspace_id::text, provider, account_id, report_date, currency, bucket_start",
      f"{VALS_SQL}, ad_rows", "metrics_15m", f"{SUMS_SQL}, count(*)::int"),
 )
-# The analysts' daily aggregates (migration 0009) equal metrics_daily's sums once their
+# The analysts' daily aggregates (migration 0010) equal metrics_daily's sums once their
 # refresh policies ran (days after their watermark: always).
 ANALYST = (
     ("analyst_campaign_daily", "workspace_id::text, provider, account_id, campaign_id, report_date, currency"),
@@ -579,7 +579,7 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
     )
     # The account buckets (0008) are a hypertable too, uncompressed (small, rewritten
     # in place), with metrics_15m's chunk interval so that retention drops the same days;
-    # so is metrics_daily (0009, on its report dates: the analysts' daily aggregates are
+    # so is metrics_daily (0010, on its report dates: the analysts' daily aggregates are
     # built on it), uncompressed (rewritten in place through the restatement window).
     assert hypertables == {**{t: True for t in HYPERTABLES}, "metrics_account_15m": False,
                            "metrics_daily": False}

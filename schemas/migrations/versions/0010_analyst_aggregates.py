@@ -25,7 +25,7 @@ The per-entity grains are ``metrics_daily`` itself (the day) and ``metrics_hourl
 Downgrade drops the aggregates (or views); ``metrics_daily`` stays a hypertable (same
 columns, keys and behaviour).  Branches from 0001 (label ``analyst_aggregates``).
 
-Revision ID: 0009
+Revision ID: 0010
 Revises: 0001
 """
 
@@ -35,7 +35,7 @@ from alembic import op
 
 from schemas.flavor import timescale_installed
 
-revision = "0009"
+revision = "0010"
 down_revision = "0001"
 branch_labels = ("analyst_aggregates",)
 depends_on = None
