@@ -11,20 +11,24 @@ METRICX := $(BIN)/metricx
 PYTEST_ARGS ?=
 
 include deploy/services.mk
-include deploy/timescale-lite/tslite.mk
 
-.PHONY: help setup browser-install python migrate pipeline poller serve notifier demo test test-unit test-faults bench lint typecheck clean
+.PHONY: help setup timescaledb-install browser-install python migrate pipeline poller serve notifier demo test test-unit test-faults bench lint typecheck clean
 
 help:
 	@echo "make demo      simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL (Ctrl-C to stop)"
 	@echo "make test      the whole test suite against real services (started and stopped here)"
 	@echo "make test-faults  restarts, outages and kill -9 under load (its own services); recovery times"
 	@echo "make bench     throughput, latency and memory figures"
-	@echo "make setup | services-up | services-down | migrate | topics | pipeline | poller | serve"
+	@echo "make setup | timescaledb-install | services-up | services-down | migrate | topics | pipeline | poller | serve"
 
-## Python environment (pinned in pyproject.toml), system packages, Kafka jars, the TimescaleDB
-## lane, and Debian's Chromium for the dashboard's browser test
-setup: python services-install tslite-install browser-install
+## Python environment (pinned in pyproject.toml), system packages, Kafka jars, TimescaleDB
+## (built from source when missing), and Debian's Chromium for the dashboard's browser test
+setup: python services-install timescaledb-install browser-install
+
+## TimescaleDB 2.28.3 into PostgreSQL 15, unless installed: from TIMESCALEDB_SOURCE,
+## ../shared/vendor/ or the upstream release tag (deploy/timescaledb.sh)
+timescaledb-install: services-install
+	@bash deploy/timescaledb.sh install
 
 browser-install:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -72,7 +76,7 @@ test-faults: setup
 
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
-	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py \
+	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/deploy tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py \
 		tests/serving/test_body_limit.py tests/serving/test_stream_guard.py
 
 ## figures only, never pass/fail: the backbone (throughput, latency, memory), the pollers, serving,

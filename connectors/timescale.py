@@ -11,9 +11,11 @@ four set-based statements move them, in one round trip:
   (``last_captured_at`` guard), so a replayed or reordered batch never moves a total
   backwards.
 
-``use_copy=False`` fills the staging table with plain parameterised INSERTs instead,
-for servers without ``COPY FROM STDIN`` (the PGlite TimescaleDB conformance server);
-everything after staging is the same SQL.
+Every read of a hypertable inside those statements is also bounded by the batch's
+first and last report date or bucket, as constants (``BOUNDS``, bound client-side):
+TimescaleDB excludes chunks from a data-modifying statement's plan only on constants,
+and without them each staged row probed the index of every chunk the table had (400
+days of ``metrics_15m`` are 58 chunks; ``metrics_daily`` keeps every day).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ from schemas.columns import (
 log = logging.getLogger(__name__)
 
 STAGE = "stage_insights"
+# The batch's first and last report date and 15-minute bucket (``batch_bounds``).
+BOUNDS = ("first_day", "last_day", "first_bucket", "last_bucket")
+DAYS = "BETWEEN %(first_day)s AND %(last_day)s"
+BUCKETS = "BETWEEN %(first_bucket)s AND %(last_bucket)s"
 _TYPES = {
     "workspace_id": "uuid",
     "report_date": "date",
@@ -115,7 +121,7 @@ CAMPAIGN_DAILY = [
     f"SELECT d.currency, min(d.timezone) AS timezone, sum(d.spend) AS spend, "
     f"sum(d.impressions)::bigint AS impressions, sum(d.clicks)::bigint AS clicks, "
     f"sum(d.conversions) AS conversions, sum(d.revenue) AS revenue FROM metrics_daily d "
-    f"WHERE {_eq('d', 't', CAMPAIGN_KEY5)} GROUP BY d.currency) x) "
+    f"WHERE {_eq('d', 't', CAMPAIGN_KEY5)} AND d.report_date {DAYS} GROUP BY d.currency) x) "
     f"UPDATE metrics_campaign_daily c SET "
     + ", ".join(f"{m} = s.{m}" for m in _TZ_MEASURES)
     + f", updated_at = clock_timestamp() FROM s WHERE {_eq('c', 's', CAMPAIGN_KEY)} "
@@ -126,7 +132,7 @@ CAMPAIGN_DAILY = [
     # summed to zero (its version must move: the dashboard ranks that account again).
     f"WITH gone AS (DELETE FROM metrics_campaign_daily c USING (SELECT DISTINCT {_CK5} FROM {STAGE}) t "
     f"WHERE {_eq('c', 't', CAMPAIGN_KEY5)} AND NOT EXISTS (SELECT 1 FROM metrics_daily d "
-    f"WHERE {_eq('d', 'c', CAMPAIGN_KEY)}) "
+    f"WHERE {_eq('d', 'c', CAMPAIGN_KEY)} AND d.report_date {DAYS}) "
     f"RETURNING {_row('c', ACCOUNT_KEY)}) "
     f"INSERT INTO {GONE} SELECT DISTINCT * FROM gone",
 ]
@@ -188,7 +194,7 @@ ACCOUNT_15M = [
     + ", ".join(f"m.{c} AS old_{c}" for c in MEASURES)
     + f" FROM (SELECT DISTINCT ON ({_cols(BUCKET_KEY)}) {_cols(BUCKET_KEY)}, currency, captured_at, "
     f"{_cols(BUCKET_MEASURES)} FROM {STAGE} ORDER BY {_cols(BUCKET_KEY)}, captured_at DESC) n "
-    f"LEFT JOIN metrics_15m m ON {_eq('m', 'n', BUCKET_KEY)} "
+    f"LEFT JOIN metrics_15m m ON {_eq('m', 'n', BUCKET_KEY)} AND m.bucket_start {BUCKETS} "
     f"WHERE m.last_captured_at IS NULL OR m.last_captured_at <= n.captured_at), "
     f"d AS (SELECT {_cols(BUCKET_ACCOUNT_KEY)}, "
     + ", ".join(f"{b} AS {c}" for b, c in zip(BUCKET_MEASURES, MEASURES, strict=True))
@@ -200,7 +206,7 @@ ACCOUNT_15M = [
     f"SELECT {_BK}, " + ", ".join(f"sum({c})" for c in (*MEASURES, "ad_rows"))
     + f" FROM d GROUP BY {_BK} ORDER BY {_BK} ON CONFLICT ({_BK}) DO UPDATE SET {_BUCKET_ADDS}",
     f"DELETE FROM metrics_account_15m a USING (SELECT DISTINCT {_cols(BUCKET_ACCOUNT_KEY5)} FROM {STAGE}) t "
-    f"WHERE {_eq('a', 't', BUCKET_ACCOUNT_KEY5)} AND a.ad_rows = 0",
+    f"WHERE {_eq('a', 't', BUCKET_ACCOUNT_KEY5)} AND a.bucket_start {BUCKETS} AND a.ad_rows = 0",
 ]
 
 
@@ -239,6 +245,22 @@ CREATE_STAGE = (
 )
 COPY_STAGE = f"COPY {STAGE} ({_cols(STAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 INSERT_STAGE = f"INSERT INTO {STAGE} ({_cols(STAGE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(STAGE_COLUMNS))})"
+_DAY, _BUCKET = STAGE_COLUMNS.index("report_date"), STAGE_COLUMNS.index("bucket_start")
+
+
+def batch_bounds(rows: list[Row]) -> dict[str, Any]:
+    """``MOVE``'s parameters: the first and last report date and bucket of the staged
+    rows (every hypertable row a statement reads lies between them)."""
+    days = [r[_DAY] for r in rows]
+    buckets = [r[_BUCKET] for r in rows]
+    return dict(zip(BOUNDS, (min(days), max(days), min(buckets), max(buckets)), strict=True))
+
+
+def run_move(conn: psycopg.Connection[Any], rows: list[Row], sql: str | None = None) -> None:
+    """``sql`` (default ``MOVE``; tests run parts of it) for the staged ``rows``: several
+    statements in one round trip, so their bounds are bound client-side, as constants."""
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(sql if sql is not None else MOVE, batch_bounds(rows))
 UPSERT_PROGRESS = (
     "INSERT INTO pipeline_progress (consumer, topic, partition, next_offset) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
@@ -264,10 +286,9 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
 class InsightStore:
     """Owns one connection; :meth:`write` is one transaction per batch."""
 
-    def __init__(self, dsn: str, *, consumer: str = "pipeline", use_copy: bool = True) -> None:
+    def __init__(self, dsn: str, *, consumer: str = "pipeline") -> None:
         self.dsn = dsn
         self.consumer = consumer
-        self.use_copy = use_copy
         self._uuids: dict[str, uuid.UUID] = {}
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -300,14 +321,11 @@ class InsightStore:
         conn = self._connect()
         with conn.transaction(), conn.cursor() as cur:
             if rows:
-                if self.use_copy:
-                    with cur.copy(COPY_STAGE) as copy:
-                        copy.set_types(STAGE_TYPES)
-                        for row in rows:
-                            copy.write_row(row)
-                else:
-                    cur.executemany(INSERT_STAGE, rows)
-                cur.execute(MOVE)
+                with cur.copy(COPY_STAGE) as copy:
+                    copy.set_types(STAGE_TYPES)
+                    for row in rows:
+                        copy.write_row(row)
+                run_move(conn, rows)
             if batch.alerts:
                 cur.executemany(INSERT_ALERT, [alert_row(x) for x in batch.alerts])
             if progress:

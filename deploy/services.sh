@@ -18,6 +18,8 @@
 #   KAFKA_HEAP_OPTS           broker heap                  (default -Xms256m -Xmx512m)
 #   POSTGRES_PORT             PostgreSQL                   (default 5432)
 #   POSTGRES_BIN              PostgreSQL binaries          (default /usr/lib/postgresql/15/bin)
+#   METRICX_PG_TS_WORKERS     TimescaleDB background workers (default 16): one scheduler
+#                             per database using the extension, plus its running jobs
 #   REDIS_PORT                Redis                        (default 6379)
 #   METRICX_RAW_PARTITIONS    partitions of metricx.insights.raw (default 4)
 #   METRICX_SERVICES_TIMEOUT  seconds to wait for each service to get healthy (default 90)
@@ -42,6 +44,7 @@ KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 POSTGRES_PORT=${POSTGRES_PORT:-5432}
 POSTGRES_BIN=${POSTGRES_BIN:-/usr/lib/postgresql/15/bin}
+PG_TS_WORKERS=${METRICX_PG_TS_WORKERS:-16}
 REDIS_PORT=${REDIS_PORT:-6379}
 RAW_PARTITIONS=${METRICX_RAW_PARTITIONS:-4}
 TIMEOUT=${METRICX_SERVICES_TIMEOUT:-90}
@@ -372,6 +375,35 @@ pg_prepare_dirs() {
     fi
 }
 
+# TimescaleDB is preloaded whenever its files are installed in this PostgreSQL
+# (`make setup` builds them: deploy/timescaledb.sh).  Without the preload CREATE EXTENSION
+# fails ("must be preloaded") and metricx uses plain PostgreSQL in new databases.
+timescaledb_installed() {
+    local libdir sharedir
+    libdir=$("$POSTGRES_BIN/pg_config" --pkglibdir 2>/dev/null) || return 1
+    sharedir=$("$POSTGRES_BIN/pg_config" --sharedir 2>/dev/null) || return 1
+    [[ -f $libdir/timescaledb.so && -f $sharedir/extension/timescaledb.control ]]
+}
+
+# What TimescaleDB needs: the preload; background workers for its scheduler (one per
+# database that uses the extension, while that database exists) and its jobs (refresh,
+# compression, retention); no telemetry (no network at run time).  max_worker_processes
+# covers them, the launcher and parallel query.
+pg_timescaledb_config() {
+    if ! timescaledb_installed; then
+        printf '# TimescaleDB is not installed (make setup builds it): plain PostgreSQL\n'
+        return 0
+    fi
+    local workers=$PG_TS_WORKERS
+    cat <<EOF
+shared_preload_libraries = 'timescaledb'
+timescaledb.max_background_workers = $workers
+timescaledb.telemetry_level = off
+max_parallel_workers = 4
+max_worker_processes = $((workers + 4 + 2))
+EOF
+}
+
 pg_write_config() {
     local conf=$PG_DATA/metricx.conf
     cat >"$conf" <<EOF
@@ -385,6 +417,7 @@ password_encryption = scram-sha-256
 timezone = 'UTC'
 log_timezone = 'UTC'
 logging_collector = off
+$(pg_timescaledb_config)
 EOF
     ! is_root || chown postgres:postgres "$conf"
     grep -q "^include = 'metricx.conf'" "$PG_DATA/postgresql.conf" \
@@ -411,9 +444,7 @@ EOF
 }
 
 pg_ensure_db() {
-    # over the socket, as the superuser (trusted there)
-    PGOPTIONS='' "$POSTGRES_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" \
-        -p "$POSTGRES_PORT" -U postgres -d postgres >/dev/null <<SQL
+    pg_sql >/dev/null <<SQL
 DO \$\$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER') THEN
@@ -426,9 +457,43 @@ SELECT 'CREATE DATABASE $DB_NAME OWNER $DB_USER'
 SQL
 }
 
+# psql over the socket as the superuser (trusted there)
+pg_sql() {
+    PGOPTIONS='' "$POSTGRES_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" \
+        -p "$POSTGRES_PORT" -U postgres -d postgres "$@"
+}
+
+# Why a running server must restart to use the TimescaleDB that is installed now (it
+# was started before the extension was installed, or before it was rebuilt): the
+# preload is read, and the library loaded, only at start.  Nothing when it need not.
+pg_restart_reason() {
+    timescaledb_installed || return 1
+    local libs lib
+    libs=$(pg_sql -c 'SHOW shared_preload_libraries' 2>/dev/null) || return 1
+    if [[ ,${libs// /}, != *,timescaledb,* ]]; then
+        echo "TimescaleDB was installed after it started"
+        return 0
+    fi
+    for lib in "$("$POSTGRES_BIN/pg_config" --pkglibdir)"/timescaledb*.so; do
+        if [[ $lib -nt $PG_DATA/postmaster.pid ]]; then
+            echo "TimescaleDB was rebuilt after it started"
+            return 0
+        fi
+    done
+    return 1
+}
+
 pg_start() {
     local pid
-    if pid=$(pg_pid); then
+    local why
+    if pid=$(pg_pid) && why=$(pg_restart_reason); then
+        say "postgres: running (pid $pid), but $why: restarting it"
+        pg_write_config
+        as_pg "$POSTGRES_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$TIMEOUT" restart >/dev/null 9>&- || {
+            tail -n 30 "$PG_LOG" >&2
+            die "postgres: pg_ctl restart failed"
+        }
+    elif pid=$(pg_pid); then
         say "postgres: already running (pid $pid) on $HOST:$POSTGRES_PORT"
     else
         pg_prepare_dirs
@@ -443,7 +508,9 @@ pg_start() {
     "$POSTGRES_BIN/pg_isready" -q -h "$HOST" -p "$POSTGRES_PORT" -t "$TIMEOUT" \
         || die "postgres: not accepting connections on $HOST:$POSTGRES_PORT"
     pg_ensure_db || die "postgres: could not create role/database $DB_NAME"
-    say "postgres: ready (pid $(pg_pid))"
+    local ts
+    ts=$(pg_sql -c "SELECT CASE WHEN current_setting('shared_preload_libraries') ~ 'timescaledb' THEN 'TimescaleDB ' || default_version ELSE 'plain PostgreSQL: TimescaleDB is not installed (make setup)' END FROM pg_available_extensions RIGHT JOIN (SELECT 1) one ON name = 'timescaledb'") || ts=unknown
+    say "postgres: ready (pid $(pg_pid)), ${ts:-plain PostgreSQL}"
 }
 
 pg_stop() {
@@ -506,6 +573,7 @@ redis_stop() {
 
 cmd_up() {
     local t0=$SECONDS
+    [[ $PG_TS_WORKERS =~ ^[1-9][0-9]*$ ]] || die "METRICX_PG_TS_WORKERS must be a positive integer, got '$PG_TS_WORKERS'"
     ensure_packages
     ensure_kafka_libs
     # check every port before starting anything

@@ -31,6 +31,36 @@ GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3
 """
 
 
+STORAGE_FACTS = (
+    "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), "
+    "'timescaledb' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))"
+)
+
+
+def storage_line(ts_version: str | None, preloaded: bool, mode: str) -> str:
+    """What the demo's database runs on, and, when that is plain PostgreSQL although it
+    need not be, what to change."""
+    if ts_version:
+        return f"TimescaleDB {ts_version} (hypertables, continuous aggregates, policies)"
+    if mode == "off":
+        return "plain PostgreSQL (METRICX_TIMESCALEDB=off)"
+    if preloaded:
+        return ("plain PostgreSQL: this database was created before TimescaleDB was installed, and a "
+                "database keeps its flavour; `make clean` (removes all local data) then `make demo` "
+                "starts over on TimescaleDB")
+    return "plain PostgreSQL: TimescaleDB is not installed (`make setup` builds it; see README, TimescaleDB)"
+
+
+def storage(settings: Settings) -> str:
+    try:
+        with psycopg.connect(settings.libpq_url) as conn:
+            row = conn.execute(STORAGE_FACTS).fetchone()
+    except psycopg.Error as exc:
+        return f"unknown ({exc})"
+    assert row is not None
+    return storage_line(row[0], bool(row[1]), settings.timescaledb)
+
+
 def demo_token(env: dict[str, str], seed: int) -> tuple[str, str]:
     """(workspace id, token) for the first simulated workspace, owner membership granted."""
     from connectors.sim.world import build_world
@@ -139,6 +169,7 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
     stopping = stop_on_signals()
     print(
         "\nmetricx demo running: simulated ad accounts -> Kafka -> Bytewax -> PostgreSQL -> Redis -> dashboard\n"
+        f"  storage:   {storage(settings)}\n"
         f"  dashboard: http://127.0.0.1:{port}/#token={token}\n"
         f"             (workspace {ws}, development token valid 7 days)\n"
         f"  tables:    psql {settings.libpq_url} -c 'SELECT * FROM metrics_daily LIMIT 5'\n"

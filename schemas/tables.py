@@ -106,6 +106,35 @@ metrics_hourly = Table(
     info={"is_view": True},
 )
 
+# What analysts query per campaign-day and account-day (migration 0010): continuous
+# aggregates over metrics_daily (TimescaleDB) or views (plain PostgreSQL); read-only.
+analyst_campaign_daily = Table(
+    "analyst_campaign_daily",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True)),
+    Column("provider", Text),
+    Column("account_id", Text),
+    Column("campaign_id", Text),
+    Column("report_date", Date),
+    Column("currency", Text),
+    Column("timezone", Text),
+    *_measures(),
+    info={"is_view": True},
+)
+
+analyst_account_daily = Table(
+    "analyst_account_daily",
+    metadata,
+    Column("workspace_id", UUID(as_uuid=True)),
+    Column("provider", Text),
+    Column("account_id", Text),
+    Column("report_date", Date),
+    Column("currency", Text),
+    Column("timezone", Text),
+    *_measures(),
+    info={"is_view": True},
+)
+
 pipeline_progress = Table(
     "pipeline_progress",
     metadata,

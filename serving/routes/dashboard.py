@@ -193,7 +193,7 @@ def dashboard(
     mix.  Daily sums (KPIs of both periods, currencies, mix, daily series) from
     ``metrics_account_daily``, top campaigns (this period only) from
     ``metrics_campaign_daily`` (both equal to ``metrics_daily``'s sums), intraday series
-    from ``metrics_15m`` / ``metrics_hourly``, in one currency, filtered on report dates
+    from ``metrics_account_15m`` (by hour for a week), in one currency, filtered on report dates
     in the workspace's timezone."""
     today, period = today_and_period(ws.timezone, timeframe, start, end)
     prev = previous(period)

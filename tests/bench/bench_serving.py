@@ -9,7 +9,9 @@
    XADDed at a steady rate by the pipeline's own publisher: delivery latency (XADD ->
    event parsed by the client) p50/p99, events lost, server RSS.
 
-The bench data is generated with set-based SQL (it measures reads, not ingestion).
+The bench data is generated with set-based SQL (it measures reads, not ingestion).  The
+dashboard figures are measured on TimescaleDB and on plain PostgreSQL in the same run
+(``tests.bench.flavours``); the SSE figures once (they involve Redis, not the tables).
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ from pipelines.deltas import EntityState, apply_snapshot
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
-from schemas.migrate import upgrade
 from serving.dev_issuer import load_or_create_key, mint
-from tests.integration.conftest import _with_db
+from tests import databases
+from tests.bench import flavours as fl
 
 FILL = """
 INSERT INTO metrics_daily (workspace_id, provider, account_id, entity_level, entity_id, campaign_id, adset_id,
@@ -103,18 +105,9 @@ def pct(xs: list[float], p: float) -> float:
 
 
 @contextlib.contextmanager
-def bench_database() -> Iterator[str]:
-    settings = load_settings()
-    name = f"metricx_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_db(settings.libpq_url, name)
-    try:
-        upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1), "off")
+def bench_database(flavour: str) -> Iterator[str]:
+    with databases.fresh_database(load_settings().libpq_url, fl.mode(flavour)) as url:
         yield url
-    finally:
-        with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -181,7 +174,10 @@ class Poller:
         self.store.close()
 
 
-def bench_dashboard(base: str, token: str, ws: uuid.UUID, requests: int, url: str, campaigns: int) -> None:
+Figures = dict[tuple[str, str], tuple[float, float]]  # (timeframe, case) -> (p50, p99) ms
+
+
+def bench_dashboard(base: str, token: str, ws: uuid.UUID, requests: int, url: str, campaigns: int) -> Figures:
     """Three cases, each with ``requests`` loads after 5 of warm-up:
     - quiet: nothing commits between loads (the server may reuse whole answers);
     - live: one campaign's poll of today commits before each load (the pipeline's
@@ -193,6 +189,7 @@ def bench_dashboard(base: str, token: str, ws: uuid.UUID, requests: int, url: st
     h = {"Authorization": f"Bearer {token}"}
     today = datetime.now(UTC).date()
     poller = Poller(url, ws, campaigns)
+    figures: Figures = {}
     try:
         with httpx.Client(base_url=base, headers=h, timeout=60) as c:
             for tf in ("last_30_days", "today"):
@@ -211,8 +208,10 @@ def bench_dashboard(base: str, token: str, ws: uuid.UUID, requests: int, url: st
                             times.append(dt)
                     print(f"GET /dashboard {tf:13} {mode:8}: n={len(times)} p50={statistics.median(times):.1f} ms "
                           f"p99={pct(times, 99):.1f} ms max={max(times):.1f} ms", flush=True)
+                    figures[(tf, mode)] = (statistics.median(times), pct(times, 99))
     finally:
         poller.close()
+    return figures
 
 
 class SseClient(asyncio.Protocol):
@@ -335,6 +334,9 @@ def fill(url: str, ws: uuid.UUID, args: argparse.Namespace) -> None:
         conn.execute(FILL_ACCOUNT_15M, {"ws": ws})
         conn.execute("VACUUM ANALYZE")
         n = conn.execute("SELECT count(*) FROM metrics_daily").fetchone()
+    # TimescaleDB: the aggregates' first materialisation of the filled days, done now as
+    # the refresh policies would, rather than during the measurements (a steady state).
+    databases.refresh_aggregates(url)
     print(f"data: {n[0] if n else 0} metrics_daily rows ({args.ads} ads, {args.campaigns} campaigns, "
           f"{args.days} days) in {time.perf_counter() - t0:.1f}s", flush=True)
 
@@ -350,31 +352,43 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--skip-dashboard", action="store_true")
     ap.add_argument("--skip-sse", action="store_true")
+    fl.add_argument(ap)
     args = ap.parse_args()
     settings = load_settings()
-    with bench_database() as url, tempfile.TemporaryDirectory() as tmp:
-        ws = setup_tenant(url)
-        if not args.skip_dashboard:
-            fill(url, ws, args)
-        dev = Path(tmp)
-        key = load_or_create_key(dev, "ES256")
-        token = mint(key, "ES256", issuer="metricx-dev", audience="metricx", sub="bench", workspace_id=str(ws))
-        port = 18765
-        with server(url, dev, port, {"METRICX_STREAM_TOKEN_TTL_S": "600"}) as proc:
-            base = f"http://127.0.0.1:{port}"
+    flavours = fl.chosen(settings, args.flavours)
+    dashboards: dict[str, Figures] = {}
+    for i, flavour in enumerate(flavours):
+        print(f"-- on {fl.LABELS[flavour]}", flush=True)
+        with bench_database(flavour) as url, tempfile.TemporaryDirectory() as tmp:
+            ws = setup_tenant(url)
             if not args.skip_dashboard:
-                bench_dashboard(base, token, ws, args.requests, url, args.campaigns)
-            if not args.skip_sse:
-                r = httpx.post(f"{base}/stream/token", params={"workspace_id": str(ws)},
-                               headers={"Authorization": f"Bearer {token}"})
-                r.raise_for_status()
-                bench_sse(port, r.json()["token"], ws, args.clients, args.rate, args.seconds,
-                          settings.redis_url, proc.pid)
-        import redis
+                fill(url, ws, args)
+            dev = Path(tmp)
+            key = load_or_create_key(dev, "ES256")
+            token = mint(key, "ES256", issuer="metricx-dev", audience="metricx", sub="bench", workspace_id=str(ws))
+            port = 18765
+            with server(url, dev, port, {"METRICX_STREAM_TOKEN_TTL_S": "600"}) as proc:
+                base = f"http://127.0.0.1:{port}"
+                if not args.skip_dashboard:
+                    dashboards[flavour] = bench_dashboard(base, token, ws, args.requests, url, args.campaigns)
+                if i == 0 and not args.skip_sse:
+                    r = httpx.post(f"{base}/stream/token", params={"workspace_id": str(ws)},
+                                   headers={"Authorization": f"Bearer {token}"})
+                    r.raise_for_status()
+                    bench_sse(port, r.json()["token"], ws, args.clients, args.rate, args.seconds,
+                              settings.redis_url, proc.pid)
+            import redis
 
-        rc = redis.Redis.from_url(settings.redis_url)
-        rc.delete(live_stream_key(str(ws)))
-        rc.close()
+            rc = redis.Redis.from_url(settings.redis_url)
+            rc.delete(live_stream_key(str(ws)))
+            rc.close()
+    if dashboards:
+        cases = list(next(iter(dashboards.values())))
+        rows = [(f"/dashboard {tf} {case}, {q}", {f: dashboards[f][(tf, case)][k] if f in dashboards else None
+                                                  for f in flavours})
+                for tf, case in cases for k, q in ((0, "p50 ms"), (1, "p99 ms"))]
+        print("\n== metricx serving benchmark ==")
+        print(fl.side_by_side("figure", rows, flavours, fmt=lambda v: f"{v:,.1f}"))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Rule-evaluation cost: the same simulated topic (default 300,000 snapshots over 5
 ads, as many as the backbone benchmark) is consumed by the Bytewax pipeline twice into
 empty databases — once without the stop-loss step, once with 1,000 active rules
 published on the rules topic — and the throughputs are compared (target ratio >= 0.8).
+Each figure is measured on TimescaleDB and on plain PostgreSQL in the same run
+(``tests.bench.flavours``).
 
 The rules are an agency's: per workspace, per ad account, a few rules scoped to that
 account (ad-level burn and ROAS rules, an ad-set CPA rule over 3 days, a campaign
@@ -42,6 +44,7 @@ from connectors.sim.poller import run_bulk
 from connectors.sim.world import World, build_world_for_entities
 from metricx.settings import REPO_ROOT, Settings, load_settings
 from schemas.rules import RuleV1, rule_message
+from tests.bench import flavours as fl
 from tests.bench.run_bench import RunResult, drop_database, fresh_database, run_engine
 from tests.integration.totals import progress
 
@@ -103,7 +106,7 @@ def _produce(bootstrap: str, world: World, total: int, rate: float, topic: str) 
 
 
 def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: int, rate: float,
-                  seconds: float) -> dict[str, Any]:
+                  seconds: float, flavour: str) -> dict[str, Any]:
     """Snapshot produced into Kafka -> Slack webhook request received, per alert, with
     the pipeline, the notifier and a local Slack (one webhook per workspace) running
     while simulated polls arrive at a steady ``rate``."""
@@ -115,7 +118,7 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
     topic, dl, rules_topic, alerts_topic = (f"metricx.bench.lat{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
     ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
                                              TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
-    url = fresh_database(settings, "slat")
+    url = fresh_database(settings, "slat", flavour)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with FakeSlack().running() as slack:
@@ -130,14 +133,14 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
             publish_rules(settings, rules_topic, rules)
             env = {**os.environ, "METRICX_RAW_TOPIC": topic, "METRICX_DEADLETTER_TOPIC": dl,
                    "METRICX_RULES_TOPIC": rules_topic, "METRICX_ALERTS_TOPIC": alerts_topic,
-                   "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / f"lat-{int(rate)}"),
+                   "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / f"lat-{int(rate)}-{flavour}"),
                    "METRICX_TOKEN_KEYS": f"k1:{KEY}", "METRICX_TOKEN_KEY_ID": "k1",
                    "METRICX_NOTIFIER_GROUP_ID": f"bench-{suffix}", "METRICX_RULES_WARMUP_S": "1800"}
             for name in ("pipeline", "notifier"):
-                with open(workdir / f"lat-{name}.log", "wb") as out:
+                with open(workdir / f"lat-{name}-{flavour}.log", "wb") as out:
                     procs.append(subprocess.Popen([sys.executable, "-m", "metricx.cli", name], env=env, stdout=out,
                                                   stderr=subprocess.STDOUT, cwd=REPO_ROOT))
-            log = workdir / "lat-pipeline.log"
+            log = workdir / f"lat-pipeline-{flavour}.log"
             deadline = time.monotonic() + 90
             while "kafka partition assigned" not in log.read_text(errors="replace"):
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -191,7 +194,7 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
         def pct(xs: list[float], q: float) -> float:
             return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000) if xs else float("nan")
 
-        return {"rate_target": rate, "rate_achieved": round(achieved), "snapshots": total,
+        return {"flavour": flavour, "rate_target": rate, "rate_achieved": round(achieved), "snapshots": total,
                 "alerts": int(n_alerts[0]) if n_alerts else 0, "measured": len(lat),
                 "delivered_to_slack": len(received), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
                 "max_ms": pct(lat, 1.0), "pipeline_p50_ms": pct(pipe, 0.5), "pipeline_p99_ms": pct(pipe, 0.99),
@@ -217,17 +220,20 @@ def main() -> None:
                     help="steady produce rates for the alert latency runs (the target, then sustainable ones)")
     ap.add_argument("--latency-seconds", type=float, default=30)
     ap.add_argument("--skip-throughput", action="store_true")
+    fl.add_argument(ap)
     args = ap.parse_args()
 
     settings = load_settings()
+    flavours = fl.chosen(settings, args.flavours)
     workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-stoploss-"))
     suffix = uuid.uuid4().hex[:6]
     topic, dl, rules_topic, alerts_topic = (f"metricx.bench.{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
     ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
                                              TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
     results: dict[str, Any] = {"snapshots": args.snapshots, "entities": args.entities, "rules": args.rules,
-                               "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
+                               "flavours": flavours, "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
     runs: list[RunResult] = []
+    labels = ("no rules", f"{args.rules} rules")
     try:
         if args.skip_throughput:
             raise _Skip
@@ -239,50 +245,73 @@ def main() -> None:
         base = {**os.environ, "METRICX_RAW_TOPIC": topic, "METRICX_DEADLETTER_TOPIC": dl,
                 "METRICX_RULES_TOPIC": rules_topic, "METRICX_ALERTS_TOPIC": alerts_topic,
                 "METRICX_RULES_WARMUP_S": "1800"}
-        for label, extra in (("no rules", {"METRICX_RULES_ENABLED": "false"}),
-                             (f"{args.rules} rules", {"METRICX_RULES_ENABLED": "true"})):
-            url = fresh_database(settings, "sl")
-            env = {**base, **extra, "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / label.replace(" ", "_"))}
-            print(f"running bytewax with {label} ...", flush=True)
-            try:
-                r = run_engine(label, [sys.executable, "-m", "metricx.cli", "pipeline"], env, url, topic,
-                               args.snapshots, workdir / f"{label.replace(' ', '_')}.log")
-                alerts = count_alerts(url)
-            finally:
-                drop_database(settings, url)
-            print(f"  {label}: {r.per_s:,.0f}/s end to end, steady {r.steady_per_s:,.0f}/s, "
-                  f"peak RSS {r.peak_rss_mb} MB, {alerts:,} alerts", flush=True)
-            runs.append(r)
-            results[label] = {**r.__dict__, "alerts": alerts}
-        without, with_rules = runs
-        results["ratio"] = round(with_rules.per_s / without.per_s, 3)
-        results["ratio_steady"] = round(with_rules.steady_per_s / without.steady_per_s, 3)
+        for label, extra in zip(labels, ({"METRICX_RULES_ENABLED": "false"}, {"METRICX_RULES_ENABLED": "true"}),
+                                strict=True):
+            for flavour in flavours:
+                url = fresh_database(settings, "sl", flavour)
+                tag = f"{label.replace(' ', '_')}-{flavour}"
+                env = {**base, **extra, "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / tag)}
+                print(f"running bytewax with {label} on {fl.LABELS[flavour]} ...", flush=True)
+                try:
+                    r = run_engine(label, [sys.executable, "-m", "metricx.cli", "pipeline"], env, url, topic,
+                                   args.snapshots, workdir / f"{tag}.log")
+                    alerts = count_alerts(url)
+                finally:
+                    drop_database(settings, url)
+                r.flavour = flavour
+                print(f"  {label} on {fl.LABELS[flavour]}: {r.per_s:,.0f}/s end to end, steady "
+                      f"{r.steady_per_s:,.0f}/s, peak RSS {r.peak_rss_mb} MB, {alerts:,} alerts", flush=True)
+                runs.append(r)
+                results[f"{label} on {flavour}"] = {**r.__dict__, "alerts": alerts}
     except _Skip:
         pass
     finally:
         delete_topics(settings.kafka_bootstrap, [topic, dl, rules_topic, alerts_topic])
-    results["latency"] = []
+
+    def fig(label: str, attr: str) -> dict[str, float | None]:
+        return {f: next((getattr(r, attr) for r in runs if r.engine == label and r.flavour == f), None)
+                for f in flavours}
+
+    def ratio(attr: str) -> dict[str, float | None]:
+        without, with_rules = fig(labels[0], attr), fig(labels[1], attr)
+        return {f: round(w / o, 3) if (w := with_rules[f]) and (o := without[f]) else None for f in flavours}
+
+    if runs:
+        results["ratio"], results["ratio_steady"] = ratio("per_s"), ratio("steady_per_s")
+    latencies: list[dict[str, Any]] = []
     for rate in (float(x) for x in args.latency_rates.split(",") if x):
-        print(f"alert latency at a steady {rate:,.0f} snapshots/s for {args.latency_seconds:.0f}s ...", flush=True)
-        lat = alert_latency(settings, workdir, build_world_for_entities(7, args.entities), args.rules, rate,
-                            args.latency_seconds)
-        results["latency"].append(lat)
-        print(f"  {lat}", flush=True)
+        for flavour in flavours:
+            print(f"alert latency at a steady {rate:,.0f} snapshots/s for {args.latency_seconds:.0f}s on "
+                  f"{fl.LABELS[flavour]} ...", flush=True)
+            lat = alert_latency(settings, workdir, build_world_for_entities(7, args.entities), args.rules, rate,
+                                args.latency_seconds, flavour)
+            latencies.append(lat)
+            print(f"  {lat}", flush=True)
+    results["latency"] = latencies
     out = settings.data_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "stoploss.json").write_text(json.dumps(results, indent=2, default=str))
     print("\n== metricx stop-loss benchmark ==")
-    for r in runs:
-        print(f"  {r.engine:12} {r.per_s:>8,} /s end to end   {r.steady_per_s:>8,} /s steady   peak RSS {r.peak_rss_mb} MB")
     if runs:
-        print(f"  ratio with/without rules: {results['ratio']} end to end, {results['ratio_steady']} steady"
-              "   (target >= 0.8)")
-    for lat in results["latency"]:
-        print(f"  snapshot -> Slack at {lat['rate_achieved']:,}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-              f"max {lat['max_ms']} ms over {lat['measured']:,} ad alerts   (target p99 <= 2,000 ms at 10,000/s)")
-        print(f"      of which produce -> alert stored p50 {lat['pipeline_p50_ms']} / p99 {lat['pipeline_p99_ms']} ms, "
-              f"stored -> Slack p50 {lat['notifier_p50_ms']} / p99 {lat['notifier_p99_ms']} ms "
-              f"(stored -> in the notifier's outbox p50 {lat['to_outbox_p50_ms']} / p99 {lat['to_outbox_p99_ms']} ms)")
+        print(fl.side_by_side("figure", [
+            (f"{labels[0]}, snapshots/s end to end", fig(labels[0], "per_s")),
+            (f"{labels[0]}, snapshots/s steady", fig(labels[0], "steady_per_s")),
+            (f"{labels[1]}, snapshots/s end to end", fig(labels[1], "per_s")),
+            (f"{labels[1]}, snapshots/s steady", fig(labels[1], "steady_per_s")),
+            (f"{labels[1]}, peak RSS MB", fig(labels[1], "peak_rss_mb")),
+        ], flavours))
+        print(fl.side_by_side("ratio with / without rules (target >= 0.8)",
+                              [("end to end", results["ratio"]), ("steady", results["ratio_steady"])],
+                              flavours, fmt=lambda v: f"{v:.3f}"))
+    rows: list[tuple[str, dict[str, float | None]]] = []
+    for rate in sorted({lat["rate_target"] for lat in latencies}, reverse=True):
+        at = {lat["flavour"]: lat for lat in latencies if lat["rate_target"] == rate}
+        rows.extend((f"snapshot->Slack at {rate:,.0f}/s, {name}",
+                     {f: at[f][key] if f in at else None for f in flavours})
+                    for name, key in (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("produce->stored p99 ms",
+                                      "pipeline_p99_ms"), ("stored->Slack p99 ms", "notifier_p99_ms")))
+    if rows:
+        print(fl.side_by_side("alert latency (target p99 <= 2,000 ms at 10,000/s)", rows, flavours))
     print(f"  details: {out / 'stoploss.json'}, logs in {workdir}")
 
 

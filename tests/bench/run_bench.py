@@ -1,10 +1,14 @@
-"""``make bench``: the backbone's figures, printed (never asserted).
+"""``make bench``: the backbone's figures, printed (never asserted), on TimescaleDB and
+on plain PostgreSQL in the same run (``tests.bench.flavours``).
 
 1. 1,000,000 simulated snapshots over 50,000 entities are produced into a fresh topic.
 2. The Bytewax pipeline (recovery on, as in production) consumes them into an empty
-   database: snapshots/s end to end and peak RSS.
+   database of each flavour: snapshots/s end to end and peak RSS.
 3. The same logic as a plain Python consumer loop (``pipelines.plain``) consumes the
-   same topic into another empty database: the no-framework ceiling, and the ratio.
+   same topic into another empty database of each flavour: the no-framework ceiling,
+   and the ratio.  The four runs alternate flavours (Bytewax on TimescaleDB, then on
+   PostgreSQL, then the loop likewise), so a drift of the machine's load does not fall
+   on one flavour.
 4. Latency: a fresh topic fed at a steady 10,000 snapshots/s while the pipeline runs;
    per snapshot, produce (Kafka timestamp) -> row inserted in the commit transaction.
 """
@@ -24,6 +28,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -40,6 +45,7 @@ from connectors.sim.poller import run_bulk
 from connectors.sim.world import build_world_for_entities
 from metricx.settings import REPO_ROOT, Settings, load_settings
 from schemas.migrate import upgrade
+from tests.bench import flavours as fl
 from tests.integration.totals import progress
 
 
@@ -51,14 +57,17 @@ class RunResult:
     per_s: float
     steady_per_s: float
     peak_rss_mb: float
+    flavour: str = ""
 
 
-def fresh_database(settings: Settings, tag: str) -> str:
+def fresh_database(settings: Settings, tag: str, flavour: str | None = None) -> str:
+    """An empty database migrated into ``flavour`` (default: METRICX_TIMESCALEDB's choice)."""
     name = f"metricx_bench_{tag}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = settings.libpq_url.rsplit("/", 1)[0] + "/" + name
-    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1), settings.timescaledb)
+    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1),
+            fl.mode(flavour) if flavour else settings.timescaledb)
     return url
 
 
@@ -109,15 +118,15 @@ def run_engine(engine: str, cmd: list[str], env: dict[str, str], url: str, topic
 
 
 def latency(settings: Settings, env: dict[str, str], workdir: Path, rate: float, seconds: float,
-            entities: int) -> dict[str, float]:
+            entities: int, flavour: str) -> dict[str, Any]:
     topic = f"metricx.bench.lat.{uuid.uuid4().hex[:6]}"
     ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4)])
-    url = fresh_database(settings, "lat")
+    url = fresh_database(settings, "lat", flavour)
     total = int(rate * seconds)
     try:
         env = {**env, "METRICX_DATABASE_URL": url, "METRICX_RAW_TOPIC": topic,
-               "METRICX_DATA_DIR": str(workdir / f"lat-{int(rate)}")}
-        log = workdir / "latency-pipeline.log"
+               "METRICX_DATA_DIR": str(workdir / f"lat-{int(rate)}-{flavour}")}
+        log = workdir / f"latency-pipeline-{flavour}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "pipeline"], env=env,
                                     stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
@@ -149,7 +158,7 @@ def latency(settings: Settings, env: dict[str, str], workdir: Path, rate: float,
             ).fetchone()
         assert row is not None
         p50, p99, pmax = row[0]
-        return {"rate_target": rate, "rate_achieved": round(achieved), "snapshots": total,
+        return {"flavour": flavour, "rate_target": rate, "rate_achieved": round(achieved), "snapshots": total,
                 "stored": int(row[1]), "p50_ms": round(p50 * 1000, 1), "p99_ms": round(p99 * 1000, 1),
                 "max_ms": round(pmax * 1000, 1)}
     finally:
@@ -165,15 +174,19 @@ def main() -> None:
                     help="steady produce rates for the latency runs (the target, then a sustainable one)")
     ap.add_argument("--latency-seconds", type=float, default=30)
     ap.add_argument("--skip-latency", action="store_true")
+    fl.add_argument(ap)
     args = ap.parse_args()
 
     settings = load_settings()
+    flavours = fl.chosen(settings, args.flavours)
     workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-"))
     topic = f"metricx.bench.raw.{uuid.uuid4().hex[:6]}"
     dl_topic = f"metricx.bench.dl.{uuid.uuid4().hex[:6]}"
     ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl_topic)])
-    results: dict[str, object] = {"snapshots": args.snapshots, "entities": args.entities,
-                                  "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
+    results: dict[str, Any] = {"snapshots": args.snapshots, "entities": args.entities, "flavours": flavours,
+                               "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
+    runs: list[RunResult] = []
+    latencies: list[dict[str, Any]] = []
     try:
         print(f"producing {args.snapshots:,} snapshots over {args.entities:,} entities ...", flush=True)
         t0 = time.monotonic()
@@ -186,49 +199,75 @@ def main() -> None:
 
         base_env = {**os.environ, "METRICX_RAW_TOPIC": topic, "METRICX_DEADLETTER_TOPIC": dl_topic,
                     "METRICX_LOG_LEVEL": "INFO"}
-        runs = []
         for engine, cmd in (
             ("bytewax", [sys.executable, "-m", "metricx.cli", "pipeline"]),
             ("plain", [sys.executable, "-m", "pipelines.plain"]),
         ):
-            url = fresh_database(settings, engine)
-            env = {**base_env, "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / engine)}
-            print(f"running {engine} ...", flush=True)
-            try:
-                r = run_engine(engine, cmd, env, url, topic, args.snapshots, workdir / f"{engine}.log")
-            finally:
-                drop_database(settings, url)
-            print(f"  {r.engine}: {r.per_s:,.0f} snapshots/s end to end ({r.seconds}s), "
-                  f"steady {r.steady_per_s:,.0f}/s, peak RSS {r.peak_rss_mb} MB", flush=True)
-            runs.append(r)
+            for flavour in flavours:
+                url = fresh_database(settings, engine, flavour)
+                env = {**base_env, "METRICX_DATABASE_URL": url, "METRICX_DATA_DIR": str(workdir / f"{engine}-{flavour}")}
+                print(f"running {engine} on {fl.LABELS[flavour]} ...", flush=True)
+                try:
+                    r = run_engine(engine, cmd, env, url, topic, args.snapshots, workdir / f"{engine}-{flavour}.log")
+                finally:
+                    drop_database(settings, url)
+                r.flavour = flavour
+                print(f"  {r.engine} on {fl.LABELS[flavour]}: {r.per_s:,.0f} snapshots/s end to end ({r.seconds}s), "
+                      f"steady {r.steady_per_s:,.0f}/s, peak RSS {r.peak_rss_mb} MB", flush=True)
+                runs.append(r)
         results["runs"] = [asdict(r) for r in runs]
-        bw, plain = runs
-        results["ratio_bytewax_to_plain"] = round(bw.per_s / plain.per_s, 3)
-        results["ratio_steady"] = round(bw.steady_per_s / plain.steady_per_s, 3)
 
         if not args.skip_latency:
-            results["latency"] = []
             for rate in (float(r) for r in args.rates.split(",")):
-                print(f"latency at a steady {rate:,.0f} snapshots/s for {args.latency_seconds:.0f}s ...", flush=True)
-                lat = latency(settings, base_env, workdir, rate, args.latency_seconds, args.entities)
-                results["latency"].append(lat)  # type: ignore[attr-defined]
-                print(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
+                for flavour in flavours:
+                    print(f"latency at a steady {rate:,.0f} snapshots/s for {args.latency_seconds:.0f}s on "
+                          f"{fl.LABELS[flavour]} ...", flush=True)
+                    lat = latency(settings, base_env, workdir, rate, args.latency_seconds, args.entities, flavour)
+                    latencies.append(lat)
+                    print(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
+            results["latency"] = latencies
     finally:
         delete_topics(settings.kafka_bootstrap, [topic, dl_topic])
 
+    def run(engine: str, flavour: str) -> RunResult | None:
+        return next((r for r in runs if r.engine == engine and r.flavour == flavour), None)
+
+    def fig(engine: str, attr: str) -> dict[str, float | None]:
+        return {f: getattr(r, attr) if (r := run(engine, f)) else None for f in flavours}
+
+    def ratio(attr: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for f in flavours:
+            b, p = run("bytewax", f), run("plain", f)
+            out[f] = round(getattr(b, attr) / getattr(p, attr), 3) if b and p else None
+        return out
+
+    results["ratio_bytewax_to_plain"] = ratio("per_s")
+    results["ratio_steady"] = ratio("steady_per_s")
     out = settings.data_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "backbone.json").write_text(json.dumps(results, indent=2))
+    rows: list[tuple[str, dict[str, float | None]]] = [
+        ("bytewax, snapshots/s end to end", fig("bytewax", "per_s")),
+        ("bytewax, snapshots/s steady", fig("bytewax", "steady_per_s")),
+        ("plain loop, snapshots/s end to end", fig("plain", "per_s")),
+        ("plain loop, snapshots/s steady", fig("plain", "steady_per_s")),
+        ("bytewax peak RSS, MB", fig("bytewax", "peak_rss_mb")),
+    ]
     print("\n== metricx backbone benchmark ==")
     print(f"  load: {args.snapshots:,} snapshots, {args.entities:,} entities, {os.cpu_count()} CPUs")
-    for r in runs:
-        print(f"  {r.engine:8} {r.per_s:>8,} /s end to end   {r.steady_per_s:>8,} /s steady   "
-              f"peak RSS {r.peak_rss_mb:>5} MB")
-    print(f"  ratio bytewax/plain: {results['ratio_bytewax_to_plain']} end to end, "
-          f"{results['ratio_steady']} steady   (target >= 0.7)")
-    for lat in results.get("latency", []):  # type: ignore[attr-defined]
-        print(f"  latency produce->committed at {lat['rate_achieved']:,}/s: p50 {lat['p50_ms']} ms, "
-              f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms   (target p99 <= 1000 ms at 10,000/s)")
+    print(fl.side_by_side("figure", rows, flavours))
+    print(fl.side_by_side("ratio bytewax / plain (target >= 0.7)",
+                          [("end to end", results["ratio_bytewax_to_plain"]), ("steady", results["ratio_steady"])],
+                          flavours, fmt=lambda v: f"{v:.3f}"))
+    lat_rows: list[tuple[str, dict[str, float | None]]] = []
+    for rate in sorted({lat["rate_target"] for lat in latencies}, reverse=True):
+        at = {str(lat["flavour"]): lat for lat in latencies if lat["rate_target"] == rate}
+        lat_rows.extend((f"produce->committed at {rate:,.0f}/s, {q[:3]} ms",
+                         {f: at[f][q] if f in at else None for f in flavours}) for q in ("p50_ms", "p99_ms"))
+    if lat_rows:
+        print(fl.side_by_side("latency (target p99 <= 1000 ms at 10,000/s)", lat_rows, flavours,
+                              fmt=lambda v: f"{v:,.1f}"))
     print(f"  details: {out / 'backbone.json'}, logs in {workdir}")
 
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 import connectors.timescale as ts
-from connectors.timescale import ACCOUNT_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE
+from connectors.timescale import ACCOUNT_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE, run_move
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
 from tests.connectors.test_campaign_daily import Writer, race, rows, until
@@ -115,13 +115,14 @@ def test_the_interleaving_where_the_last_writer_would_win_stale(database: str, l
         holder.execute("SELECT 1 FROM metrics_account_daily WHERE workspace_id = %s AND account_id = 'act-1' "
                        "FOR UPDATE", (ws,))
         t1.execute(CREATE_STAGE)
-        t1.cursor().executemany(INSERT_STAGE, p1.store._ws(t1_batch.rows))
-        t1.execute(first.removesuffix(";\n"))  # campaign-days written, account-day locked (if locked)
+        t1_rows = p1.store._ws(t1_batch.rows)
+        t1.cursor().executemany(INSERT_STAGE, t1_rows)
+        run_move(t1, t1_rows, first.removesuffix(";\n"))  # campaign-days written, account-day locked (if locked)
         t2 = threading.Thread(target=p2.store.write, args=(t2_batch,))
         t2.start()
         until(lambda: p2.store._conn is not None and waiting_on_a_lock(database, p2.store._conn.info.backend_pid),
               "T2 never waited")
-        sums = threading.Thread(target=t1.execute, args=(sep + rest,))
+        sums = threading.Thread(target=run_move, args=(t1, t1_rows, sep + rest))
         sums.start()
         sums.join(timeout=0.5)  # done at once when locked first; maybe blocked on T2 otherwise
         holder.rollback()

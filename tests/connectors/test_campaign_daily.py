@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.timescale import CAMPAIGN_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE, InsightStore
+from connectors.timescale import CAMPAIGN_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE, InsightStore, run_move
 from pipelines.batch import Batch, build_batch
 from pipelines.deltas import EntityState, apply_snapshot
 from schemas.envelope import Envelope
@@ -181,13 +181,14 @@ def test_the_interleaving_where_the_last_writer_would_win_stale(database: str) -
     with psycopg.connect(database) as holder, psycopg.connect(database) as t1:
         holder.execute("SELECT 1 FROM metrics_campaign_daily WHERE campaign_id = 'cmp-2' FOR UPDATE")
         t1.execute(CREATE_STAGE)
-        t1.cursor().executemany(INSERT_STAGE, p1.store._ws(t1_batch.rows))
-        t1.execute(first)  # everything up to the campaign-day sums (its locks included)
+        t1_rows = p1.store._ws(t1_batch.rows)
+        t1.cursor().executemany(INSERT_STAGE, t1_rows)
+        run_move(t1, t1_rows, first)  # everything up to the campaign-day sums (its locks included)
         t2 = threading.Thread(target=p2.store.write, args=(t2_batch,))
         t2.start()
         until(lambda: p2.store._conn is not None and waiting_on_a_lock(database, p2.store._conn.info.backend_pid),
               "T2 never waited")
-        sums = threading.Thread(target=t1.execute, args=(";\n".join(CAMPAIGN_DAILY[1:]),))
+        sums = threading.Thread(target=run_move, args=(t1, t1_rows, ";\n".join(CAMPAIGN_DAILY[1:])))
         sums.start()
         sums.join(timeout=0.5)  # done at once when locked first; blocked on T2 otherwise
         holder.rollback()

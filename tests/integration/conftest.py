@@ -8,7 +8,6 @@ in the message, never a skip: ``make test`` starts them.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -16,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from connectors.kafka import check_reachable as kafka_ok
@@ -24,7 +22,7 @@ from connectors.kafka import deadletter_topic_spec, delete_topics, ensure_topics
 from connectors.redis_live import check_reachable as redis_ok
 from connectors.timescale import check_reachable as db_ok
 from metricx.settings import REPO_ROOT, Settings, load_settings
-from schemas.migrate import upgrade
+from tests.databases import FLAVOURS, fresh_database, timescale_problem
 
 
 @pytest.fixture(scope="session")
@@ -39,21 +37,20 @@ def services() -> Settings:
     return settings
 
 
-def _with_db(url: str, name: str) -> str:
-    return re.sub(r"/[^/?]+(\?|$)", f"/{name}\\1", url, count=1) if "/" in url.split("@")[-1] else url + "/" + name
-
-
 @pytest.fixture
-def database(services: Settings) -> Iterator[str]:
-    """A new database, migrated; returns its libpq URL."""
-    name = f"metricx_t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(services.libpq_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_db(services.libpq_url, name)
-    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1), "auto")
-    yield url
-    with psycopg.connect(services.libpq_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def database(services: Settings, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A new database, migrated; returns its libpq URL.  Its flavour follows
+    ``METRICX_TIMESCALEDB`` (``auto``: TimescaleDB when the server preloads it), unless a
+    test parametrizes it: ``@pytest.mark.parametrize("database", ["postgresql"],
+    indirect=True)`` (or ``"timescaledb"``)."""
+    flavour = getattr(request, "param", None)
+    mode = FLAVOURS[flavour] if flavour else services.timescaledb
+    if flavour == "timescaledb" and services.timescaledb == "off":
+        pytest.skip("METRICX_TIMESCALEDB=off: the plain-PostgreSQL lane leaves TimescaleDB out")
+    if flavour == "timescaledb" and (problem := timescale_problem(services.libpq_url)):
+        pytest.fail(problem)
+    with fresh_database(services.libpq_url, mode) as url:
+        yield url
 
 
 @dataclass

@@ -31,11 +31,11 @@ from pipelines.deltas import EntityState, apply_snapshot
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
-from schemas.migrate import upgrade
 from serving.app import create_app
 from serving.config import ServingSettings
 from serving.dev_issuer import public_jwk
-from tests.integration.conftest import _with_db, database, services  # noqa: F401 - fixtures
+from tests import databases
+from tests.integration.conftest import database, services  # noqa: F401 - fixtures
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "metricx-api"
@@ -93,16 +93,8 @@ def issuer() -> Iterator[Issuer]:
 @contextlib.contextmanager
 def fresh_database(services: Settings) -> Iterator[str]:  # noqa: F811
     """Like the integration ``database`` fixture, for wider scopes (read-only suites)."""
-    name = f"metricx_t_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(services.libpq_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_db(services.libpq_url, name)
-    upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1), "auto")
-    try:
+    with databases.fresh_database(services.libpq_url, services.timescaledb) as url:
         yield url
-    finally:
-        with psycopg.connect(services.libpq_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.databases import refresh_aggregates
 from tests.serving.conftest import Issuer, Tenants, days_ago, snapshot, today_utc, utc, write
 
 D = Decimal
@@ -172,6 +173,30 @@ def test_week_is_hourly_from_metrics_hourly(client: TestClient, issuer: Issuer, 
     flat = [(s["provider"], datetime.fromisoformat(p["bucket_start"]), p["clicks"])
             for s in body["series"] for p in s["points"]]
     assert flat == [(r["provider"], r["bucket_start"], r["clicks"]) for r in rows]
+
+
+def test_hourly_by_campaign_shows_a_restatement_at_once(client: TestClient, issuer: Issuer, tenants: Tenants,
+                                                       database: str) -> None:
+    """The API's hourly series answer from the tables the commit keeps exact, never from
+    a continuous aggregate: a restatement into an hour TimescaleDB had materialised shows
+    in the next answer, not after the next refresh policy run."""
+    day = days_ago(3)
+    write(database, [snapshot(tenants.ws_a, campaign="cmp-1", ad="ad-1", day=day, captured_at=utc(day, 23, 50),
+                              spend="12", impressions=100, clicks=5)])
+    refresh_aggregates(database)  # the 23:00 hour of that day is materialised
+    write(database, [snapshot(tenants.ws_a, campaign="cmp-1", ad="ad-1", day=day,
+                              captured_at=datetime.now(UTC) - timedelta(minutes=1), spend="9.5", impressions=100,
+                              clicks=4)])  # restated: booked in the day's last bucket
+    exact = analyst(database, "SELECT campaign_id, time_bucket(INTERVAL '1 hour', bucket_start) AS hour, "
+                              "sum(spend) AS spend FROM metrics_15m WHERE workspace_id = %(ws)s AND currency = 'USD' "
+                              "AND report_date > %(d)s GROUP BY 1, 2 ORDER BY 1, 2",
+                    ws=tenants.ws_a, d=today_utc() - timedelta(days=7))
+    assert [r["spend"] for r in exact] == [D("9.5")]
+    body = get(client, issuer, tenants, "/analytics/timeseries", metric="spend", grain="hour",
+               timeframe="last_7_days", group_by="campaign_id")
+    flat = [(g["key"], datetime.fromisoformat(p["bucket_start"]), num(p["value"])) for g in body["groups"]
+            for p in g["points"]]
+    assert flat == [(r["campaign_id"], r["hour"], r["spend"]) for r in exact]
 
 
 def test_month_daily_series_and_mix_equal_the_analyst_query(client: TestClient, issuer: Issuer, tenants: Tenants,

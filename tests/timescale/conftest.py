@@ -1,27 +1,33 @@
-"""Fixtures for tests that need a real TimescaleDB: the PGlite/WASM build served by
-``deploy/timescale-lite/server.mjs`` (install it once with ``make tslite-install``).
+"""Fixtures for tests that need TimescaleDB (marker ``timescale``): the services'
+PostgreSQL 15 with TimescaleDB 2.28 preloaded (``make setup`` builds it,
+``deploy/services.sh`` preloads it).  Each test module migrates databases of its own.
 
-One server per test session, shared by every test that asks for ``tslite_dsn``:
-tests must use their own table/schema names, and must close each connection before
-opening the next (the server serves one connection at a time). Set ``TSLITE_DSN``
-to run these tests against an already running server (e.g. a real TimescaleDB).
+A server without a usable TimescaleDB fails these tests with what to change, never
+skips them, unless the plain lane was asked for: ``METRICX_TIMESCALEDB=off make test``
+runs every other test on plain PostgreSQL and skips these.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
-from tests.timescale.tslite import running_tslite
+from connectors.timescale import check_reachable
+from metricx.settings import load_settings
+from tests.databases import timescale_problem
 
 
 @pytest.fixture(scope="session")
-def tslite_dsn() -> Iterator[str]:
-    external = os.environ.get("TSLITE_DSN")
-    if external:
-        yield external
-        return
-    with running_tslite() as dsn:
-        yield dsn
+def timescale_admin_url() -> str:
+    """The libpq URL of the services' database, on a server that can give new databases
+    the TimescaleDB flavour."""
+    settings = load_settings()
+    if settings.timescaledb == "off":
+        pytest.skip("METRICX_TIMESCALEDB=off: the plain-PostgreSQL lane leaves TimescaleDB out")
+    try:
+        check_reachable(settings.libpq_url)
+    except ConnectionError as exc:
+        pytest.fail(f"{exc}\n(these tests need the real services: `make services-up`, or run `make test`)")
+    problem = timescale_problem(settings.libpq_url)
+    if problem:
+        pytest.fail(problem)
+    return settings.libpq_url

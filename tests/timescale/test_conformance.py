@@ -1,22 +1,19 @@
-"""The project's storage on a real TimescaleDB: the Alembic migration's TimescaleDB
-flavour, its catalogue (hypertables, continuous aggregate, policies), and data written
-through the pipeline's own path (``apply_snapshot`` -> ``build_batch`` ->
-``InsightStore(use_copy=False)``) agreeing across every table and with an oracle
-computed here from the generated snapshots, through refreshes, real-time aggregation,
-compression, retention and the downgrade.
+"""The project's storage on TimescaleDB 2.28 (the services' server, extension
+preloaded): the Alembic migrations' TimescaleDB flavour, its catalogue (hypertables,
+continuous aggregates, policies), and data written through the pipeline's own path
+(``apply_snapshot`` -> ``build_batch`` -> ``InsightStore``) agreeing across every table
+and aggregate and with an oracle computed here from the generated snapshots, through
+refreshes, real-time aggregation, a restatement into materialised buckets, compression,
+a replay into compressed chunks, retention and the downgrade.
 
-The server is ``deploy/timescale-lite`` (fixture ``tslite_dsn``): ONE connection at a
-time, so every connection below is closed before the next is opened, and
-``InsightStore``/``upgrade`` are never called while one of ours is open.
-
-The tests of this module share one migrated database (module fixture ``world``); every
-test re-checks the invariants against the oracle, which follows every write, so they
-hold whichever subset of the tests runs.
+The tests of this module share one migrated database (module fixture ``world``), whose
+policies are taken off the background scheduler: each test runs the real policy jobs
+itself (``CALL run_job``) when it means to.  Every test re-checks the invariants against
+the oracle, which follows every write, so they hold whichever subset of the tests runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import zlib
@@ -44,9 +41,10 @@ from pipelines.deltas import (
 from schemas.envelope import DeadLetter, Envelope
 from schemas.insight import RAW_TOPIC, Snapshot
 from schemas.metrics import Metrics
-from schemas.migrate import alembic_config, downgrade, upgrade
+from schemas.migrate import alembic_config, downgrade
+from tests.databases import flavour_of, fresh_database, pause_jobs, refresh_aggregates
 
-pytestmark = pytest.mark.timescale
+pytestmark = [pytest.mark.services, pytest.mark.timescale]
 
 NY = "America/New_York"
 KTM = "Asia/Kathmandu"  # UTC+05:45: local days and hours do not line up with UTC hours
@@ -56,12 +54,16 @@ CONSUMER = "conformance"
 PARTITIONS = 3
 META_RESTATEMENT_DAYS = 28  # the longest restatement a platform sends (Meta)
 RAW_TABLES = ("insight_snapshots", "metric_deltas")
-HYPERTABLES = ("insight_snapshots", "metric_deltas", "metrics_15m")
+HYPERTABLES = ("insight_snapshots", "metric_deltas", "metrics_15m")  # compressed ones
+# The continuous aggregates, each after the one it is built on.
+CAGGS = ("metrics_hourly", "analyst_campaign_daily", "analyst_account_daily")
 METRICX_RELATIONS = (
     "insight_snapshots",
     "metric_deltas",
     "metrics_15m",
     "metrics_hourly",
+    "analyst_campaign_daily",
+    "analyst_account_daily",
     "metrics_daily",
     "metrics_campaign_daily",
     "metrics_account_daily",
@@ -192,7 +194,7 @@ class World:
         return items
 
     def write(self, items: list[Item]) -> None:
-        store = InsightStore(self.dsn, consumer=CONSUMER, use_copy=False)
+        store = InsightStore(self.dsn, consumer=CONSUMER)
         try:
             store.write(build_batch(items))
         finally:
@@ -219,6 +221,16 @@ def call(dsn: str, *statements: str) -> None:
 def query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with connect(dsn) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def run_policy(dsn: str, proc: str, relation: str) -> None:
+    call(dsn, f"CALL run_job({job_id(dsn, proc, relation)})")
+
+
+def refresh_policies(dsn: str) -> None:
+    """Every refresh policy once, each aggregate after the one it is built on."""
+    for view in CAGGS:
+        run_policy(dsn, "policy_refresh_continuous_aggregate", view)
 
 
 def job_id(dsn: str, proc: str, relation: str) -> int:
@@ -366,6 +378,22 @@ ROLLUPS = (
     ("metrics_account_15m", "workspace_id::text, provider, account_id, report_date, currency, bucket_start",
      f"{VALS_SQL}, ad_rows", "metrics_15m", f"{SUMS_SQL}, count(*)::int"),
 )
+# The analysts' daily aggregates (migration 0010) equal metrics_daily's sums once their
+# refresh policies ran (days after their watermark: always).
+ANALYST = (
+    ("analyst_campaign_daily", "workspace_id::text, provider, account_id, campaign_id, report_date, currency"),
+    ("analyst_account_daily", "workspace_id::text, provider, account_id, report_date, currency"),
+)
+
+
+def analyst_rows(dsn: str, view: str, key: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(the aggregate's rows, the same sums written here over metrics_daily), sorted."""
+    order = ", ".join(str(n + 1) for n in range(key.count(",") + 1))
+    kept = query(dsn, f"SELECT {key}, timezone, {VALS_SQL} FROM {view} ORDER BY {order}")
+    expected = query(
+        dsn, f"SELECT {key}, min(timezone), {SUMS_SQL} FROM metrics_daily GROUP BY {order} ORDER BY {order}"
+    )
+    return kept, expected
 
 
 # ---------------------------------------------------------------------------- checks
@@ -400,6 +428,9 @@ def check_invariants(world: World) -> None:
     hourly = per_series(dsn, f"SELECT {KEY_SQL}, {SUMS_SQL} FROM metrics_hourly GROUP BY {KEY_SQL}")
     assert buckets == daily_expected
     assert hourly == daily_expected
+    for view, key in ANALYST:
+        kept, expected = analyst_rows(dsn, view, key)
+        assert kept and kept == expected, view
 
     expected_kept = {k: v for k, v in daily_expected.items() if k not in world.raw_gone}
     deltas = per_series(dsn, f"SELECT {KEY_SQL}, {SUMS_SQL} FROM metric_deltas GROUP BY {KEY_SQL}")
@@ -442,6 +473,16 @@ def hourly_at(dsn: str, key: SeriesKey, hour: datetime) -> Vals | None:
     )
     assert len(rows) <= 1, rows
     return _vals(rows[0]) if rows else None
+
+
+def _materialization_of(dsn: str, view: str) -> str:
+    ((name,),) = query(
+        dsn,
+        "SELECT materialization_hypertable_name FROM timescaledb_information.continuous_aggregates "
+        "WHERE view_name = %s",
+        (view,),
+    )
+    return str(name)
 
 
 def chunk_compressed(dsn: str, table: str, ts: datetime) -> bool:
@@ -495,52 +536,27 @@ def metricx_leftovers(dsn: str) -> list[tuple[Any, ...]]:
     )
 
 
-def _drop_everything(dsn: str) -> None:
-    """Teardown when the migration's own downgrade did not run (or failed): leave the
-    session's server as this module found it."""
-    with connect(dsn, autocommit=True) as conn:
-        for st in (
-            "DROP MATERIALIZED VIEW IF EXISTS metrics_hourly CASCADE",
-            "DROP VIEW IF EXISTS metrics_hourly CASCADE",
-            *(
-                f"DROP TABLE IF EXISTS {t} CASCADE"
-                for t in reversed(METRICX_RELATIONS)
-                if t != "metrics_hourly"
-            ),
-            "DROP TABLE IF EXISTS alembic_version",
-        ):
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(st)
-
-
 # ---------------------------------------------------------------------------- fixture
 
-REFRESH_CAGG = "CALL refresh_continuous_aggregate('metrics_hourly', NULL, NULL)"
-
-
 @pytest.fixture(scope="module")
-def world(tslite_dsn: str) -> Iterator[World]:
+def world(timescale_admin_url: str) -> Iterator[World]:
     """Migrate with the real migrations, load the data through the pipeline's own path in
-    a few batches (plus one replayed batch), refresh the continuous aggregate."""
-    url = tslite_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-    flavour = upgrade(url, "on")
-    w = World(tslite_dsn, url, flavour, now=datetime.now(UTC))
-    try:
+    a few batches (plus one replayed batch), refresh the continuous aggregates."""
+    with fresh_database(timescale_admin_url, "on") as dsn:
+        pause_jobs(dsn)
+        w = World(dsn, dsn.replace("postgresql://", "postgresql+psycopg://", 1), flavour_of(dsn),
+                  now=datetime.now(UTC))
         w.feed(history(w.now))
         arrivals = [s for _, s in main_arrivals(w.now)]
         size = -(-len(arrivals) // 4)
         for i in range(0, len(arrivals), size):
             w.feed(arrivals[i : i + size])
         w.write(w.batches[1])  # replay an early batch after later ones
-        call(tslite_dsn, REFRESH_CAGG)
-        call(
-            tslite_dsn,
-            f"CALL run_job({job_id(tslite_dsn, 'policy_refresh_continuous_aggregate', 'metrics_hourly')})",
-        )
+        # The history is older than the policies' windows (the pipeline refuses such
+        # writes from live polls): materialised in full, as it was when it was recent.
+        refresh_aggregates(dsn)
+        refresh_policies(dsn)
         yield w
-    finally:
-        if not w.downgraded:
-            _drop_everything(tslite_dsn)
 
 
 # ---------------------------------------------------------------------------- tests
@@ -562,8 +578,21 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
         )
     )
     # The account buckets (0008) are a hypertable too, uncompressed (small, rewritten
-    # in place), with metrics_15m's chunk interval so that retention drops the same days.
-    assert hypertables == {**{t: True for t in HYPERTABLES}, "metrics_account_15m": False}
+    # in place), with metrics_15m's chunk interval so that retention drops the same days;
+    # so is metrics_daily (0010, on its report dates: the analysts' daily aggregates are
+    # built on it), uncompressed (rewritten in place through the restatement window).
+    assert hypertables == {**{t: True for t in HYPERTABLES}, "metrics_account_15m": False,
+                           "metrics_daily": False}
+    dims = dict(query(
+        dsn,
+        "SELECT hypertable_name, column_name FROM timescaledb_information.dimensions "
+        "WHERE hypertable_schema = 'public'",
+    ))
+    assert dims["metrics_daily"] == "report_date"
+    # ...without TimescaleDB's default index on report_date alone: the planner took it on
+    # chunks without statistics for the commit's per-campaign probes (test_commit_plans).
+    assert {r[0] for r in query(dsn, "SELECT indexname FROM pg_indexes WHERE tablename = 'metrics_daily'")} \
+        == {"metrics_daily_pkey", "metrics_daily_ws_day"}
     intervals = dict(query(
         dsn,
         "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions "
@@ -574,9 +603,14 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
     caggs = query(
         dsn,
         "SELECT view_name, hypertable_name, materialized_only FROM "
-        "timescaledb_information.continuous_aggregates WHERE view_schema = 'public'",
+        "timescaledb_information.continuous_aggregates WHERE view_schema = 'public' ORDER BY 1",
     )
-    assert caggs == [("metrics_hourly", "metrics_15m", False)]
+    # real-time, every one; the account-day aggregate is built on the campaign-day one
+    assert caggs == [
+        ("analyst_account_daily", _materialization_of(dsn, "analyst_campaign_daily"), False),
+        ("analyst_campaign_daily", "metrics_daily", False),
+        ("metrics_hourly", "metrics_15m", False),
+    ]
 
     kinds = dict(
         query(
@@ -587,7 +621,7 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
         )
     )
     assert kinds == {"metrics_daily": "r", "metrics_campaign_daily": "r", "metrics_account_daily": "r",
-                     "pipeline_progress": "r"}  # plain tables
+                     "pipeline_progress": "r"}  # tables the pipeline writes (metrics_daily's chunks)
 
     jobs = query(
         dsn,
@@ -600,7 +634,7 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
     compress = {j[1]: j[4] for j in jobs if j[0] == "policy_compression"}
     retain = {j[1]: j[5] for j in jobs if j[0] == "policy_retention"}
     assert sorted(j[0] for j in jobs) == sorted(
-        ["policy_refresh_continuous_aggregate"]
+        ["policy_refresh_continuous_aggregate"] * 3
         + ["policy_compression"] * 3
         + ["policy_retention"] * 5
     ), jobs
@@ -608,17 +642,23 @@ def test_catalogue_has_the_hypertables_aggregate_and_policies(world: World) -> N
     # A restatement captured on day C for day C - W is booked in the last 15 minutes of
     # day C - W + 1 (local): up to W days plus the DST hour and a bucket before now.
     window = timedelta(days=max(RESTATEMENT_WINDOW_DAYS, META_RESTATEMENT_DAYS))
-    ((start_offset, end_offset),) = refresh.values()
-    assert list(refresh) == ["metrics_hourly"]
+    assert set(refresh) == set(CAGGS)
+    start_offset, end_offset = refresh["metrics_hourly"]
     assert start_offset >= window + timedelta(hours=1, minutes=15)
     assert timedelta(0) <= end_offset <= timedelta(hours=1)
+    # The daily ones are on account-local report dates, which run up to a day ahead of
+    # UTC: the restated date is at most W + 1 days before the UTC date.
+    for view in ("analyst_campaign_daily", "analyst_account_daily"):
+        start, end = refresh[view]
+        assert start > window + timedelta(days=1), view
+        assert timedelta(0) <= end <= timedelta(days=1), view  # today and yesterday: real time
 
     assert set(compress) == set(HYPERTABLES)
     for raw in RAW_TABLES:
         assert timedelta(0) < compress[raw] <= timedelta(days=7)
     assert compress["metrics_15m"] >= window + timedelta(days=1)  # still written till then
 
-    assert set(retain) == {*HYPERTABLES, "metrics_hourly", "metrics_account_15m"}
+    assert set(retain) == {*HYPERTABLES, "metrics_hourly", "metrics_account_15m"}  # not metrics_daily
     assert retain["metrics_account_15m"] == retain["metrics_15m"]
     for relation, drop_after in retain.items():
         assert drop_after > start_offset, relation
@@ -714,6 +754,7 @@ def test_compression_restatement_refresh_and_retention(world: World) -> None:
     restated_hour = _floor(day_end.astimezone(UTC) - timedelta(minutes=15), 60)
     before = hourly_at(dsn, old_key, restated_hour)
     assert before is not None and before == world.oracle.hourly()[(old_key, restated_hour)]
+    before_daily = {view: analyst_rows(dsn, view, key)[0] for view, key in ANALYST}
     m = last.metrics
     world.feed(
         [
@@ -733,11 +774,13 @@ def test_compression_restatement_refresh_and_retention(world: World) -> None:
     assert hourly_at(dsn, old_key, restated_hour) == before, (
         "a materialized bucket changed without a refresh: the refresh below proves nothing"
     )
-    call(
-        dsn, f"CALL run_job({job_id(dsn, 'policy_refresh_continuous_aggregate', 'metrics_hourly')})"
-    )
+    # The analysts' daily aggregates had materialised that date too: still the old sums.
+    for view, key in ANALYST:
+        kept, expected = analyst_rows(dsn, view, key)
+        assert kept == before_daily[view] != expected, view
+    refresh_policies(dsn)
     assert hourly_at(dsn, old_key, restated_hour) != before
-    check_invariants(world)
+    check_invariants(world)  # every aggregate, the daily ones included, has the restatement
 
     for relation in (*HYPERTABLES, "metrics_hourly", "metrics_account_15m"):
         call(dsn, f"CALL run_job({job_id(dsn, 'policy_retention', relation)})")
