@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from connectors.connections.accounts import canonical_account_id
 from connectors.connections.crypto import ACTIVE_ENV, KEYS_ENV, Keyring, TokenKeyError, generate_key
 from connectors.google_ads.logic import BASIC_DAILY_OPERATIONS
 from connectors.meta.poller import GRAPH_URL
@@ -140,8 +141,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except TokenKeyError as err:
         print(f"metricx: {err}", file=sys.stderr)
         return 2
+    try:
+        account_id = canonical_account_id(args.provider, args.account_id)
+    except ValueError as err:
+        print(f"metricx: {err}", file=sys.stderr)
+        return 2
     with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
-        c = store.get(conn, syncer.keys, args.workspace, args.provider, args.account_id)
+        c = store.get(conn, syncer.keys, args.workspace, args.provider, account_id)
     if c is None:
         print("metricx: no such connection in that workspace", file=sys.stderr)
         return 2
@@ -176,7 +182,7 @@ def register(sub: Any) -> None:
     a = csub.add_parser("add", help="add or reconnect an account; tokens as a JSON object on stdin")
     a.add_argument("--workspace", required=True)
     a.add_argument("--provider", required=True, choices=["meta", "google"])
-    a.add_argument("--account-id", required=True, help="Meta ad account id without act_, or Google customer id")
+    a.add_argument("--account-id", required=True, help="Meta ad account id (act_123 or 123) or Google customer id (123-456-7890 or 1234567890)")
     a.add_argument("--display-name", default="")
     a.add_argument("--login-customer-id", default=None, help="Google manager account id")
     a.add_argument("--backfill-days", type=int, default=0, help="record a backfill start (run `metricx backfill`)")

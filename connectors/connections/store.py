@@ -18,8 +18,17 @@ from typing import Any, Literal
 from uuid import UUID
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from connectors.connections.accounts import canonical_account_id
 from connectors.connections.crypto import Keyring, TokenKeyError, aad_for
 from connectors.connections.entities import Entity
 
@@ -56,10 +65,22 @@ class NewConnection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     workspace_id: UUID
     provider: Literal["meta", "google"]
-    account_id: str = Field(pattern=r"^[0-9]{1,32}$")
+    # The platforms' own spellings (act_123, 123-456-7890) are accepted; stored canonical.
+    account_id: str = Field(max_length=64)
     display_name: str = Field(default="", max_length=200)
-    login_customer_id: str | None = Field(default=None, pattern=r"^[0-9]{1,32}$")
+    login_customer_id: str | None = Field(default=None, max_length=64)
     tokens: dict[str, Any]
+
+    @field_validator("account_id")
+    @classmethod
+    def _canonical_account(cls, v: str, info: ValidationInfo) -> str:
+        provider = info.data.get("provider")
+        return canonical_account_id(provider, v) if provider else v
+
+    @field_validator("login_customer_id")
+    @classmethod
+    def _canonical_login(cls, v: str | None) -> str | None:
+        return None if v is None else canonical_account_id("google", v)
 
     @model_validator(mode="after")
     def _tokens_fit_provider(self) -> NewConnection:
