@@ -13,12 +13,16 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from pydantic import ValidationError
 
 from connectors.connections.accounts import canonical_account_id
 from connectors.connections.crypto import ACTIVE_ENV, KEYS_ENV, Keyring, TokenKeyError, generate_key
+from connectors.connections.progress import BackfillProgress, bar
+from connectors.connections.schedule import MAX_BACKFILL_DAYS
 from connectors.google_ads.logic import BASIC_DAILY_OPERATIONS
 from connectors.meta.poller import GRAPH_URL
 
@@ -61,10 +65,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     with psycopg.connect(_db_url(), autocommit=True) as conn:
         store.add(conn, keys, new)
         if args.backfill_days:
-            from datetime import UTC, datetime, timedelta
-
-            store.set_backfill(conn, str(new.workspace_id), new.provider, new.account_id,
-                               datetime.now(UTC).date() - timedelta(days=args.backfill_days))
+            # A count of the account's own days: its zone is known once it is first read.
+            store.request_backfill(conn, str(new.workspace_id), new.provider, new.account_id, args.backfill_days)
     print(f"connection {new.provider}:{new.account_id} saved for workspace {new.workspace_id} (key {keys.active})")
     return 0
 
@@ -80,12 +82,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(rows, default=str, indent=1))
         return 0
     cols = ("workspace_id", "provider", "account_id", "display_name", "status", "timezone", "currency",
-            "last_success_at", "hot_next_run_at", "warm_next_run_at", "backfill_done_through", "api_calls_today",
+            "last_success_at", "hot_next_run_at", "warm_next_run_at", "backfill", "api_calls_today",
             "last_error")
     print("\t".join(cols))
     for r in rows:
+        r = {**r, "backfill": backfill_text(r)}
         print("\t".join("" if r[c] is None else str(r[c]) for c in cols))
     return 0
+
+
+def backfill_text(r: dict[str, Any]) -> str | None:
+    """``37% of 2026-01-01..2026-03-31, 1234 rows, ETA 2026-...`` / ``5 days requested``."""
+    if r["backfill_pct"] is not None:
+        eta = "" if r["backfill_pct"] >= 100 or r["backfill_eta"] is None else f", ETA {r['backfill_eta']:%Y-%m-%d %H:%M:%S%z}"
+        return f"{r['backfill_pct']}% of {r['backfill_from']}..{r['backfill_until']}, {r['backfill_rows']} rows{eta}"
+    if r["backfill_days"] is not None:
+        return f"{r['backfill_days']} days requested"
+    return None
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
@@ -135,28 +148,51 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from metricx.cli import _check, _settings
 
     settings = _settings()
+    try:
+        workspace = str(UUID(args.workspace))
+        account_id = canonical_account_id(args.provider, args.account_id)
+    except ValueError as err:
+        print(f"metricx: {err}", file=sys.stderr)
+        return 2
     _check(settings, kafka=True, db=True, redis=True)
     try:
         syncer = _syncer(settings)
     except TokenKeyError as err:
         print(f"metricx: {err}", file=sys.stderr)
         return 2
-    try:
-        account_id = canonical_account_id(args.provider, args.account_id)
-    except ValueError as err:
-        print(f"metricx: {err}", file=sys.stderr)
-        return 2
     with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
-        c = store.get(conn, syncer.keys, args.workspace, args.provider, account_id)
+        c = store.get(conn, syncer.keys, workspace, args.provider, account_id)
     if c is None:
-        print("metricx: no such connection in that workspace", file=sys.stderr)
+        print(f"metricx: no {args.provider} connection {account_id} in workspace {workspace}", file=sys.stderr)
         return 2
-    poller = syncer._poller(c)
-    tz = poller.account_info()[0] if args.provider == "meta" else poller.customer_info()[0]
-    outcomes = syncer.backfill(c, tz, days=args.days, chunk_days=args.chunk_days)
-    for o in outcomes:
-        print(f"{o.loop} {o.status} snapshots={o.snapshots} rejected={o.rejected} {o.message}")
-    return 0 if all(o.status == "ok" for o in outcomes) else 1
+    label = f"{c.provider}:{c.account_id}"
+    tty = sys.stdout.isatty()
+
+    def show(p: BackfillProgress) -> None:
+        # Standard output (standard error carries the JSON log lines): on a terminal one
+        # line redrawn in place, else one line per chunk.
+        line = bar(label, p, syncer.clock())
+        print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+
+    run = syncer.backfill(c, days=args.days, chunk_days=args.chunk_days, on_progress=show)
+    if tty:
+        print()
+    chunks = [o for o in run.outcomes if o.loop == "backfill"]
+    calls = sum(o.api_calls for o in run.outcomes)
+    snaps, rejected = sum(o.snapshots for o in chunks), sum(o.rejected for o in chunks)
+    if run.window is None:
+        print(f"{label}: could not read the account ({run.outcomes[0].status}): {run.outcomes[0].message}")
+        return 1
+    w = run.window
+    resumed = f", resumed after {run.resumed_after}" if run.resumed_after is not None else ""
+    verb = "read" if run.ok else "stopped reading"
+    print(f"{label} {verb} {w.since}..{w.until} ({w.days} days{resumed}): {snaps} snapshots, "
+          f"{rejected} rejected, {calls} API calls")
+    failed = next((o for o in run.outcomes if o.status != "ok"), None)
+    if failed is not None:
+        print(f"{label}: {failed.status}: {failed.message} (run it again to resume)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_pollers(settings: Any, tick_s: float) -> int:
@@ -176,6 +212,22 @@ def run_pollers(settings: Any, tick_s: float) -> int:
     return 0
 
 
+def _bounded(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:20]!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}")
+        return n
+    return parse
+
+
+_days = _bounded(1, MAX_BACKFILL_DAYS)
+_chunk_days = _bounded(1, 90)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("connections", help="ad-platform connections (tokens encrypted at rest)")
     csub = p.add_subparsers(dest="connections_command", required=True)
@@ -185,7 +237,8 @@ def register(sub: Any) -> None:
     a.add_argument("--account-id", required=True, help="Meta ad account id (act_123 or 123) or Google customer id (123-456-7890 or 1234567890)")
     a.add_argument("--display-name", default="")
     a.add_argument("--login-customer-id", default=None, help="Google manager account id")
-    a.add_argument("--backfill-days", type=int, default=0, help="record a backfill start (run `metricx backfill`)")
+    a.add_argument("--backfill-days", type=_days, default=None,
+                   help="record a backfill of the N account days before today (run it with `metricx backfill`)")
     a.set_defaults(func=cmd_add)
     s = csub.add_parser("status", help="status, last error, progress and next runs (no tokens)")
     s.add_argument("--workspace", default=None)
@@ -200,6 +253,8 @@ def register(sub: Any) -> None:
     b.add_argument("--workspace", required=True)
     b.add_argument("--provider", required=True, choices=["meta", "google"])
     b.add_argument("--account-id", required=True)
-    b.add_argument("--days", type=int, default=90)
-    b.add_argument("--chunk-days", type=int, default=7)
+    b.add_argument("--days", type=_days, default=None,
+                   help="the N account days before today (default: what `connections add --backfill-days` "
+                        "asked for, else an unfinished range, else 90)")
+    b.add_argument("--chunk-days", type=_chunk_days, default=7, help="days per read (1..90)")
     b.set_defaults(func=cmd_backfill)

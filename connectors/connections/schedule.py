@@ -16,6 +16,7 @@ META_RESTATEMENT_DAYS = 28
 GOOGLE_CONVERSION_WINDOW_DAYS = 30
 BACKFILL_DAYS = 90
 BACKFILL_CHUNK_DAYS = 7
+MAX_BACKFILL_DAYS = 1100  # Meta keeps 37 months of insights; Google more, but a bound is a bound
 
 Loop = Literal["hot", "warm", "backfill"]
 
@@ -53,15 +54,23 @@ def warm_window(now: datetime, tz: str, provider: str, days: int | None = None) 
     return Window(today - timedelta(days=n), today - timedelta(days=1))
 
 
-def backfill_chunks(today: date, days: int = BACKFILL_DAYS, chunk: int = BACKFILL_CHUNK_DAYS,
-                    done_through: date | None = None) -> list[Window]:
-    """Oldest first, ``chunk`` days each, ending yesterday; resumes after ``done_through``."""
-    start = today - timedelta(days=days)
+def backfill_window(today: date, days: int = BACKFILL_DAYS) -> Window:
+    """The ``days`` local days before ``today`` (today itself is the hot loop's)."""
+    if not 1 <= days <= MAX_BACKFILL_DAYS:
+        raise ValueError(f"backfill days must be between 1 and {MAX_BACKFILL_DAYS}")
+    return Window(today - timedelta(days=days), today - timedelta(days=1))
+
+
+def backfill_chunks(window: Window, chunk: int = BACKFILL_CHUNK_DAYS, done_through: date | None = None) -> list[Window]:
+    """``window`` oldest first, ``chunk`` days each; resumes after ``done_through``."""
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1 day")
+    start = window.since
     if done_through is not None:
         start = max(start, done_through + timedelta(days=1))
     out: list[Window] = []
     d = start
-    end = today - timedelta(days=1)
+    end = window.until
     while d <= end:
         out.append(Window(d, min(end, d + timedelta(days=chunk - 1))))
         d += timedelta(days=chunk)

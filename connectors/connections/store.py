@@ -31,6 +31,7 @@ from pydantic import (
 from connectors.connections.accounts import canonical_account_id
 from connectors.connections.crypto import Keyring, TokenKeyError, aad_for
 from connectors.connections.entities import Entity
+from connectors.connections.progress import BackfillProgress
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +120,20 @@ class Connection:
     throttled_until: datetime | None = None
     backfill_from: date | None = None
     backfill_done_through: date | None = None
+    backfill_until: date | None = None
+    backfill_days: int | None = None  # requested by `connections add --backfill-days`, not started
 
 
 COLUMNS = ("workspace_id::text, provider, account_id, display_name, timezone, currency, login_customer_id, "
            "status, last_error, token_key_id, token_ciphertext, hot_next_run_at, warm_next_run_at, "
-           "throttled_until, backfill_from, backfill_done_through")
+           "throttled_until, backfill_from, backfill_done_through, backfill_until, backfill_days")
 
 
 def _row(keys: Keyring, r: tuple[Any, ...]) -> Connection:
     ws, prov, acct = r[0], r[1], r[2]
     plain = keys.decrypt(r[9], bytes(r[10]), aad_for(ws, prov, acct))
     return Connection(ws, prov, acct, r[3], r[4], r[5], r[6], r[7], r[8], json.loads(plain),
-                      r[11], r[12], r[13], r[14], r[15])
+                      r[11], r[12], r[13], r[14], r[15], r[16], r[17])
 
 
 def add(conn: psycopg.Connection[Any], keys: Keyring, new: NewConnection) -> None:
@@ -191,16 +194,19 @@ def set_account_info(conn: psycopg.Connection[Any], workspace_id: str, provider:
 
 
 def record_success(conn: psycopg.Connection[Any], c: Connection, now: datetime, loop: Literal["hot", "warm", "backfill"],
-                   next_run: datetime | None, calls: int, done_through: date | None = None) -> None:
+                   next_run: datetime | None, calls: int, done_through: date | None = None, rows: int = 0) -> None:
+    """A sync went through: status active, the loop's next run, ``calls`` counted, and
+    for a backfill chunk the progress (``done_through``, ``rows`` read)."""
     col = {"hot": "hot_next_run_at", "warm": "warm_next_run_at", "backfill": "hot_next_run_at"}[loop]
     conn.execute(
         f"""UPDATE connections SET status = 'active', last_error = NULL, throttled_until = NULL,
               last_sync_at = %s, last_success_at = %s, {col} = coalesce(%s, {col}),
               backfill_done_through = coalesce(%s, backfill_done_through),
+              backfill_rows = backfill_rows + %s,
               api_calls_today = CASE WHEN api_calls_day = %s::date THEN api_calls_today + %s ELSE %s END,
               api_calls_day = %s::date, updated_at = now()
             WHERE workspace_id = %s AND provider = %s AND account_id = %s""",
-        (now, now, next_run, done_through, now.date(), calls, calls, now.date(),
+        (now, now, next_run, done_through, rows, now.date(), calls, calls, now.date(),
          c.workspace_id, c.provider, c.account_id))
 
 
@@ -214,22 +220,55 @@ def record_failure(conn: psycopg.Connection[Any], c: Connection, now: datetime, 
         (status, message[:MAX_ERROR_CHARS], now, until, c.workspace_id, c.provider, c.account_id))
 
 
-def set_backfill(conn: psycopg.Connection[Any], workspace_id: str, provider: str, account_id: str, start: date) -> None:
-    conn.execute("UPDATE connections SET backfill_from = %s, backfill_done_through = NULL, updated_at = now() "
+def request_backfill(conn: psycopg.Connection[Any], workspace_id: str, provider: str, account_id: str,
+                     days: int) -> None:
+    """Record ``connections add --backfill-days``: a count of the account's days, turned
+    into dates by the first backfill (only it knows the account's zone)."""
+    conn.execute("UPDATE connections SET backfill_days = %s, updated_at = now() "
                  "WHERE workspace_id = %s AND provider = %s AND account_id = %s",
-                 (start, workspace_id, provider, account_id))
+                 (days, workspace_id, provider, account_id))
 
 
-def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None) -> list[dict[str, Any]]:
-    """What `metricx connections status` prints: no token material, ever."""
+def start_backfill(conn: psycopg.Connection[Any], c: Connection, since: date, until: date, now: datetime,
+                   resume_after: date | None = None) -> int:
+    """A backfill run of ``since`` .. ``until`` begins (a new range: progress reset; the
+    same range resumed: progress kept, ``resume_after`` the last day already read).
+    Returns the rows already read in the range (0 for a new one)."""
+    run_from = since if resume_after is None else resume_after + timedelta(days=1)
+    r = conn.execute(
+        """UPDATE connections SET backfill_from = %s, backfill_until = %s, backfill_days = NULL,
+              backfill_done_through = %s,
+              backfill_rows = CASE WHEN %s::date IS NULL THEN 0 ELSE backfill_rows END,
+              backfill_run_started_at = %s, backfill_run_from = %s, updated_at = now()
+            WHERE workspace_id = %s AND provider = %s AND account_id = %s RETURNING backfill_rows""",
+        (since, until, resume_after, resume_after, now, run_from, c.workspace_id, c.provider, c.account_id)).fetchone()
+    return int(r[0]) if r else 0
+
+
+def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None,
+                now: datetime | None = None) -> list[dict[str, Any]]:
+    """What `metricx connections status` prints: no token material, ever.  Adds the
+    backfill's progress (``backfill_pct``, ``backfill_eta``) computed as of ``now``."""
     where, args = ("WHERE workspace_id = %s", (workspace_id,)) if workspace_id else ("", ())
     cur = conn.execute(
         f"""SELECT workspace_id::text, provider, account_id, display_name, timezone, currency, status, last_error,
-                   throttled_until, last_success_at, hot_next_run_at, warm_next_run_at, backfill_from,
-                   backfill_done_through, api_calls_today, token_key_id
+                   throttled_until, last_success_at, hot_next_run_at, warm_next_run_at, backfill_days,
+                   backfill_from, backfill_until, backfill_done_through, backfill_rows, backfill_run_started_at,
+                   backfill_run_from, api_calls_today, api_calls_day, token_key_id, now() AS db_now
             FROM connections {where} ORDER BY workspace_id, provider, account_id""", args)
     names = [d.name for d in cur.description or ()]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    out = []
+    for r in cur.fetchall():
+        row = dict(zip(names, r, strict=True))
+        at = now or row.pop("db_now")
+        row.pop("db_now", None)
+        row["backfill_pct"], row["backfill_eta"] = None, None
+        if row["backfill_from"] is not None and row["backfill_until"] is not None:
+            p = BackfillProgress(row["backfill_from"], row["backfill_until"], row["backfill_done_through"],
+                                 row["backfill_rows"], row["backfill_run_started_at"], row["backfill_run_from"])
+            row["backfill_pct"], row["backfill_eta"] = p.pct, p.eta(at)
+        out.append(row)
+    return out
 
 
 def reencrypt_all(conn: psycopg.Connection[Any], keys: Keyring) -> int:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
@@ -26,11 +26,15 @@ from connectors.connections import store
 from connectors.connections.crypto import Keyring
 from connectors.connections.errors import SyncFailure, redact
 from connectors.connections.lease import Lease, lease_key
+from connectors.connections.progress import BackfillProgress
 from connectors.connections.publish import PollResult, publish_poll
 from connectors.connections.resilience import CircuitBreaker
 from connectors.connections.schedule import (
+    BACKFILL_CHUNK_DAYS,
+    BACKFILL_DAYS,
     Window,
     backfill_chunks,
+    backfill_window,
     hot_window,
     local_today,
     next_run,
@@ -68,6 +72,22 @@ class Outcome:
     rejected: int = 0
     api_calls: int = 0
     message: str = ""
+    timezone: str | None = None  # set by a lookup
+
+
+@dataclass
+class BackfillRun:
+    """What a backfill read: its range (None when the account could not be looked up),
+    the last day an earlier run had read when this one resumed, and each step's outcome
+    (the zone lookup first, then one per chunk, stopping at the first that failed)."""
+
+    window: Window | None
+    resumed_after: date | None
+    outcomes: list[Outcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status == "ok" for o in self.outcomes)
 
 
 @dataclass
@@ -100,6 +120,13 @@ class Syncer:
                                breakers=self.google_breakers, clock=self.clock, sleep=self.sleep)
 
     def sync(self, c: store.Connection, loop: Literal["hot", "warm", "backfill"], window: Window | None = None) -> Outcome:
+        """One sync of ``loop`` (``window``: a backfill chunk; else the loop's own window)."""
+        return self._guarded(c, loop, lambda conn, poller: self._sync(conn, c, poller, loop, window))
+
+    def _guarded(self, c: store.Connection, loop: str,
+                 body: Callable[[psycopg.Connection[Any], MetaPoller | GoogleAdsPoller], Outcome]) -> Outcome:
+        """Run ``body`` under the connection's lease with its own SDK client, and turn every
+        failure into the connection's status (a token-free message, never a crash)."""
         lease = Lease(self.redis_client, lease_key(c.workspace_id, c.provider, c.account_id), self.lease_ttl_s)
         if not lease.acquire():
             return Outcome(c.account_id, c.provider, loop, "skipped", message="another poller holds the lease")
@@ -107,42 +134,7 @@ class Syncer:
         try:
             with psycopg.connect(self.db_url, autocommit=True) as conn:
                 try:
-                    poller = self._poller(c)
-                    tz, cur = poller.account_info() if isinstance(poller, MetaPoller) else poller.customer_info()
-                    store.set_account_info(conn, c.workspace_id, c.provider, c.account_id, tz, cur)
-                    now = self.clock()
-                    if window is None:
-                        window = hot_window(now, tz) if loop == "hot" else warm_window(now, tz, c.provider)
-                    if loop == "warm":
-                        # Names/statuses/hierarchy change rarely: refreshed with the warm loop.
-                        if isinstance(poller, MetaPoller):
-                            ents, bad = poller.entities()
-                            publish_poll(self.producer, PollResult([], bad, 0), topic=self.topic,
-                                         deadletter_topic=self.deadletter_topic)
-                        else:
-                            ents = poller.entities()
-                        store.upsert_entities(conn, c.workspace_id, c.provider, c.account_id, ents)
-                    if isinstance(poller, MetaPoller):
-                        # Large reads (restatement window, backfill) through async report runs.
-                        result: PollResult = poller.poll(window.since, window.until, timezone=tz, currency=cur,
-                                                         use_async=loop != "hot")
-                    else:
-                        result = poller.poll(window.since, window.until, timezone=tz, currency=cur)
-                    publish_poll(self.producer, result, topic=self.topic, deadletter_topic=self.deadletter_topic)
-                    # Every request of this sync (account info, entities, insights pages): the
-                    # poller is built per sync, so its own counter is the sync's total.
-                    calls = poller.api_calls if isinstance(poller, MetaPoller) else poller.operations
-                    advice, factor = 0.0, 1.0
-                    if isinstance(poller, MetaPoller):
-                        d = poller.last_decision
-                        advice = d.delay_s if d.action == "pause" else 0.0
-                        factor = interval_factor(d)
-                    nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=advice, factor=factor)
-                    store.record_success(conn, c, self.clock(), loop, nxt, calls,
-                                         done_through=window.until if loop == "backfill" else None)
-                    log.info("sync ok", extra={**ctx, "snapshots": len(result.snapshots),
-                                               "rejected": len(result.rejected), "api_calls": calls})
-                    return Outcome(c.account_id, c.provider, loop, "ok", len(result.snapshots), len(result.rejected), calls)
+                    return body(conn, self._poller(c))
                 except SyncFailure as f:
                     retry = f.retry_after_s if f.retry_after_s is not None else (None if f.status == "needs_reauth" else ERROR_RETRY_S)
                     store.record_failure(conn, c, self.clock(), f.status, f.message, retry)  # type: ignore[arg-type]
@@ -163,15 +155,105 @@ class Syncer:
         finally:
             lease.release()
 
-    def backfill(self, c: store.Connection, tz: str, days: int = 90, chunk_days: int = 7) -> list[Outcome]:
-        """Chunked history for a new connection, oldest first, resumable from progress."""
-        out: list[Outcome] = []
-        for w in backfill_chunks(local_today(self.clock(), tz), days, chunk_days, c.backfill_done_through):
+    @staticmethod
+    def _account_info(poller: MetaPoller | GoogleAdsPoller) -> tuple[str, str]:
+        return poller.account_info() if isinstance(poller, MetaPoller) else poller.customer_info()
+
+    @staticmethod
+    def _calls(poller: MetaPoller | GoogleAdsPoller) -> int:
+        # Every request of this sync (account info, entities, insights pages): the
+        # poller is built per sync, so its own counter is the sync's total.
+        return poller.api_calls if isinstance(poller, MetaPoller) else poller.operations
+
+    def _sync(self, conn: psycopg.Connection[Any], c: store.Connection, poller: MetaPoller | GoogleAdsPoller,
+              loop: Literal["hot", "warm", "backfill"], window: Window | None) -> Outcome:
+        ctx: dict[str, Any] = {"workspace_id": c.workspace_id, "provider": c.provider, "account_id": c.account_id, "loop": loop}
+        tz, cur = self._account_info(poller)
+        store.set_account_info(conn, c.workspace_id, c.provider, c.account_id, tz, cur)
+        now = self.clock()
+        if window is None:
+            window = hot_window(now, tz) if loop == "hot" else warm_window(now, tz, c.provider)
+        if loop == "warm":
+            # Names/statuses/hierarchy change rarely: refreshed with the warm loop.
+            if isinstance(poller, MetaPoller):
+                ents, bad = poller.entities()
+                publish_poll(self.producer, PollResult([], bad, 0), topic=self.topic,
+                             deadletter_topic=self.deadletter_topic)
+            else:
+                ents = poller.entities()
+            store.upsert_entities(conn, c.workspace_id, c.provider, c.account_id, ents)
+        if isinstance(poller, MetaPoller):
+            # Large reads (restatement window, backfill) through async report runs.
+            result: PollResult = poller.poll(window.since, window.until, timezone=tz, currency=cur,
+                                             use_async=loop != "hot")
+        else:
+            result = poller.poll(window.since, window.until, timezone=tz, currency=cur)
+        publish_poll(self.producer, result, topic=self.topic, deadletter_topic=self.deadletter_topic)
+        calls = self._calls(poller)
+        advice, factor = 0.0, 1.0
+        if isinstance(poller, MetaPoller):
+            d = poller.last_decision
+            advice = d.delay_s if d.action == "pause" else 0.0
+            factor = interval_factor(d)
+        nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=advice, factor=factor)
+        store.record_success(conn, c, self.clock(), loop, nxt, calls,
+                             done_through=window.until if loop == "backfill" else None,
+                             rows=len(result.snapshots) if loop == "backfill" else 0)
+        log.info("sync ok", extra={**ctx, "since": window.since.isoformat(), "until": window.until.isoformat(),
+                                   "snapshots": len(result.snapshots), "rejected": len(result.rejected),
+                                   "api_calls": calls})
+        return Outcome(c.account_id, c.provider, loop, "ok", len(result.snapshots), len(result.rejected), calls)
+
+    def account_zone(self, c: store.Connection) -> Outcome:
+        """Read the account's zone and currency (stored on the connection); ``timezone`` is
+        set on an ok outcome.  A backfill needs the zone before it can name its days."""
+        def body(conn: psycopg.Connection[Any], poller: MetaPoller | GoogleAdsPoller) -> Outcome:
+            tz, cur = self._account_info(poller)
+            store.set_account_info(conn, c.workspace_id, c.provider, c.account_id, tz, cur)
+            return Outcome(c.account_id, c.provider, "lookup", "ok", api_calls=self._calls(poller), timezone=tz)
+        return self._guarded(c, "lookup", body)
+
+    def backfill(self, c: store.Connection, days: int | None = None, chunk_days: int = BACKFILL_CHUNK_DAYS,
+                 on_progress: Callable[[BackfillProgress], None] | None = None) -> BackfillRun:
+        """Read a range of the account's history in chunks, oldest first.
+
+        The range is the ``days`` local days before today; without ``days``, the one
+        ``connections add --backfill-days`` asked for, else an unfinished one, else
+        :data:`BACKFILL_DAYS`.  Asking for the range last asked for, unfinished, resumes
+        after its last day read; any other request reads its whole range (a finished
+        range asked for again is read again: restatements happen)."""
+        lookup = self.account_zone(c)
+        if lookup.status != "ok" or lookup.timezone is None:
+            return BackfillRun(None, None, [lookup])
+        today = local_today(self.clock(), lookup.timezone)
+        recorded = (Window(c.backfill_from, c.backfill_until)
+                    if c.backfill_from is not None and c.backfill_until is not None else None)
+        unfinished = recorded is not None and (c.backfill_done_through is None or c.backfill_done_through < recorded.until)
+        if days is not None:
+            window = backfill_window(today, days)
+        elif c.backfill_days is not None:
+            window = backfill_window(today, c.backfill_days)
+        elif recorded is not None and unfinished:
+            window = recorded
+        else:
+            window = backfill_window(today, BACKFILL_DAYS)
+        done = c.backfill_done_through
+        resume_after = done if (window == recorded and unfinished and done is not None
+                                and window.since <= done < window.until) else None
+        started = self.clock()
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            rows = store.start_backfill(conn, c, window.since, window.until, started, resume_after)
+        run = BackfillRun(window, resume_after, [lookup])
+        for w in backfill_chunks(window, chunk_days, resume_after):
             o = self.sync(c, "backfill", w)
-            out.append(o)
+            run.outcomes.append(o)
             if o.status != "ok":
                 break
-        return out
+            rows += o.snapshots
+            if on_progress is not None:
+                on_progress(BackfillProgress(window.since, window.until, w.until, rows, started,
+                                             window.since if resume_after is None else resume_after + timedelta(days=1)))
+        return run
 
     def run_due(self, limit: int = 1000) -> list[Outcome]:
         """One pass of both loops over every due connection."""

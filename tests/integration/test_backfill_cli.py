@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -102,3 +102,59 @@ def test_the_readme_spelling_act_123_is_accepted_everywhere(
     done = run(env, "backfill", "--workspace", WS, "--provider", "meta", "--account-id", "act_4242", "--days", "2")
     assert done.returncode == 0, done.stderr
     assert days_read(graph) == last_days(tz, 2)
+
+
+def test_each_backfill_reads_the_range_it_asks_for_and_says_so(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    """A second backfill used to do nothing: ``done_through`` from ``--days 2`` made
+    ``--days 3`` and ``--days 90`` start after yesterday (no call, no output, exit 0)."""
+    tz = "America/Los_Angeles"
+    account(graph, "4343", tz)
+    env = env_for(database, topics, graph)
+    assert add(env, "4343").returncode == 0
+    for n in (2, 3, 90):
+        before = len(graph.requests)
+        done = run(env, "backfill", "--workspace", WS, "--provider", "meta", "--account-id", "4343", "--days", str(n))
+        assert done.returncode == 0, done.stderr
+        assert days_read(graph, before) == last_days(tz, n), n
+        first, last = min(last_days(tz, n)), max(last_days(tz, n))
+        # What it read, in the account's days, with the snapshot count the fake holds there.
+        assert f"{first}..{last} ({n} days)" in done.stdout and f"{n} snapshots" in done.stdout, done.stdout
+    with psycopg.connect(database) as conn:
+        row = store.status_rows(conn, WS)[0]
+    assert (row["backfill_from"], row["backfill_until"], row["backfill_pct"]) == (first, last, 100)
+
+
+def test_add_with_backfill_days_is_the_accounts_days_and_backfill_uses_it(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    """``--backfill-days 5`` was recorded from the UTC date and ignored by ``metricx
+    backfill`` (which read 90 days).  The account's zone is picked so that its date
+    differs from the UTC date now, whatever the hour the test runs at."""
+    tz = "Etc/GMT-14" if datetime.now(UTC).hour >= 11 else "Etc/GMT+12"  # UTC+14 / UTC-12
+    assert local_today(tz) != datetime.now(UTC).date()
+    account(graph, "4444", tz)
+    env = env_for(database, topics, graph)
+    assert add(env, "act_4444", "--backfill-days", "5").returncode == 0
+    done = run(env, "backfill", "--workspace", WS, "--provider", "meta", "--account-id", "4444")
+    assert done.returncode == 0, done.stderr
+    assert days_read(graph) == last_days(tz, 5)
+    assert "(5 days)" in done.stdout
+
+
+def test_backfill_shows_a_progress_bar_with_rows_days_and_eta(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    tz = "Europe/Berlin"
+    account(graph, "4545", tz)
+    env = env_for(database, topics, graph)
+    assert add(env, "4545").returncode == 0
+    done = run(env, "backfill", "--workspace", WS, "--provider", "meta", "--account-id", "4545",
+               "--days", "20", "--chunk-days", "7")
+    assert done.returncode == 0, done.stderr
+    bars = [ln for ln in done.stdout.splitlines() if ln.startswith("backfill meta:4545")]
+    # One line per chunk (not a terminal: no carriage returns), rows and days as read so far.
+    assert [(b.split()[4], b.split()[5]) for b in bars] == [("7/20", "days"), ("14/20", "days"), ("20/20", "days")], bars
+    assert [b.split(" rows")[0].rsplit(None, 1)[-1] for b in bars] == ["7", "14", "20"]
+    assert all("ETA" in b for b in bars) and "100%" in bars[-1]

@@ -9,12 +9,13 @@ restatement that lowers yesterday's spend.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
@@ -25,6 +26,7 @@ import redis
 
 from connectors.connections import store
 from connectors.connections.crypto import Keyring, generate_key
+from connectors.connections.progress import BackfillProgress
 from connectors.connections.schedule import local_today
 from connectors.connections.sync import Endpoints, Syncer
 from connectors.kafka import Producer
@@ -203,11 +205,34 @@ def test_lease_allows_one_sync_per_connection(services: Settings, topics: Topics
     assert r.get(lease_key(WS, "meta", "3030")) is None
 
 
+class StepClock:
+    """A clock the test moves (the backfill's pace, hence its ETA, is measured on it)."""
+
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+def report_dates(graph: mfake.FakeGraphApi, since: int = 0) -> set[date]:
+    out: set[date] = set()
+    for r in graph.requests[since:]:
+        if r.method == "POST" and "time_range" in r.params:
+            tr = json.loads(r.params["time_range"])
+            d = date.fromisoformat(tr["since"])
+            while d <= date.fromisoformat(tr["until"]):
+                out.add(d)
+                d += timedelta(days=1)
+    return out
+
+
 def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: Topics, database: str,
                                                     graph: mfake.FakeGraphApi) -> None:
-    today = local_today(datetime.now(UTC), META_TZ)
+    clock = StepClock(datetime.now(UTC))
+    today = local_today(clock.t, META_TZ)
     acct = graph.add_account(mfake.FakeAccount("4040", "EAAbackfilltok", META_TZ, "USD"))
-    for d in range(1, 21):
+    for d in range(1, 22):
         acct.put(mfake.AdDay("c", "s", "77", today - timedelta(days=d), Decimal("2.5"), 10, 1))
     keys = Keyring.parse(f"k1:{generate_key()}", None)
     with psycopg.connect(database, autocommit=True) as conn:
@@ -217,19 +242,39 @@ def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: 
     assert c is not None
     syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
                     Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
-                    sleep=lambda s: None)
-    graph.fail_next(*[mfake.ScriptedError(100)] * 1)  # the first chunk's first call fails: progress stops
-    first = syncer.backfill(c, META_TZ, days=20, chunk_days=7)
-    assert [o.status for o in first] == ["error"]
+                    sleep=lambda s: None, clock=clock)
+
+    def chunk_done(p: BackfillProgress) -> None:
+        clock.t += timedelta(minutes=10)  # each chunk takes ten minutes on the test's clock
+        if p.done_days == 7:
+            graph.fail_next(mfake.ScriptedError(100))  # the second chunk's first call fails: progress stops
+
+    first = syncer.backfill(c, days=21, chunk_days=7, on_progress=chunk_done)
+    assert [o.status for o in first.outcomes] == ["ok", "ok", "error"]  # lookup, chunk 1, chunk 2
+    assert report_dates(graph) == {today - timedelta(days=d) for d in range(15, 22)}
     with psycopg.connect(database, autocommit=True) as conn:
         c = store.get(conn, keys, WS, "meta", "4040")
-        assert c is not None and c.backfill_done_through is None
-    outcomes = syncer.backfill(c, META_TZ, days=20, chunk_days=7)
-    assert [(o.status, o.snapshots) for o in outcomes] == [("ok", 7), ("ok", 7), ("ok", 6)]
+        row = store.status_rows(conn, WS, now=clock.t)[0]
+    assert c is not None and c.backfill_done_through == today - timedelta(days=15)
+    # 7 of 21 days in ten minutes: two more chunks of seven, twenty minutes left.
+    assert (row["backfill_pct"], row["backfill_rows"]) == (33, 7)
+    assert row["backfill_eta"] == clock.t + timedelta(minutes=20)
+
+    seen = len(graph.requests)
+    again = syncer.backfill(c, days=21, chunk_days=7)  # the same range, unfinished: resumed
+    assert again.resumed_after == today - timedelta(days=15)
+    assert [(o.status, o.snapshots) for o in again.outcomes] == [("ok", 0), ("ok", 7), ("ok", 7)]
+    assert report_dates(graph, seen) == {today - timedelta(days=d) for d in range(1, 15)}
     with psycopg.connect(database, autocommit=True) as conn:
         c = store.get(conn, keys, WS, "meta", "4040")
+        row = store.status_rows(conn, WS, now=clock.t)[0]
     assert c is not None and c.backfill_done_through == today - timedelta(days=1)
-    assert syncer.backfill(c, META_TZ, days=20, chunk_days=7) == []  # done: nothing re-read
+    assert (row["backfill_pct"], row["backfill_rows"], row["backfill_eta"]) == (100, 21, clock.t)
+
+    seen = len(graph.requests)
+    asked = syncer.backfill(c, days=21, chunk_days=7)  # finished, asked for again: read again
+    assert asked.resumed_after is None and [o.snapshots for o in asked.outcomes] == [0, 7, 7, 7]
+    assert report_dates(graph, seen) == {today - timedelta(days=d) for d in range(1, 22)}
 
 
 def test_metricx_poller_process_runs_both_loops_against_the_fakes(

@@ -7,7 +7,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from connectors.connections.schedule import Window, backfill_chunks, hot_window, next_run, warm_window
+from connectors.connections.schedule import (
+    Window,
+    backfill_chunks,
+    backfill_window,
+    hot_window,
+    next_run,
+    warm_window,
+)
 
 
 def test_hot_window_is_the_accounts_local_today() -> None:
@@ -28,13 +35,18 @@ def test_warm_window_covers_the_restatement_window_before_today() -> None:
 
 def test_backfill_chunks_cover_90_days_once_and_resume() -> None:
     today = date(2026, 11, 25)
-    chunks = backfill_chunks(today)
+    window = backfill_window(today)
+    chunks = backfill_chunks(window)
     assert chunks[0].since == today - timedelta(days=90) and chunks[-1].until == today - timedelta(days=1)
     assert sum(c.days for c in chunks) == 90 and all(c.days <= 7 for c in chunks)
     assert all(b.since == a.until + timedelta(days=1) for a, b in itertools.pairwise(chunks))
-    rest = backfill_chunks(today, done_through=chunks[5].until)
+    rest = backfill_chunks(window, done_through=chunks[5].until)
     assert rest == chunks[6:]
-    assert backfill_chunks(today, done_through=today - timedelta(days=1)) == []
+    assert backfill_chunks(window, done_through=today - timedelta(days=1)) == []
+    assert backfill_window(today, 1) == Window(today - timedelta(days=1), today - timedelta(days=1))
+    for bad in (0, -3, 1101):
+        with pytest.raises(ValueError):
+            backfill_window(today, bad)
 
 
 def test_next_run_jitters_around_the_interval_and_respects_pauses() -> None:
