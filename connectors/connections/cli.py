@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -20,18 +19,10 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from connectors.connections.accounts import canonical_account_id
+from connectors.connections.config import load_poller_settings
 from connectors.connections.crypto import ACTIVE_ENV, KEYS_ENV, Keyring, TokenKeyError, generate_key
 from connectors.connections.progress import BackfillProgress, bar
 from connectors.connections.schedule import MAX_BACKFILL_DAYS
-from connectors.google_ads.logic import BASIC_DAILY_OPERATIONS
-from connectors.meta.poller import GRAPH_URL
-
-# Platform endpoints (default: the real ones); staging and the end-to-end tests point
-# them at the protocol-level fakes.
-META_URL_ENV = "METRICX_META_GRAPH_URL"
-GOOGLE_ENDPOINT_ENV = "METRICX_GOOGLE_ADS_ENDPOINT"
-# Operations per developer token per day (Explorer 2,880; Basic 15,000).
-GOOGLE_DAILY_OPS_ENV = "METRICX_GOOGLE_DAILY_OPERATIONS"
 
 
 def _db_url() -> str:
@@ -126,19 +117,17 @@ def _syncer(settings: Any) -> Any:
     import redis
 
     from connectors.connections.sync import Endpoints, Syncer
+    from connectors.google_ads.budget import RedisOperationBudget
     from connectors.kafka import Producer
 
-    endpoints = Endpoints(
-        meta_graph_url=os.environ.get(META_URL_ENV) or GRAPH_URL,
-        google_endpoint=os.environ.get(GOOGLE_ENDPOINT_ENV) or None,
-    )
-    from connectors.google_ads.budget import RedisOperationBudget
-
+    ps = load_poller_settings()
+    endpoints = Endpoints(meta_graph_url=ps.meta_graph_url, google_endpoint=ps.google_ads_endpoint)
     client = redis.Redis.from_url(settings.redis_url)
-    limit = int(os.environ.get(GOOGLE_DAILY_OPS_ENV) or BASIC_DAILY_OPERATIONS)
+    limit = ps.google_daily_operations
     return Syncer(settings.libpq_url, Keyring.from_env(), Producer(settings.kafka_bootstrap, client_id="metricx-poller"),
                   client, endpoints, topic=settings.raw_topic, deadletter_topic=settings.deadletter_topic,
-                  google_budget_for=lambda token: RedisOperationBudget(client, token, limit))
+                  google_budget_for=lambda token: RedisOperationBudget(client, token, limit),
+                  hot_yesterday_hours=ps.hot_yesterday_hours)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 HOT_INTERVAL = timedelta(minutes=15)
 WARM_INTERVAL = timedelta(hours=12)
 HOT_JITTER = 0.2  # +-20 %: 1,000 accounts never fire in the same second
+# Yesterday is re-read by the hot loop this long after the account's local midnight.
+HOT_YESTERDAY_HOURS = 3.0
 META_RESTATEMENT_DAYS = 28
 GOOGLE_CONVERSION_WINDOW_DAYS = 30
 BACKFILL_DAYS = 90
@@ -39,9 +41,18 @@ def local_today(now: datetime, tz: str) -> date:
     return now.astimezone(ZoneInfo(tz)).date()
 
 
-def hot_window(now: datetime, tz: str) -> Window:
-    """Today so far, in the account's zone."""
-    d = local_today(now, tz)
+def hot_window(now: datetime, tz: str, yesterday_hours: float = HOT_YESTERDAY_HOURS) -> Window:
+    """Today so far, in the account's zone, and yesterday too during the first
+    ``yesterday_hours`` after local midnight: the last minutes of yesterday (and any
+    correction made after the last read before midnight) are settled by the platforms in
+    the hours after it, and would otherwise wait for the warm loop (up to 12 hours)."""
+    zone = ZoneInfo(tz)
+    d = now.astimezone(zone).date()
+    # Elapsed real time since local midnight (a DST change that day counts as it happened).
+    midnight = datetime.combine(d, time(0), tzinfo=zone)
+    since_midnight = now - midnight
+    if since_midnight < timedelta(hours=yesterday_hours):
+        return Window(d - timedelta(days=1), d)
     return Window(d, d)
 
 

@@ -11,6 +11,7 @@ throttled / error) with a token-free message.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from connectors.connections.resilience import CircuitBreaker
 from connectors.connections.schedule import (
     BACKFILL_CHUNK_DAYS,
     BACKFILL_DAYS,
+    HOT_YESTERDAY_HOURS,
     Window,
     backfill_chunks,
     backfill_window,
@@ -106,6 +108,8 @@ class Syncer:
     # Budget per developer token (quotas are per token); None -> the one in-process budget.
     google_budget_for: Callable[[str], Budget] | None = None
     lease_ttl_s: float = 900.0
+    hot_yesterday_hours: float = HOT_YESTERDAY_HOURS
+    jitter: Callable[[], float] = random.random  # next runs' jitter draw, in [0, 1)
 
     def _poller(self, c: store.Connection) -> MetaPoller | GoogleAdsPoller:
         if c.provider == "meta":
@@ -172,7 +176,7 @@ class Syncer:
         store.set_account_info(conn, c.workspace_id, c.provider, c.account_id, tz, cur)
         now = self.clock()
         if window is None:
-            window = hot_window(now, tz) if loop == "hot" else warm_window(now, tz, c.provider)
+            window = hot_window(now, tz, self.hot_yesterday_hours) if loop == "hot" else warm_window(now, tz, c.provider)
         if loop == "warm":
             # Names/statuses/hierarchy change rarely: refreshed with the warm loop.
             if isinstance(poller, MetaPoller):
@@ -195,7 +199,8 @@ class Syncer:
             d = poller.last_decision
             advice = d.delay_s if d.action == "pause" else 0.0
             factor = interval_factor(d)
-        nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=advice, factor=factor)
+        nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=advice, factor=factor,
+                                                       r=self.jitter())
         store.record_success(conn, c, self.clock(), loop, nxt, calls,
                              done_through=window.until if loop == "backfill" else None,
                              rows=len(result.snapshots) if loop == "backfill" else 0)

@@ -18,9 +18,23 @@ from connectors.connections.schedule import (
 
 
 def test_hot_window_is_the_accounts_local_today() -> None:
-    now = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # still the 25th in New York, the 26th in Tokyo
+    now = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # 22:00 on the 25th in New York, 12:00 on the 26th in Tokyo
     assert hot_window(now, "America/New_York") == Window(date(2026, 11, 25), date(2026, 11, 25))
     assert hot_window(now, "Asia/Tokyo") == Window(date(2026, 11, 26), date(2026, 11, 26))
+
+
+def test_hot_window_keeps_yesterday_for_the_first_hours_after_local_midnight() -> None:
+    ny = "America/New_York"  # UTC-5 in November
+    at = lambda h, m: datetime(2026, 11, 25, 5, 0, tzinfo=UTC) + timedelta(hours=h, minutes=m)  # noqa: E731
+    both, today = Window(date(2026, 11, 24), date(2026, 11, 25)), Window(date(2026, 11, 25), date(2026, 11, 25))
+    assert hot_window(at(0, 0), ny) == both
+    assert hot_window(at(2, 59), ny) == both
+    assert hot_window(at(3, 0), ny) == today
+    assert hot_window(at(0, 30), ny, yesterday_hours=0) == today
+    assert hot_window(at(5, 0), ny, yesterday_hours=6) == both
+    # The night clocks go back (1 November 2026): midnight is 04:00 UTC, 3 h later 07:00 UTC.
+    assert hot_window(datetime(2026, 11, 1, 6, 59, tzinfo=UTC), ny).since == date(2026, 10, 31)
+    assert hot_window(datetime(2026, 11, 1, 7, 0, tzinfo=UTC), ny).since == date(2026, 11, 1)
 
 
 def test_warm_window_covers_the_restatement_window_before_today() -> None:

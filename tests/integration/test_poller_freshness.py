@@ -1,0 +1,99 @@
+"""Freshness of the hot loop through the real Syncer, the fake Graph API, Kafka and
+PostgreSQL, on a clock the test sets: yesterday's last minutes after local midnight,
+and reads under high usage.
+
+Oracles: the fake's request log (which report dates were asked for), the snapshots on
+the topic against the fake's truth, and times computed here from the fixed clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import psycopg
+import pytest
+import redis
+
+from connectors.connections import store
+from connectors.connections.crypto import Keyring, generate_key
+from connectors.connections.sync import Endpoints, Syncer
+from connectors.kafka import Producer
+from metricx.settings import Settings
+from tests.fakes import graph_api as mfake
+from tests.integration.conftest import Topics
+from tests.integration.totals import consume_all
+
+WS = "2c9e4b1a-7d3f-4e5a-8b6c-0d1e2f3a4b5c"
+TZ = "America/New_York"
+TOKEN = "EAAfreshnesstoken"
+
+
+class Clock:
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+@pytest.fixture
+def graph() -> Iterator[mfake.FakeGraphApi]:
+    with mfake.FakeGraphApi().running() as f:
+        yield f
+
+
+def connect(database: str, keys: Keyring, account_id: str) -> store.Connection:
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id=account_id,
+                                                  tokens={"access_token": TOKEN}))
+        c = store.get(conn, keys, WS, "meta", account_id)
+    assert c is not None
+    return c
+
+
+def syncer(services: Settings, topics: Topics, database: str, keys: Keyring, graph: mfake.FakeGraphApi,
+           clock: Clock) -> Syncer:
+    return Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+                  Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
+                  sleep=lambda s: None, clock=clock, jitter=lambda: 0.5)
+
+
+def asked_dates(graph: mfake.FakeGraphApi, since: int) -> set[date]:
+    out: set[date] = set()
+    for r in graph.requests[since:]:
+        if "time_range" in r.params:
+            tr = json.loads(r.params["time_range"])
+            out |= {date.fromisoformat(tr["since"]), date.fromisoformat(tr["until"])}
+    return out
+
+
+def test_after_local_midnight_the_hot_loop_rereads_yesterday_for_a_few_hours(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    """Yesterday's last minutes (and a correction made after the last read before local
+    midnight) used to wait up to 12 hours for the warm loop."""
+    yesterday, today = date(2026, 11, 24), date(2026, 11, 25)
+    acct = graph.add_account(mfake.FakeAccount("8080", TOKEN, TZ, "USD"))
+    acct.put(mfake.AdDay("c", "s", "81", yesterday, Decimal("10.00"), 100, 5))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    c = connect(database, keys, "8080")
+    clock = Clock(datetime(2026, 11, 25, 4, 50, tzinfo=UTC))  # 23:50 on the 24th in New York
+    s = syncer(services, topics, database, keys, graph, clock)
+    assert s.sync(c, "hot").status == "ok"
+    assert asked_dates(graph, 0) == {yesterday}  # still "today" there
+
+    # The last ten minutes of the day add spend, and Meta settles the day after midnight.
+    acct.put(mfake.AdDay("c", "s", "81", yesterday, Decimal("12.40"), 130, 6))
+    acct.put(mfake.AdDay("c", "s", "81", today, Decimal("0.30"), 4, 0))
+    for minutes_after_midnight, rereads in ((20, True), (170, True), (190, False), (600, False)):
+        clock.t = datetime(2026, 11, 25, 5, 0, tzinfo=UTC) + timedelta(minutes=minutes_after_midnight)
+        seen = len(graph.requests)
+        assert s.sync(c, "hot").status == "ok"
+        assert asked_dates(graph, seen) == ({yesterday, today} if rereads else {today}), minutes_after_midnight
+    snaps = [json.loads(m.value() or b"") for m in consume_all(services.kafka_bootstrap, topics.raw, 1 + 2 + 2 + 1 + 1)]
+    last_of_yesterday = [x for x in snaps if x["report_date"] == yesterday.isoformat()][-1]
+    assert (Decimal(str(last_of_yesterday["spend"])), last_of_yesterday["impressions"]) == (Decimal("12.40"), 130)
