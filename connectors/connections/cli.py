@@ -72,7 +72,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, default=str, indent=1))
         return 0
-    cols = ("workspace_id", "provider", "account_id", "display_name", "status", "timezone", "currency",
+    cols = ("workspace_id", "provider", "account_id", "display_name", "status", "freshness", "timezone", "currency",
             "last_success_at", "hot_next_run_at", "warm_next_run_at", "backfill", "api_calls_today",
             "last_error")
     print("\t".join(cols))

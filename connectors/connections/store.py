@@ -31,6 +31,7 @@ from pydantic import (
 from connectors.connections.accounts import canonical_account_id
 from connectors.connections.crypto import Keyring, TokenKeyError, aad_for
 from connectors.connections.entities import Entity
+from connectors.connections.freshness import freshness
 from connectors.connections.progress import BackfillProgress
 
 log = logging.getLogger(__name__)
@@ -194,20 +195,30 @@ def set_account_info(conn: psycopg.Connection[Any], workspace_id: str, provider:
 
 
 def record_success(conn: psycopg.Connection[Any], c: Connection, now: datetime, loop: Literal["hot", "warm", "backfill"],
-                   next_run: datetime | None, calls: int, done_through: date | None = None, rows: int = 0) -> None:
-    """A sync went through: status active, the loop's next run, ``calls`` counted, and
-    for a backfill chunk the progress (``done_through``, ``rows`` read)."""
+                   next_run: datetime | None, calls: int, done_through: date | None = None, rows: int = 0,
+                   pacing_note: str | None = None) -> None:
+    """A sync went through: status active, the loop's next run, ``calls`` counted, for a
+    backfill chunk the progress (``done_through``, ``rows`` read), and for the hot loop
+    why its next read is late (``pacing_note``; None: on time)."""
     col = {"hot": "hot_next_run_at", "warm": "warm_next_run_at", "backfill": "hot_next_run_at"}[loop]
     conn.execute(
         f"""UPDATE connections SET status = 'active', last_error = NULL, throttled_until = NULL,
               last_sync_at = %s, last_success_at = %s, {col} = coalesce(%s, {col}),
               backfill_done_through = coalesce(%s, backfill_done_through),
               backfill_rows = backfill_rows + %s,
+              pacing_note = CASE WHEN %s THEN %s ELSE pacing_note END,
               api_calls_today = CASE WHEN api_calls_day = %s::date THEN api_calls_today + %s ELSE %s END,
               api_calls_day = %s::date, updated_at = now()
             WHERE workspace_id = %s AND provider = %s AND account_id = %s""",
-        (now, now, next_run, done_through, rows, now.date(), calls, calls, now.date(),
-         c.workspace_id, c.provider, c.account_id))
+        (now, now, next_run, done_through, rows, loop == "hot", pacing_note[:MAX_ERROR_CHARS] if pacing_note else None,
+         now.date(), calls, calls, now.date(), c.workspace_id, c.provider, c.account_id))
+
+
+def defer_warm(conn: psycopg.Connection[Any], c: Connection, until: datetime) -> None:
+    """The warm loop waits until ``until``; status and the hot loop are untouched."""
+    conn.execute("UPDATE connections SET warm_next_run_at = %s, updated_at = now() "
+                 "WHERE workspace_id = %s AND provider = %s AND account_id = %s",
+                 (until, c.workspace_id, c.provider, c.account_id))
 
 
 def record_failure(conn: psycopg.Connection[Any], c: Connection, now: datetime, status: Status, message: str,
@@ -247,12 +258,13 @@ def start_backfill(conn: psycopg.Connection[Any], c: Connection, since: date, un
 
 def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None,
                 now: datetime | None = None) -> list[dict[str, Any]]:
-    """What `metricx connections status` prints: no token material, ever.  Adds the
-    backfill's progress (``backfill_pct``, ``backfill_eta``) computed as of ``now``."""
+    """What `metricx connections status` prints: no token material, ever.  Adds, as of
+    ``now`` (default: the database's clock), how fresh today's data is (``freshness``)
+    and the backfill's progress (``backfill_pct``, ``backfill_eta``)."""
     where, args = ("WHERE workspace_id = %s", (workspace_id,)) if workspace_id else ("", ())
     cur = conn.execute(
         f"""SELECT workspace_id::text, provider, account_id, display_name, timezone, currency, status, last_error,
-                   throttled_until, last_success_at, hot_next_run_at, warm_next_run_at, backfill_days,
+                   throttled_until, last_success_at, hot_next_run_at, warm_next_run_at, pacing_note, backfill_days,
                    backfill_from, backfill_until, backfill_done_through, backfill_rows, backfill_run_started_at,
                    backfill_run_from, api_calls_today, api_calls_day, token_key_id, now() AS db_now
             FROM connections {where} ORDER BY workspace_id, provider, account_id""", args)
@@ -262,6 +274,8 @@ def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None,
         row = dict(zip(names, r, strict=True))
         at = now or row.pop("db_now")
         row.pop("db_now", None)
+        row["freshness"] = freshness(row["status"], row["hot_next_run_at"], row["throttled_until"],
+                                     row["pacing_note"], at)
         row["backfill_pct"], row["backfill_eta"] = None, None
         if row["backfill_from"] is not None and row["backfill_until"] is not None:
             p = BackfillProgress(row["backfill_from"], row["backfill_until"], row["backfill_done_through"],

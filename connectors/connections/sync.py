@@ -46,7 +46,7 @@ from connectors.google_ads.logic import Budget, OperationBudget
 from connectors.google_ads.poller import GoogleAccount, GoogleAdsPoller
 from connectors.kafka import Producer
 from connectors.meta.poller import GRAPH_URL, MetaAccount, MetaPoller
-from connectors.meta.throttle import interval_factor
+from connectors.meta.throttle import hot_pacing, interval_factor
 from schemas.envelope import DEADLETTER_TOPIC
 from schemas.insight import RAW_TOPIC
 
@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 # An unexpected error is retried after this pause (it is surfaced in the status meanwhile).
 ERROR_RETRY_S = 300.0
+# A warm loop or backfill stopped by the usage rule waits at least this long (its reads
+# are the expensive ones; today's reads go on meanwhile).
+LOOP_DEFER_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,15 @@ class Syncer:
                 try:
                     return body(conn, self._poller(c))
                 except SyncFailure as f:
+                    if f.loop_only and loop in ("warm", "backfill"):
+                        # Our own usage rule stopped an expensive loop: it alone waits, the
+                        # connection stays active and today's reads go on.
+                        wait_s = max(f.retry_after_s or 0.0, LOOP_DEFER_S)
+                        if loop == "warm":
+                            store.defer_warm(conn, c, self.clock() + timedelta(seconds=wait_s))
+                        log.warning("loop deferred", extra={**ctx, "status": f.status, "error": f.message,
+                                                            "retry_after_s": wait_s})
+                        return Outcome(c.account_id, c.provider, loop, f.status, message=f.message)  # type: ignore[arg-type]
                     retry = f.retry_after_s if f.retry_after_s is not None else (None if f.status == "needs_reauth" else ERROR_RETRY_S)
                     store.record_failure(conn, c, self.clock(), f.status, f.message, retry)  # type: ignore[arg-type]
                     log.warning("sync failed", extra={**ctx, "status": f.status, "error": f.message})
@@ -187,23 +199,28 @@ class Syncer:
                 ents = poller.entities()
             store.upsert_entities(conn, c.workspace_id, c.provider, c.account_id, ents)
         if isinstance(poller, MetaPoller):
-            # Large reads (restatement window, backfill) through async report runs.
+            # Large reads (restatement window, backfill) through async report runs; today's
+            # few pages are read through the usage pause line (paced below instead).
             result: PollResult = poller.poll(window.since, window.until, timezone=tz, currency=cur,
-                                             use_async=loop != "hot")
+                                             use_async=loop != "hot", stop_at_pause=loop != "hot")
         else:
             result = poller.poll(window.since, window.until, timezone=tz, currency=cur)
         publish_poll(self.producer, result, topic=self.topic, deadletter_topic=self.deadletter_topic)
         calls = self._calls(poller)
-        advice, factor = 0.0, 1.0
+        advice, factor, note = 0.0, 1.0, None
         if isinstance(poller, MetaPoller):
             d = poller.last_decision
-            advice = d.delay_s if d.action == "pause" else 0.0
-            factor = interval_factor(d)
+            if loop == "hot":
+                pacing = hot_pacing(d)
+                factor, note = pacing.factor, pacing.note
+            else:
+                advice = d.delay_s if d.action == "pause" else 0.0
+                factor = interval_factor(d)
         nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=advice, factor=factor,
                                                        r=self.jitter())
         store.record_success(conn, c, self.clock(), loop, nxt, calls,
                              done_through=window.until if loop == "backfill" else None,
-                             rows=len(result.snapshots) if loop == "backfill" else 0)
+                             rows=len(result.snapshots) if loop == "backfill" else 0, pacing_note=note)
         log.info("sync ok", extra={**ctx, "since": window.since.isoformat(), "until": window.until.isoformat(),
                                    "snapshots": len(result.snapshots), "rejected": len(result.rejected),
                                    "api_calls": calls})

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -97,3 +98,88 @@ def test_after_local_midnight_the_hot_loop_rereads_yesterday_for_a_few_hours(
     snaps = [json.loads(m.value() or b"") for m in consume_all(services.kafka_bootstrap, topics.raw, 1 + 2 + 2 + 1 + 1)]
     last_of_yesterday = [x for x in snaps if x["report_date"] == yesterday.isoformat()][-1]
     assert (Decimal(str(last_of_yesterday["spend"])), last_of_yesterday["impressions"]) == (Decimal("12.40"), 130)
+
+
+def usage(pct: float, reset_s: int = 1800) -> dict[str, str]:
+    return {"x-ad-account-usage": json.dumps({"acc_id_util_pct": pct, "reset_time_duration": reset_s})}
+
+
+def status(database: str, now: datetime) -> dict[str, object]:
+    with psycopg.connect(database) as conn:
+        return store.status_rows(conn, WS, now=now)[0]
+
+
+def test_high_usage_slows_todays_reads_gradually_and_says_so(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    """A 96 % answer used to end the hot sync as throttled (today's rows, already read,
+    thrown away) and push the next read of today out by the reset time (30 minutes)."""
+    t0 = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)  # 13:00 in New York
+    acct = graph.add_account(mfake.FakeAccount("8181", TOKEN, TZ, "USD"))
+    for i in range(3):
+        acct.put(mfake.AdDay("c", "s", f"9{i}", date(2026, 11, 25), Decimal("1.25"), 10, 1))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    c = connect(database, keys, "8181")
+    clock = Clock(t0)
+    s = syncer(services, topics, database, keys, graph, clock)
+    delays: dict[float, timedelta] = {}
+    for pct in (40, 90, 96, 99, 100):
+        graph.usage_headers = usage(pct)
+        o = s.sync(c, "hot")
+        assert (o.status, o.snapshots) == ("ok", 3), (pct, o.message)
+        row = status(database, clock.t)
+        delays[pct] = row["hot_next_run_at"] - clock.t  # type: ignore[operator]
+        minutes = -(-delays[pct] // timedelta(minutes=1))  # rounded up
+        if pct < 95:
+            assert row["freshness"] == f"on time: next read in {minutes} min", row
+        else:
+            assert row["status"] == "active" and row["freshness"] == (
+                f"degraded: next read in {minutes} min because usage {pct} %"), row
+    normal = delays[40]
+    # Today keeps its cadence below the pause line, then slows by degrees, never as far as
+    # twice the normal interval short of the limit itself.
+    assert delays[90] == normal
+    assert normal < delays[96] < delays[99] < delays[100] <= 2 * normal
+    assert delays[96] < timedelta(minutes=30)
+    snaps = consume_all(services.kafka_bootstrap, topics.raw, 15)
+    assert len(snaps) == 15  # every read's rows were published
+
+
+def test_a_warm_read_at_high_usage_defers_the_warm_loop_not_todays_reads(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    t0 = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+    acct = graph.add_account(mfake.FakeAccount("8282", TOKEN, TZ, "USD"))
+    acct.put(mfake.AdDay("c", "s", "91", date(2026, 11, 20), Decimal("1.25"), 10, 1))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    c = connect(database, keys, "8282")
+    clock = Clock(t0)
+    s = syncer(services, topics, database, keys, graph, clock)
+    assert s.sync(c, "hot").status == "ok"
+    graph.usage_headers = usage(97)
+    clock.t = t0 + timedelta(minutes=1)
+    warm = s.sync(c, "warm")
+    assert warm.status == "throttled" and "97" in warm.message
+    row = status(database, clock.t)
+    assert row["status"] == "active" and row["throttled_until"] is None
+    assert row["warm_next_run_at"] >= clock.t + timedelta(minutes=30)  # type: ignore[operator]
+    with psycopg.connect(database, autocommit=True) as conn:
+        later = t0 + timedelta(minutes=16)
+        assert [x.account_id for x in store.due(conn, keys, later, "hot")] == ["8282"]
+        assert store.due(conn, keys, later, "warm") == []
+
+
+def test_a_platform_block_is_shown_with_its_end(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi,
+) -> None:
+    t0 = datetime.now(UTC)  # the row's first run is due "now" on the database's clock
+    acct = graph.add_account(mfake.FakeAccount("8383", TOKEN, TZ, "USD"))
+    acct.put(mfake.AdDay("c", "s", "92", t0.astimezone(ZoneInfo(TZ)).date(), Decimal("1.25"), 10, 1))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    c = connect(database, keys, "8383")
+    s = syncer(services, topics, database, keys, graph, Clock(t0))
+    graph.usage_headers = {"x-business-use-case-usage": json.dumps(
+        {"8383": [{"type": "ads_insights", "call_count": 100, "estimated_time_to_regain_access": 20}]})}
+    assert s.sync(c, "hot").status == "throttled"
+    row = status(database, t0 + timedelta(minutes=5))
+    assert row["status"] == "throttled" and str(row["freshness"]).startswith("throttled: next read in 15 min"), row

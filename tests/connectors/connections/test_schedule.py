@@ -25,7 +25,10 @@ def test_hot_window_is_the_accounts_local_today() -> None:
 
 def test_hot_window_keeps_yesterday_for_the_first_hours_after_local_midnight() -> None:
     ny = "America/New_York"  # UTC-5 in November
-    at = lambda h, m: datetime(2026, 11, 25, 5, 0, tzinfo=UTC) + timedelta(hours=h, minutes=m)  # noqa: E731
+
+    def at(h: int, m: int) -> datetime:
+        return datetime(2026, 11, 25, 5, 0, tzinfo=UTC) + timedelta(hours=h, minutes=m)
+
     both, today = Window(date(2026, 11, 24), date(2026, 11, 25)), Window(date(2026, 11, 25), date(2026, 11, 25))
     assert hot_window(at(0, 0), ny) == both
     assert hot_window(at(2, 59), ny) == both
