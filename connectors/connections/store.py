@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -194,6 +194,12 @@ def set_account_info(conn: psycopg.Connection[Any], workspace_id: str, provider:
                  (timezone, currency, workspace_id, provider, account_id))
 
 
+# Calls are counted per UTC day (the platforms' quotas roll over on their own clocks;
+# this is the operator's view of how busy a connection is).
+_ADD_CALLS = ("api_calls_today = CASE WHEN api_calls_day = %s::date THEN api_calls_today + %s ELSE %s END, "
+              "api_calls_day = %s::date")
+
+
 def record_success(conn: psycopg.Connection[Any], c: Connection, now: datetime, loop: Literal["hot", "warm", "backfill"],
                    next_run: datetime | None, calls: int, done_through: date | None = None, rows: int = 0,
                    pacing_note: str | None = None) -> None:
@@ -207,8 +213,7 @@ def record_success(conn: psycopg.Connection[Any], c: Connection, now: datetime, 
               backfill_done_through = coalesce(%s, backfill_done_through),
               backfill_rows = backfill_rows + %s,
               pacing_note = CASE WHEN %s THEN %s ELSE pacing_note END,
-              api_calls_today = CASE WHEN api_calls_day = %s::date THEN api_calls_today + %s ELSE %s END,
-              api_calls_day = %s::date, updated_at = now()
+              {_ADD_CALLS}, updated_at = now()
             WHERE workspace_id = %s AND provider = %s AND account_id = %s""",
         (now, now, next_run, done_through, rows, loop == "hot", pacing_note[:MAX_ERROR_CHARS] if pacing_note else None,
          now.date(), calls, calls, now.date(), c.workspace_id, c.provider, c.account_id))
@@ -222,13 +227,22 @@ def defer_warm(conn: psycopg.Connection[Any], c: Connection, until: datetime) ->
 
 
 def record_failure(conn: psycopg.Connection[Any], c: Connection, now: datetime, status: Status, message: str,
-                   retry_after_s: float | None = None) -> None:
+                   retry_after_s: float | None = None, calls: int = 0) -> None:
+    """A sync failed: its status and message, when to retry, and the ``calls`` it made."""
     until = now + timedelta(seconds=retry_after_s) if retry_after_s else None
     conn.execute(
-        """UPDATE connections SET status = %s, last_error = %s, last_sync_at = %s, throttled_until = %s,
-              updated_at = now()
+        f"""UPDATE connections SET status = %s, last_error = %s, last_sync_at = %s, throttled_until = %s,
+              {_ADD_CALLS}, updated_at = now()
             WHERE workspace_id = %s AND provider = %s AND account_id = %s""",
-        (status, message[:MAX_ERROR_CHARS], now, until, c.workspace_id, c.provider, c.account_id))
+        (status, message[:MAX_ERROR_CHARS], now, until, now.date(), calls, calls, now.date(),
+         c.workspace_id, c.provider, c.account_id))
+
+
+def add_calls(conn: psycopg.Connection[Any], c: Connection, now: datetime, calls: int) -> None:
+    """Count calls made outside a sync's success or failure (a lookup, a deferred loop)."""
+    conn.execute(f"UPDATE connections SET {_ADD_CALLS}, updated_at = now() "
+                 "WHERE workspace_id = %s AND provider = %s AND account_id = %s",
+                 (now.date(), calls, calls, now.date(), c.workspace_id, c.provider, c.account_id))
 
 
 def request_backfill(conn: psycopg.Connection[Any], workspace_id: str, provider: str, account_id: str,
@@ -274,6 +288,8 @@ def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None,
         row = dict(zip(names, r, strict=True))
         at = now or row.pop("db_now")
         row.pop("db_now", None)
+        if row["api_calls_day"] is not None and row["api_calls_day"] != at.astimezone(UTC).date():
+            row["api_calls_today"] = 0  # counted on another (UTC) day
         row["freshness"] = freshness(row["status"], row["hot_next_run_at"], row["throttled_until"],
                                      row["pacing_note"], at)
         row["backfill_pct"], row["backfill_eta"] = None, None

@@ -140,32 +140,39 @@ class Syncer:
         ctx: dict[str, Any] = {"workspace_id": c.workspace_id, "provider": c.provider, "account_id": c.account_id, "loop": loop}
         try:
             with psycopg.connect(self.db_url, autocommit=True) as conn:
+                poller: MetaPoller | GoogleAdsPoller | None = None
                 try:
-                    return body(conn, self._poller(c))
+                    poller = self._poller(c)
+                    return body(conn, poller)
                 except SyncFailure as f:
+                    # A failed sync's calls count too (a refused call is still a call).
+                    calls = self._calls(poller) if poller is not None else 0
                     if f.loop_only and loop in ("warm", "backfill"):
                         # Our own usage rule stopped an expensive loop: it alone waits, the
                         # connection stays active and today's reads go on.
                         wait_s = max(f.retry_after_s or 0.0, LOOP_DEFER_S)
+                        store.add_calls(conn, c, self.clock(), calls)
                         if loop == "warm":
                             store.defer_warm(conn, c, self.clock() + timedelta(seconds=wait_s))
                         log.warning("loop deferred", extra={**ctx, "status": f.status, "error": f.message,
                                                             "retry_after_s": wait_s})
                         return Outcome(c.account_id, c.provider, loop, f.status, message=f.message)  # type: ignore[arg-type]
                     retry = f.retry_after_s if f.retry_after_s is not None else (None if f.status == "needs_reauth" else ERROR_RETRY_S)
-                    store.record_failure(conn, c, self.clock(), f.status, f.message, retry)  # type: ignore[arg-type]
+                    store.record_failure(conn, c, self.clock(), f.status, f.message, retry, calls)  # type: ignore[arg-type]
                     log.warning("sync failed", extra={**ctx, "status": f.status, "error": f.message})
                     return Outcome(c.account_id, c.provider, loop, f.status, message=f.message)  # type: ignore[arg-type]
                 except ValidationError as err:
                     # Stored tokens no longer fit the provider's shape; describe() never
                     # echoes input values (pydantic's own message would, truncated).
                     msg = f"stored tokens invalid: {store.describe(err)}"
-                    store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S)
+                    store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S,
+                                         self._calls(poller) if poller is not None else 0)
                     log.error("sync failed", extra={**ctx, "status": "error", "error": msg})
                     return Outcome(c.account_id, c.provider, loop, "error", message=msg)
                 except Exception as exc:  # one connection must never stop the service
                     msg = redact(f"{type(exc).__name__}: {exc}", [str(v) for v in c.tokens.values() if v])
-                    store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S)
+                    store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S,
+                                         self._calls(poller) if poller is not None else 0)
                     log.error("sync failed", extra={**ctx, "status": "error", "error": msg})
                     return Outcome(c.account_id, c.provider, loop, "error", message=msg)
         finally:
@@ -232,6 +239,7 @@ class Syncer:
         def body(conn: psycopg.Connection[Any], poller: MetaPoller | GoogleAdsPoller) -> Outcome:
             tz, cur = self._account_info(poller)
             store.set_account_info(conn, c.workspace_id, c.provider, c.account_id, tz, cur)
+            store.add_calls(conn, c, self.clock(), self._calls(poller))
             return Outcome(c.account_id, c.provider, "lookup", "ok", api_calls=self._calls(poller), timezone=tz)
         return self._guarded(c, "lookup", body)
 

@@ -99,7 +99,7 @@ class FakeCustomer:
 
 @dataclass
 class Scripted:
-    kind: str  # "quota" | "auth" | "unavailable" | "not_found" (a MutateError)
+    kind: str  # "quota" | "auth" | "unavailable" | "not_found" (a MutateError) | "pass" (answer normally)
     retry_delay_s: int = 0
     message: str | None = None  # the GoogleAdsError message ("not_found")
 
@@ -278,7 +278,7 @@ class FakeGoogleAds:
         cust = self._customer(request.customer_id, md, context)
         if cust is None:
             return
-        if scripted is not None:
+        if scripted is not None and scripted.kind != "pass":
             if scripted.kind == "quota":
                 self._quota(context, scripted.retry_delay_s)
             elif scripted.kind == "auth":

@@ -345,3 +345,40 @@ def test_bad_account_metadata_is_an_error_status_not_a_crash(
         st = {r["account_id"]: r for r in store.status_rows(conn, WS)}
     assert st["7070"]["status"] == "error" and "Mars/Olympus_Mons" in st["7070"]["last_error"]
     assert "EAAmars" not in st["7070"]["last_error"]
+
+
+def test_status_counts_every_api_call_made(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi, gads: gfake.FakeGoogleAds,
+) -> None:
+    """The count used to miss calls of failed syncs (a revoked token's one call, a
+    quota-refused call) and the backfill's customer lookup.  Oracle: the fakes' own logs."""
+    graph.add_account(mfake.FakeAccount("9090", "EAAcurrenttoken", META_TZ, "USD"))
+    today = local_today(datetime.now(UTC), GOOGLE_TZ)
+    gq = gads.add(gfake.FakeCustomer("9191919191", "ya29.quota", GOOGLE_TZ, "JPY"))
+    gb = gads.add(gfake.FakeCustomer("9292929292", "ya29.backfill", GOOGLE_TZ, "JPY"))
+    for cust in (gq, gb):
+        cust.put(gfake.AdDay(1, 2, 3, today - timedelta(days=1), 1_000_000, 10, 1, 0.0, 0.0))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="9090",
+                                                  tokens={"access_token": "EAArevokedtoken"}))
+        for cid, tok in (("9191919191", "ya29.quota"), ("9292929292", "ya29.backfill")):
+            store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id=cid,
+                                                      tokens={"developer_token": gads.developer_token,
+                                                              "access_token": tok}))
+        m, q, b = (store.get(conn, keys, WS, p, a) for p, a in
+                   (("meta", "9090"), ("google", "9191919191"), ("google", "9292929292")))
+    assert m is not None and q is not None and b is not None
+    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+                    Endpoints(meta_graph_url=graph.url, google_endpoint=gads.endpoint),
+                    topic=topics.raw, deadletter_topic=topics.deadletter, sleep=lambda s: None)
+    assert syncer.sync(m, "hot").status == "needs_reauth"
+    gads.fail_next(gfake.Scripted("pass"), gfake.Scripted("quota", retry_delay_s=30))  # the customer, then refused
+    assert syncer.sync(q, "hot").status == "throttled"
+    assert syncer.backfill(b, days=3).ok
+    with psycopg.connect(database) as conn:
+        calls = {r["account_id"]: r["api_calls_today"] for r in store.status_rows(conn, WS)}
+    served = {cid: sum(1 for x in gads.seen if x.customer_id == cid) for cid in ("9191919191", "9292929292")}
+    assert served == {"9191919191": 2, "9292929292": 4}  # backfill: lookup, then customer + ads + asset groups
+    assert calls == {"9090": len(graph.requests), **served}
+    assert calls["9090"] == 1
