@@ -59,6 +59,9 @@ def cmd_add(args: argparse.Namespace) -> int:
             # A count of the account's own days: its zone is known once it is first read.
             store.request_backfill(conn, str(new.workspace_id), new.provider, new.account_id, args.backfill_days)
     print(f"connection {new.provider}:{new.account_id} saved for workspace {new.workspace_id} (key {keys.active})")
+    note = store.credential_note(new)
+    if note:
+        print(f"metricx: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -74,7 +77,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     cols = ("workspace_id", "provider", "account_id", "display_name", "status", "freshness", "timezone", "currency",
             "last_success_at", "hot_next_run_at", "warm_next_run_at", "backfill", "api_calls_today",
-            "last_error")
+            "last_error", "credential_note")
     print("\t".join(cols))
     for r in rows:
         r = {**r, "backfill": backfill_text(r)}
@@ -121,7 +124,8 @@ def _syncer(settings: Any) -> Any:
     from connectors.kafka import Producer
 
     ps = load_poller_settings()
-    endpoints = Endpoints(meta_graph_url=ps.meta_graph_url, google_endpoint=ps.google_ads_endpoint)
+    endpoints = Endpoints(meta_graph_url=ps.meta_graph_url, google_endpoint=ps.google_ads_endpoint,
+                          google_token_url=ps.google_oauth_token_url)
     client = redis.Redis.from_url(settings.redis_url)
     limit = ps.google_daily_operations
     return Syncer(settings.libpq_url, Keyring.from_env(), Producer(settings.kafka_bootstrap, client_id="metricx-poller"),

@@ -8,6 +8,7 @@ from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.connections.schedule import HOT_YESTERDAY_HOURS
+from connectors.google_ads.client import TOKEN_URL
 from connectors.google_ads.logic import BASIC_DAILY_OPERATIONS
 from connectors.meta.poller import GRAPH_URL
 from metricx.settings import ENV_PREFIX, ConfigError
@@ -19,12 +20,14 @@ class PollerSettings(BaseSettings):
     # Platform endpoints (default: the real ones); staging and the tests point them at fakes.
     meta_graph_url: str = GRAPH_URL
     google_ads_endpoint: str | None = None  # host:port; None is Google's
+    # Where refresh-token connections renew their access token (Google's OAuth endpoint).
+    google_oauth_token_url: str = TOKEN_URL
     # Operations per developer token per day (Explorer 2,880; Basic 15,000).
     google_daily_operations: int = BASIC_DAILY_OPERATIONS
     # The hot loop re-reads yesterday this many hours after the account's local midnight.
     hot_yesterday_hours: float = HOT_YESTERDAY_HOURS
 
-    @field_validator("meta_graph_url")
+    @field_validator("meta_graph_url", "google_oauth_token_url")
     @classmethod
     def _http(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")) or len(v) > 2048:

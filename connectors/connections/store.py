@@ -33,6 +33,7 @@ from connectors.connections.crypto import Keyring, TokenKeyError, aad_for
 from connectors.connections.entities import Entity
 from connectors.connections.freshness import freshness
 from connectors.connections.progress import BackfillProgress
+from connectors.google_ads.client import BARE_TOKEN_NOTE
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,16 @@ def _row(keys: Keyring, r: tuple[Any, ...]) -> Connection:
                       r[11], r[12], r[13], r[14], r[15], r[16], r[17])
 
 
+def credential_note(new: NewConnection) -> str | None:
+    """A warning about the credentials, shown in the status (never token material): a
+    Google connection without a refresh token stops within the hour."""
+    if new.provider == "google":
+        g = GoogleTokens.model_validate(new.tokens)
+        if not (g.refresh_token and g.client_id and g.client_secret):
+            return BARE_TOKEN_NOTE
+    return None
+
+
 def add(conn: psycopg.Connection[Any], keys: Keyring, new: NewConnection) -> None:
     """Insert or replace a connection's tokens (re-connecting resets the status)."""
     ws = str(new.workspace_id)
@@ -144,13 +155,15 @@ def add(conn: psycopg.Connection[Any], keys: Keyring, new: NewConnection) -> Non
                              aad_for(ws, new.provider, new.account_id))
     conn.execute(
         """INSERT INTO connections (workspace_id, provider, account_id, display_name, login_customer_id,
-                                    token_key_id, token_ciphertext)
-           VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                    token_key_id, token_ciphertext, credential_note)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (workspace_id, provider, account_id) DO UPDATE SET
              display_name = EXCLUDED.display_name, login_customer_id = EXCLUDED.login_customer_id,
              token_key_id = EXCLUDED.token_key_id, token_ciphertext = EXCLUDED.token_ciphertext,
+             credential_note = EXCLUDED.credential_note,
              status = 'active', last_error = NULL, throttled_until = NULL, updated_at = now()""",
-        (ws, new.provider, new.account_id, new.display_name, new.login_customer_id, kid, blob),
+        (ws, new.provider, new.account_id, new.display_name, new.login_customer_id, kid, blob,
+         credential_note(new)),
     )
     log.info("connection saved", extra={"workspace_id": ws, "provider": new.provider,
                                         "account_id": new.account_id, "token_key_id": kid})
@@ -280,7 +293,7 @@ def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None,
         f"""SELECT workspace_id::text, provider, account_id, display_name, timezone, currency, status, last_error,
                    throttled_until, last_success_at, hot_next_run_at, warm_next_run_at, pacing_note, backfill_days,
                    backfill_from, backfill_until, backfill_done_through, backfill_rows, backfill_run_started_at,
-                   backfill_run_from, api_calls_today, api_calls_day, token_key_id, now() AS db_now
+                   backfill_run_from, api_calls_today, api_calls_day, token_key_id, credential_note, now() AS db_now
             FROM connections {where} ORDER BY workspace_id, provider, account_id""", args)
     names = [d.name for d in cur.description or ()]
     out = []

@@ -10,6 +10,7 @@ throttled / error) with a token-free message.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 import psycopg
 import redis
+from google.oauth2.credentials import Credentials
 from pydantic import ValidationError
 
 from connectors.connections import store
@@ -42,6 +44,7 @@ from connectors.connections.schedule import (
     next_run,
     warm_window,
 )
+from connectors.google_ads.client import TOKEN_URL, GoogleApi, credentials_for
 from connectors.google_ads.logic import Budget, OperationBudget
 from connectors.google_ads.poller import GoogleAccount, GoogleAdsPoller
 from connectors.kafka import Producer
@@ -57,6 +60,7 @@ ERROR_RETRY_S = 300.0
 # A warm loop or backfill stopped by the usage rule waits at least this long (its reads
 # are the expensive ones; today's reads go on meanwhile).
 LOOP_DEFER_S = 3600.0
+MAX_CACHED_CREDENTIALS = 100_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class Endpoints:
 
     meta_graph_url: str = GRAPH_URL
     google_endpoint: str | None = None
+    google_token_url: str = TOKEN_URL  # the OAuth token endpoint renewing refresh-token connections
+
+    @property
+    def google(self) -> GoogleApi:
+        return GoogleApi(endpoint=self.google_endpoint, token_url=self.google_token_url)
 
 
 @dataclass
@@ -111,6 +120,7 @@ class Syncer:
     # Budget per developer token (quotas are per token); None -> the one in-process budget.
     google_budget_for: Callable[[str], Budget] | None = None
     lease_ttl_s: float = 900.0
+    google_credentials: dict[str, Credentials] = field(default_factory=dict)
     hot_yesterday_hours: float = HOT_YESTERDAY_HOURS
     jitter: Callable[[], float] = random.random  # next runs' jitter draw, in [0, 1)
 
@@ -123,8 +133,23 @@ class Syncer:
         acct = GoogleAccount(c.workspace_id, c.account_id, g.developer_token, g.access_token, g.refresh_token,
                              g.client_id, g.client_secret, c.login_customer_id)
         budget = self.google_budget_for(g.developer_token) if self.google_budget_for else self.google_budget
-        return GoogleAdsPoller(acct, endpoint=self.endpoints.google_endpoint, budget=budget,
+        api = self.endpoints.google
+        return GoogleAdsPoller(acct, api=api, credentials=self._google_credentials(acct, api), budget=budget,
                                breakers=self.google_breakers, clock=self.clock, sleep=self.sleep)
+
+    def _google_credentials(self, acct: GoogleAccount, api: GoogleApi) -> Credentials:
+        """One ``Credentials`` per connection and grant, kept across syncs: an access token
+        renewed once serves the hour (every sync would otherwise call the token endpoint).
+        Keyed by a digest of the grant, so reconnecting with new tokens starts afresh."""
+        key = hashlib.sha256("\x00".join((acct.workspace_id, acct.customer_id, acct.refresh_token or "",
+                                           acct.client_id or "", acct.client_secret or "", acct.access_token or "",
+                                           api.token_url)).encode()).hexdigest()
+        creds = self.google_credentials.get(key)
+        if creds is None:
+            if len(self.google_credentials) >= MAX_CACHED_CREDENTIALS:
+                self.google_credentials.pop(next(iter(self.google_credentials)))  # the oldest
+            creds = self.google_credentials[key] = credentials_for(acct, api)
+        return creds
 
     def sync(self, c: store.Connection, loop: Literal["hot", "warm", "backfill"], window: Window | None = None) -> Outcome:
         """One sync of ``loop`` (``window``: a backfill chunk; else the loop's own window)."""

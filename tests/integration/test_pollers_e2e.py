@@ -10,6 +10,7 @@ restatement that lowers yesterday's spend.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -34,6 +36,7 @@ from metricx.settings import REPO_ROOT, Settings
 from schemas.metrics import Metrics
 from tests.fakes import google_ads_grpc as gfake
 from tests.fakes import graph_api as mfake
+from tests.fakes import oauth_token as ofake
 from tests.integration.conftest import Pipeline, Topics
 from tests.integration.totals import (
     SeriesKey,
@@ -382,3 +385,74 @@ def test_status_counts_every_api_call_made(
     assert served == {"9191919191": 2, "9292929292": 4}  # backfill: lookup, then customer + ads + asset groups
     assert calls == {"9090": len(graph.requests), **served}
     assert calls["9090"] == 1
+
+
+@pytest.fixture
+def oauth() -> Iterator[ofake.FakeTokenEndpoint]:
+    with ofake.FakeTokenEndpoint().running() as f:
+        yield f
+
+
+def test_google_refresh_token_connections_renew_through_the_configured_token_endpoint(
+    services: Settings, topics: Topics, database: str, gads: gfake.FakeGoogleAds, oauth: ofake.FakeTokenEndpoint,
+    tmp_path: Path,
+) -> None:
+    """The README connected Google with a bare access token (Google expires it after an
+    hour).  A real connection is the OAuth client and a refresh token, renewed by the
+    poller at ``METRICX_GOOGLE_OAUTH_TOKEN_URL``; a revoked refresh token (``invalid_grant``)
+    is ``needs_reauth`` with a message that says what to do."""
+    today = local_today(datetime.now(UTC), GOOGLE_TZ)
+    renewed = gads.add(gfake.FakeCustomer("7070707070", "ya29.renewed", GOOGLE_TZ, "JPY"))
+    renewed.put(gfake.AdDay(1, 2, 3, today, 2_500_000, 10, 1, 0.0, 0.0))
+    gads.add(gfake.FakeCustomer("7171717171", "ya29.never", GOOGLE_TZ, "JPY"))
+    bare = gads.add(gfake.FakeCustomer("7272727272", "ya29.bareSECRET", GOOGLE_TZ, "JPY"))
+    bare.put(gfake.AdDay(4, 5, 6, today, 1_000_000, 10, 1, 0.0, 0.0))
+    oauth.grant("1//refreshSECRET", "client-1.apps.googleusercontent.com", "clientSECRET", "ya29.renewed")
+    oauth.grant("1//revokedSECRET", "client-1.apps.googleusercontent.com", "clientSECRET", "ya29.never")
+    oauth.revoke("1//revokedSECRET")
+    key = generate_key()
+    keys = Keyring.parse(f"k1:{key}", None)
+    client = {"developer_token": gads.developer_token, "client_id": "client-1.apps.googleusercontent.com",
+              "client_secret": "clientSECRET"}
+    with psycopg.connect(database, autocommit=True) as conn:
+        for cid, tokens in (("7070707070", {**client, "refresh_token": "1//refreshSECRET"}),
+                            ("7171717171", {**client, "refresh_token": "1//revokedSECRET"}),
+                            ("7272727272", {"developer_token": gads.developer_token, "access_token": "ya29.bareSECRET"})):
+            store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id=cid,
+                                                      tokens=tokens))
+    env = {**os.environ, "METRICX_DATABASE_URL": database, "METRICX_RAW_TOPIC": topics.raw,
+           "METRICX_DEADLETTER_TOPIC": topics.deadletter, "METRICX_TOKEN_KEYS": f"k1:{key}",
+           "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint, "METRICX_GOOGLE_OAUTH_TOKEN_URL": oauth.url,
+           "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(gfake.trust_fake_roots()), "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "poller.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def statuses() -> dict[str, dict[str, Any]]:
+        with psycopg.connect(database) as conn:
+            return {r["account_id"]: r for r in store.status_rows(conn, WS)}
+
+    def settled() -> bool:
+        assert proc.poll() is None, (tmp_path / "poller.log").read_text()[-3000:]
+        st = statuses()
+        return (st["7171717171"]["status"] == "needs_reauth"
+                and all(st[c]["last_success_at"] is not None and st[c]["warm_next_run_at"] > datetime.now(UTC)
+                        for c in ("7070707070", "7272727272")))
+    try:
+        wait_until(settled, 90, "google connections to settle")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    st = statuses()
+    assert st["7070707070"]["status"] == "active" and st["7070707070"]["credential_note"] is None
+    assert st["7272727272"]["status"] == "active" and "expire" in str(st["7272727272"]["credential_note"])
+    revoked = str(st["7171717171"]["last_error"])
+    assert "invalid_grant" in revoked and "reconnect" in revoked, revoked
+    # The renewed connection refreshed once for its hot and warm syncs; every ads call carried
+    # the renewed token.
+    grants = [r.form["refresh_token"] for r in oauth.requests]
+    assert grants.count("1//refreshSECRET") == 1 and grants.count("1//revokedSECRET") == 1
+    assert {s.metadata["authorization"] for s in gads.seen if s.customer_id == "7070707070"} == {"Bearer ya29.renewed"}
+    assert not [s for s in gads.seen if s.customer_id == "7171717171"]  # never called without a token
+    out = (tmp_path / "poller.log").read_text()
+    assert "SECRET" not in out and "SECRET" not in json.dumps(st, default=str)
