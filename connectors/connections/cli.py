@@ -125,7 +125,8 @@ def _syncer(settings: Any) -> Any:
 
     ps = load_poller_settings()
     endpoints = Endpoints(meta_graph_url=ps.meta_graph_url, google_endpoint=ps.google_ads_endpoint,
-                          google_token_url=ps.google_oauth_token_url)
+                          google_token_url=ps.google_oauth_token_url,
+                          google_ca_file=str(ps.google_ads_ca_file) if ps.google_ads_ca_file else None)
     client = redis.Redis.from_url(settings.redis_url)
     limit = ps.google_daily_operations
     return Syncer(settings.libpq_url, Keyring.from_env(), Producer(settings.kafka_bootstrap, client_id="metricx-poller"),

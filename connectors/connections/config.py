@@ -4,11 +4,13 @@ the variable's name."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.connections.schedule import HOT_YESTERDAY_HOURS
-from connectors.google_ads.client import TOKEN_URL
+from connectors.google_ads.client import MAX_CA_FILE_BYTES, TOKEN_URL
 from connectors.google_ads.logic import BASIC_DAILY_OPERATIONS
 from connectors.meta.poller import GRAPH_URL
 from metricx.settings import ENV_PREFIX, ConfigError
@@ -22,6 +24,9 @@ class PollerSettings(BaseSettings):
     google_ads_endpoint: str | None = None  # host:port; None is Google's
     # Where refresh-token connections renew their access token (Google's OAuth endpoint).
     google_oauth_token_url: str = TOKEN_URL
+    # A PEM CA bundle trusted (instead of the system roots) for the Google Ads endpoint and
+    # the token endpoint: a proxy or a fake behind a private CA.
+    google_ads_ca_file: Path | None = None
     # Operations per developer token per day (Explorer 2,880; Basic 15,000).
     google_daily_operations: int = BASIC_DAILY_OPERATIONS
     # The hot loop re-reads yesterday this many hours after the account's local midnight.
@@ -40,6 +45,19 @@ class PollerSettings(BaseSettings):
         if v is not None and (len(v) > 255 or not v.rpartition(":")[2].isdigit()):
             raise ValueError("expected host:port")
         return v or None
+
+    @field_validator("google_ads_ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is None or str(v) == "":
+            return None
+        try:
+            data = v.read_bytes()[: MAX_CA_FILE_BYTES + 1]
+        except OSError as err:
+            raise ValueError(f"cannot read {str(v)[:200]}: {err.strerror}") from None
+        if len(data) > MAX_CA_FILE_BYTES or b"-----BEGIN CERTIFICATE-----" not in data:
+            raise ValueError(f"expected a PEM certificate bundle of at most {MAX_CA_FILE_BYTES} bytes")
+        return v
 
     @field_validator("google_daily_operations")
     @classmethod

@@ -70,10 +70,11 @@ class Endpoints:
     meta_graph_url: str = GRAPH_URL
     google_endpoint: str | None = None
     google_token_url: str = TOKEN_URL  # the OAuth token endpoint renewing refresh-token connections
+    google_ca_file: str | None = None  # CA bundle trusted for both Google endpoints (default: system roots)
 
     @property
     def google(self) -> GoogleApi:
-        return GoogleApi(endpoint=self.google_endpoint, token_url=self.google_token_url)
+        return GoogleApi(endpoint=self.google_endpoint, token_url=self.google_token_url, ca_file=self.google_ca_file)
 
 
 @dataclass

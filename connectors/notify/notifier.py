@@ -272,7 +272,9 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
     })
     producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-notifier")  # dead letters only
     pool = ActionPool(settings.libpq_url, keyring, actions.MetaStatusSetter(ns.meta_graph_url),
-                      GoogleStatusSetter(api=GoogleApi(ns.google_ads_endpoint or None, ns.google_oauth_token_url)),
+                      GoogleStatusSetter(api=GoogleApi(
+                          ns.google_ads_endpoint or None, ns.google_oauth_token_url,
+                          str(ns.google_ads_ca_file) if ns.google_ads_ca_file else None)),
                       ns.notifier_action_workers)
     consumer.subscribe([settings.alerts_topic])
     log.info("notifier started", extra={"topic": settings.alerts_topic, "group": ns.notifier_group_id})

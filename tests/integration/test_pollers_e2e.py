@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -63,6 +63,12 @@ def graph() -> Iterator[mfake.FakeGraphApi]:
 def gads() -> Iterator[gfake.FakeGoogleAds]:
     with gfake.FakeGoogleAds().running() as f:
         yield f
+
+
+def without_grpc_roots(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus gRPC's process-wide roots (which the fake sets for this test
+    process): a poller process must trust the fake through METRICX_GOOGLE_ADS_CA_FILE."""
+    return {k: v for k, v in env.items() if k != "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"}
 
 
 def meta_truth(acct: mfake.FakeAccount) -> dict[SeriesKey, Metrics]:
@@ -302,9 +308,8 @@ def test_metricx_poller_process_runs_both_loops_against_the_fakes(
         store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id="6060606060",
                                                   tokens={"developer_token": gads.developer_token,
                                                           "access_token": "ya29.proc"}))
-    env = {**pipeline.env, "METRICX_TOKEN_KEYS": f"k1:{key}", "METRICX_META_GRAPH_URL": graph.url,
-           "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint,
-           "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(gfake.trust_fake_roots())}
+    env = {**without_grpc_roots(pipeline.env), "METRICX_TOKEN_KEYS": f"k1:{key}", "METRICX_META_GRAPH_URL": graph.url,
+           "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint, "METRICX_GOOGLE_ADS_CA_FILE": str(gfake.trust_fake_roots())}
     with open(tmp_path / "poller.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
@@ -420,10 +425,10 @@ def test_google_refresh_token_connections_renew_through_the_configured_token_end
                             ("7272727272", {"developer_token": gads.developer_token, "access_token": "ya29.bareSECRET"})):
             store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id=cid,
                                                       tokens=tokens))
-    env = {**os.environ, "METRICX_DATABASE_URL": database, "METRICX_RAW_TOPIC": topics.raw,
+    env = {**without_grpc_roots(os.environ), "METRICX_DATABASE_URL": database, "METRICX_RAW_TOPIC": topics.raw,
            "METRICX_DEADLETTER_TOPIC": topics.deadletter, "METRICX_TOKEN_KEYS": f"k1:{key}",
            "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint, "METRICX_GOOGLE_OAUTH_TOKEN_URL": oauth.url,
-           "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(gfake.trust_fake_roots()), "PYTHONUNBUFFERED": "1"}
+           "METRICX_GOOGLE_ADS_CA_FILE": str(gfake.trust_fake_roots()), "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "poller.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
