@@ -190,9 +190,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def run_pollers(settings: Any, tick_s: float) -> int:
-    """The real poller service: both loops for every due connection, until SIGINT/SIGTERM."""
+    """The real poller service: both loops for every due connection, until SIGINT/SIGTERM.
+    Its stderr is JSON lines only, whatever writes there (see ``metricx.logs``)."""
+    from metricx import logs
     from metricx.cli import _check
 
+    logs.capture_native_stderr(settings.log_level)
     _check(settings, kafka=True, db=True, redis=True)
     try:
         syncer = _syncer(settings)

@@ -461,3 +461,67 @@ def test_google_refresh_token_connections_renew_through_the_configured_token_end
     assert not [s for s in gads.seen if s.customer_id == "7171717171"]  # never called without a token
     out = (tmp_path / "poller.log").read_text()
     assert "SECRET" not in out and "SECRET" not in json.dumps(st, default=str)
+
+
+def test_every_line_the_poller_process_logs_is_json_without_secrets(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi, gads: gfake.FakeGoogleAds,
+    oauth: ofake.FakeTokenEndpoint, tmp_path: Path,
+) -> None:
+    """A failed Google call wrote a plain-text ``Request made: ...`` line into the JSON
+    log (the SDK's ``google`` logger bypassed our handler, its INFO lines were lost).
+    At DEBUG every library logs its requests (urllib3 the Graph API URLs with the token in
+    the query, the google-ads SDK its request headers): each line must be JSON, whatever
+    wrote it, and carry no token or secret."""
+    now = datetime.now(UTC)
+    macct = graph.add_account(mfake.FakeAccount("6161", "EAAlogSECRETtoken", META_TZ, "USD"))
+    macct.put(mfake.AdDay("c", "s", "61", local_today(now, META_TZ), Decimal("1.5"), 10, 1))
+    gads.developer_token = "devSECRETtoken"
+    cust = gads.add(gfake.FakeCustomer("6262626262", "ya29.logSECRET", GOOGLE_TZ, "JPY"))
+    cust.put(gfake.AdDay(1, 2, 3, local_today(now, GOOGLE_TZ), 1_000_000, 10, 1, 0.0, 0.0))
+    oauth.grant("1//logSECRETrefresh", "client-log.apps", "GOCSPX-logSECRET", "ya29.logSECRET")
+    gads.fail_next(gfake.Scripted("pass"), gfake.Scripted("quota", retry_delay_s=600))  # a failed Google call
+    key = generate_key()
+    keys = Keyring.parse(f"k1:{key}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="6161",
+                                                  tokens={"access_token": "EAAlogSECRETtoken"}))
+        store.add(conn, keys, store.NewConnection(
+            workspace_id=UUID(WS), provider="google", account_id="6262626262",
+            tokens={"developer_token": "devSECRETtoken", "refresh_token": "1//logSECRETrefresh",
+                    "client_id": "client-log.apps", "client_secret": "GOCSPX-logSECRET"}))
+    env = {**without_grpc_roots(os.environ), "METRICX_DATABASE_URL": database, "METRICX_RAW_TOPIC": topics.raw,
+           "METRICX_DEADLETTER_TOPIC": topics.deadletter, "METRICX_TOKEN_KEYS": f"k1:{key}",
+           "METRICX_META_GRAPH_URL": graph.url, "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint,
+           "METRICX_GOOGLE_OAUTH_TOKEN_URL": oauth.url, "METRICX_GOOGLE_ADS_CA_FILE": str(gfake.trust_fake_roots()),
+           "METRICX_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
+                                stdout=out, stderr=err, cwd=REPO_ROOT)
+
+    def settled() -> bool:
+        assert proc.poll() is None, (tmp_path / "stderr").read_text()[-3000:]
+        with psycopg.connect(database) as conn:
+            st = {r["provider"]: r for r in store.status_rows(conn, WS)}
+        return st["google"]["status"] == "throttled" and st["meta"]["warm_next_run_at"] > datetime.now(UTC)
+    try:
+        wait_until(settled, 90, "both connections synced")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    lines = (tmp_path / "stderr").read_text().splitlines()
+    records = []
+    for n, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"line {n + 1} of {len(lines)} is not JSON: {line[:300]!r}") from None
+    assert all(isinstance(r, dict) and {"ts", "level", "logger", "msg"} <= set(r) for r in records)
+    by_logger = {r["logger"] for r in records}
+    google_sdk = [r for r in records if r["logger"].startswith("google.ads.googleads")]
+    # The SDK's summary of the refused call (a warning) and of the calls that went through (info).
+    assert any(r["level"] == "warning" and "IsFault: True" in r["msg"] for r in google_sdk), by_logger
+    assert any(r["level"] == "info" and "IsFault: False" in r["msg"] for r in google_sdk), by_logger
+    assert any(r["logger"].startswith("urllib3") for r in records), by_logger  # DEBUG reached the libraries
+    text = "\n".join(lines) + (tmp_path / "stdout").read_text()
+    assert "SECRET" not in text, [ln for ln in lines if "SECRET" in ln][:3]
