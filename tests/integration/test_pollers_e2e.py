@@ -502,7 +502,7 @@ def test_every_line_the_poller_process_logs_is_json_without_secrets(
         assert proc.poll() is None, (tmp_path / "stderr").read_text()[-3000:]
         with psycopg.connect(database) as conn:
             st = {r["provider"]: r for r in store.status_rows(conn, WS)}
-        return st["google"]["status"] == "throttled" and st["meta"]["warm_next_run_at"] > datetime.now(UTC)
+        return bool(st["google"]["status"] == "throttled" and st["meta"]["warm_next_run_at"] > datetime.now(UTC))
     try:
         wait_until(settled, 90, "both connections synced")
     finally:
