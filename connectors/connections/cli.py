@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from pydantic import ValidationError
 
+from connectors.connections.accounts import canonical_account_id
+from connectors.connections.config import load_poller_settings
 from connectors.connections.crypto import ACTIVE_ENV, KEYS_ENV, Keyring, TokenKeyError, generate_key
-from connectors.google_ads.logic import BASIC_DAILY_OPERATIONS
-from connectors.meta.poller import GRAPH_URL
-
-# Platform endpoints (default: the real ones); staging and the end-to-end tests point
-# them at the protocol-level fakes.
-META_URL_ENV = "METRICX_META_GRAPH_URL"
-GOOGLE_ENDPOINT_ENV = "METRICX_GOOGLE_ADS_ENDPOINT"
-# Operations per developer token per day (Explorer 2,880; Basic 15,000).
-GOOGLE_DAILY_OPS_ENV = "METRICX_GOOGLE_DAILY_OPERATIONS"
+from connectors.connections.progress import BackfillProgress, bar
+from connectors.connections.schedule import MAX_BACKFILL_DAYS
 
 
 def _db_url() -> str:
@@ -60,11 +56,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     with psycopg.connect(_db_url(), autocommit=True) as conn:
         store.add(conn, keys, new)
         if args.backfill_days:
-            from datetime import UTC, datetime, timedelta
-
-            store.set_backfill(conn, str(new.workspace_id), new.provider, new.account_id,
-                               datetime.now(UTC).date() - timedelta(days=args.backfill_days))
+            # A count of the account's own days: its zone is known once it is first read.
+            store.request_backfill(conn, str(new.workspace_id), new.provider, new.account_id, args.backfill_days)
     print(f"connection {new.provider}:{new.account_id} saved for workspace {new.workspace_id} (key {keys.active})")
+    note = store.credential_note(new)
+    if note:
+        print(f"metricx: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -78,13 +75,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, default=str, indent=1))
         return 0
-    cols = ("workspace_id", "provider", "account_id", "display_name", "status", "timezone", "currency",
-            "last_success_at", "hot_next_run_at", "warm_next_run_at", "backfill_done_through", "api_calls_today",
-            "last_error")
+    cols = ("workspace_id", "provider", "account_id", "display_name", "status", "freshness", "timezone", "currency",
+            "last_success_at", "hot_next_run_at", "warm_next_run_at", "backfill", "api_calls_today",
+            "last_error", "credential_note")
     print("\t".join(cols))
     for r in rows:
+        r = {**r, "backfill": backfill_text(r)}
         print("\t".join("" if r[c] is None else str(r[c]) for c in cols))
     return 0
+
+
+def backfill_text(r: dict[str, Any]) -> str | None:
+    """``37% of 2026-01-01..2026-03-31, 1234 rows, ETA 2026-...`` / ``5 days requested``."""
+    if r["backfill_pct"] is not None:
+        eta = "" if r["backfill_pct"] >= 100 or r["backfill_eta"] is None else f", ETA {r['backfill_eta']:%Y-%m-%d %H:%M:%S%z}"
+        return f"{r['backfill_pct']}% of {r['backfill_from']}..{r['backfill_until']}, {r['backfill_rows']} rows{eta}"
+    if r["backfill_days"] is not None:
+        return f"{r['backfill_days']} days requested"
+    return None
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
@@ -112,19 +120,19 @@ def _syncer(settings: Any) -> Any:
     import redis
 
     from connectors.connections.sync import Endpoints, Syncer
+    from connectors.google_ads.budget import RedisOperationBudget
     from connectors.kafka import Producer
 
-    endpoints = Endpoints(
-        meta_graph_url=os.environ.get(META_URL_ENV) or GRAPH_URL,
-        google_endpoint=os.environ.get(GOOGLE_ENDPOINT_ENV) or None,
-    )
-    from connectors.google_ads.budget import RedisOperationBudget
-
+    ps = load_poller_settings()
+    endpoints = Endpoints(meta_graph_url=ps.meta_graph_url, google_endpoint=ps.google_ads_endpoint,
+                          google_token_url=ps.google_oauth_token_url,
+                          google_ca_file=str(ps.google_ads_ca_file) if ps.google_ads_ca_file else None)
     client = redis.Redis.from_url(settings.redis_url)
-    limit = int(os.environ.get(GOOGLE_DAILY_OPS_ENV) or BASIC_DAILY_OPERATIONS)
+    limit = ps.google_daily_operations
     return Syncer(settings.libpq_url, Keyring.from_env(), Producer(settings.kafka_bootstrap, client_id="metricx-poller"),
                   client, endpoints, topic=settings.raw_topic, deadletter_topic=settings.deadletter_topic,
-                  google_budget_for=lambda token: RedisOperationBudget(client, token, limit))
+                  google_budget_for=lambda token: RedisOperationBudget(client, token, limit),
+                  hot_yesterday_hours=ps.hot_yesterday_hours)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -134,6 +142,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from metricx.cli import _check, _settings
 
     settings = _settings()
+    try:
+        workspace = str(UUID(args.workspace))
+        account_id = canonical_account_id(args.provider, args.account_id)
+    except ValueError as err:
+        print(f"metricx: {err}", file=sys.stderr)
+        return 2
     _check(settings, kafka=True, db=True, redis=True)
     try:
         syncer = _syncer(settings)
@@ -141,22 +155,47 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"metricx: {err}", file=sys.stderr)
         return 2
     with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
-        c = store.get(conn, syncer.keys, args.workspace, args.provider, args.account_id)
+        c = store.get(conn, syncer.keys, workspace, args.provider, account_id)
     if c is None:
-        print("metricx: no such connection in that workspace", file=sys.stderr)
+        print(f"metricx: no {args.provider} connection {account_id} in workspace {workspace}", file=sys.stderr)
         return 2
-    poller = syncer._poller(c)
-    tz = poller.account_info()[0] if args.provider == "meta" else poller.customer_info()[0]
-    outcomes = syncer.backfill(c, tz, days=args.days, chunk_days=args.chunk_days)
-    for o in outcomes:
-        print(f"{o.loop} {o.status} snapshots={o.snapshots} rejected={o.rejected} {o.message}")
-    return 0 if all(o.status == "ok" for o in outcomes) else 1
+    label = f"{c.provider}:{c.account_id}"
+    tty = sys.stdout.isatty()
+
+    def show(p: BackfillProgress) -> None:
+        # Standard output (standard error carries the JSON log lines): on a terminal one
+        # line redrawn in place, else one line per chunk.
+        line = bar(label, p, syncer.clock())
+        print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+
+    run = syncer.backfill(c, days=args.days, chunk_days=args.chunk_days, on_progress=show)
+    if tty:
+        print()
+    chunks = [o for o in run.outcomes if o.loop == "backfill"]
+    calls = sum(o.api_calls for o in run.outcomes)
+    snaps, rejected = sum(o.snapshots for o in chunks), sum(o.rejected for o in chunks)
+    if run.window is None:
+        print(f"{label}: could not read the account ({run.outcomes[0].status}): {run.outcomes[0].message}")
+        return 1
+    w = run.window
+    resumed = f", resumed after {run.resumed_after}" if run.resumed_after is not None else ""
+    verb = "read" if run.ok else "stopped reading"
+    print(f"{label} {verb} {w.since}..{w.until} ({w.days} days{resumed}): {snaps} snapshots, "
+          f"{rejected} rejected, {calls} API calls")
+    failed = next((o for o in run.outcomes if o.status != "ok"), None)
+    if failed is not None:
+        print(f"{label}: {failed.status}: {failed.message} (run it again to resume)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_pollers(settings: Any, tick_s: float) -> int:
-    """The real poller service: both loops for every due connection, until SIGINT/SIGTERM."""
+    """The real poller service: both loops for every due connection, until SIGINT/SIGTERM.
+    Its stderr is JSON lines only, whatever writes there (see ``metricx.logs``)."""
+    from metricx import logs
     from metricx.cli import _start_service
 
+    logs.capture_native_stderr(settings.log_level)
     _start_service(settings, "poller", kafka=True, db=True, redis=True)
     try:
         syncer = _syncer(settings)
@@ -170,16 +209,33 @@ def run_pollers(settings: Any, tick_s: float) -> int:
     return 0
 
 
+def _bounded(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:20]!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}")
+        return n
+    return parse
+
+
+_days = _bounded(1, MAX_BACKFILL_DAYS)
+_chunk_days = _bounded(1, 90)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("connections", help="ad-platform connections (tokens encrypted at rest)")
     csub = p.add_subparsers(dest="connections_command", required=True)
     a = csub.add_parser("add", help="add or reconnect an account; tokens as a JSON object on stdin")
     a.add_argument("--workspace", required=True)
     a.add_argument("--provider", required=True, choices=["meta", "google"])
-    a.add_argument("--account-id", required=True, help="Meta ad account id without act_, or Google customer id")
+    a.add_argument("--account-id", required=True, help="Meta ad account id (act_123 or 123) or Google customer id (123-456-7890 or 1234567890)")
     a.add_argument("--display-name", default="")
     a.add_argument("--login-customer-id", default=None, help="Google manager account id")
-    a.add_argument("--backfill-days", type=int, default=0, help="record a backfill start (run `metricx backfill`)")
+    a.add_argument("--backfill-days", type=_days, default=None,
+                   help="record a backfill of the N account days before today (run it with `metricx backfill`)")
     a.set_defaults(func=cmd_add)
     s = csub.add_parser("status", help="status, last error, progress and next runs (no tokens)")
     s.add_argument("--workspace", default=None)
@@ -194,6 +250,8 @@ def register(sub: Any) -> None:
     b.add_argument("--workspace", required=True)
     b.add_argument("--provider", required=True, choices=["meta", "google"])
     b.add_argument("--account-id", required=True)
-    b.add_argument("--days", type=int, default=90)
-    b.add_argument("--chunk-days", type=int, default=7)
+    b.add_argument("--days", type=_days, default=None,
+                   help="the N account days before today (default: what `connections add --backfill-days` "
+                        "asked for, else an unfinished range, else 90)")
+    b.add_argument("--chunk-days", type=_chunk_days, default=7, help="days per read (1..90)")
     b.set_defaults(func=cmd_backfill)

@@ -15,10 +15,13 @@ from collections.abc import Iterable
 class SyncFailure(RuntimeError):
     status = "error"
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, message: str, retry_after_s: float | None = None, *, loop_only: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        # True when the platform still answers and only this loop chose to stop (its own
+        # usage rule): the loop waits, the connection's other loops go on.
+        self.loop_only = loop_only
 
 
 class NeedsReauth(SyncFailure):

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 HOT_INTERVAL = timedelta(minutes=15)
 WARM_INTERVAL = timedelta(hours=12)
 HOT_JITTER = 0.2  # +-20 %: 1,000 accounts never fire in the same second
+# Yesterday is re-read by the hot loop this long after the account's local midnight.
+HOT_YESTERDAY_HOURS = 3.0
 META_RESTATEMENT_DAYS = 28
 GOOGLE_CONVERSION_WINDOW_DAYS = 30
 BACKFILL_DAYS = 90
 BACKFILL_CHUNK_DAYS = 7
+MAX_BACKFILL_DAYS = 1100  # Meta keeps 37 months of insights; Google more, but a bound is a bound
 
 Loop = Literal["hot", "warm", "backfill"]
 
@@ -38,9 +41,18 @@ def local_today(now: datetime, tz: str) -> date:
     return now.astimezone(ZoneInfo(tz)).date()
 
 
-def hot_window(now: datetime, tz: str) -> Window:
-    """Today so far, in the account's zone."""
-    d = local_today(now, tz)
+def hot_window(now: datetime, tz: str, yesterday_hours: float = HOT_YESTERDAY_HOURS) -> Window:
+    """Today so far, in the account's zone, and yesterday too during the first
+    ``yesterday_hours`` after local midnight: the last minutes of yesterday (and any
+    correction made after the last read before midnight) are settled by the platforms in
+    the hours after it, and would otherwise wait for the warm loop (up to 12 hours)."""
+    zone = ZoneInfo(tz)
+    d = now.astimezone(zone).date()
+    # Elapsed real time since local midnight (a DST change that day counts as it happened).
+    midnight = datetime.combine(d, time(0), tzinfo=zone)
+    since_midnight = now - midnight
+    if since_midnight < timedelta(hours=yesterday_hours):
+        return Window(d - timedelta(days=1), d)
     return Window(d, d)
 
 
@@ -53,15 +65,23 @@ def warm_window(now: datetime, tz: str, provider: str, days: int | None = None) 
     return Window(today - timedelta(days=n), today - timedelta(days=1))
 
 
-def backfill_chunks(today: date, days: int = BACKFILL_DAYS, chunk: int = BACKFILL_CHUNK_DAYS,
-                    done_through: date | None = None) -> list[Window]:
-    """Oldest first, ``chunk`` days each, ending yesterday; resumes after ``done_through``."""
-    start = today - timedelta(days=days)
+def backfill_window(today: date, days: int = BACKFILL_DAYS) -> Window:
+    """The ``days`` local days before ``today`` (today itself is the hot loop's)."""
+    if not 1 <= days <= MAX_BACKFILL_DAYS:
+        raise ValueError(f"backfill days must be between 1 and {MAX_BACKFILL_DAYS}")
+    return Window(today - timedelta(days=days), today - timedelta(days=1))
+
+
+def backfill_chunks(window: Window, chunk: int = BACKFILL_CHUNK_DAYS, done_through: date | None = None) -> list[Window]:
+    """``window`` oldest first, ``chunk`` days each; resumes after ``done_through``."""
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1 day")
+    start = window.since
     if done_through is not None:
         start = max(start, done_through + timedelta(days=1))
     out: list[Window] = []
     d = start
-    end = today - timedelta(days=1)
+    end = window.until
     while d <= end:
         out.append(Window(d, min(end, d + timedelta(days=chunk - 1))))
         d += timedelta(days=chunk)

@@ -121,6 +121,12 @@ class FailureInfo:
     message: str = ""
 
 
+def authentication_refused(info: FailureInfo) -> bool:
+    """The credentials themselves were refused (expired or revoked access token), as
+    opposed to a permission missing on the customer (``authorization_error``)."""
+    return "authentication_error" in info.error_types or info.status == "UNAUTHENTICATED"
+
+
 def classify(info: FailureInfo) -> ErrorKind:
     if "authentication_error" in info.error_types or "authorization_error" in info.error_types:
         return "reauth"

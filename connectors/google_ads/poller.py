@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.ads.googleads.client import GoogleAdsClient
 from google.ads.googleads.errors import GoogleAdsException
 from google.api_core.exceptions import GoogleAPICallError
 from google.oauth2.credentials import Credentials
@@ -26,6 +24,8 @@ from connectors.connections.entities import Entity
 from connectors.connections.errors import NeedsReauth, SyncFailure, Throttled, redact
 from connectors.connections.publish import PollResult, Rejected
 from connectors.connections.resilience import CircuitBreaker, backoff_delay
+from connectors.google_ads.client import API_VERSION, GoogleApi, build_client, credentials_for, refresh
+from connectors.google_ads.client import GoogleAccount as GoogleAccount  # re-exported: callers build accounts
 from connectors.google_ads.logic import (
     Budget,
     FailureInfo,
@@ -34,6 +34,7 @@ from connectors.google_ads.logic import (
     OperationBudget,
     ad_query,
     asset_group_query,
+    authentication_refused,
     classify,
     customer_query,
     entity_queries,
@@ -45,24 +46,7 @@ from schemas.insight import InvalidInsight, Snapshot
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "v26"
 FAILURE_KEY = f"google.ads.googleads.{API_VERSION}.errors.googleadsfailure-bin"
-TOKEN_URI = "https://oauth2.googleapis.com/token"
-
-
-@dataclass(frozen=True)
-class GoogleAccount:
-    workspace_id: str
-    customer_id: str  # digits only
-    developer_token: str = field(repr=False)
-    access_token: str | None = field(default=None, repr=False)
-    refresh_token: str | None = field(default=None, repr=False)
-    client_id: str | None = None
-    client_secret: str | None = field(default=None, repr=False)
-    login_customer_id: str | None = None
-
-    def secrets(self) -> list[str]:
-        return [s for s in (self.developer_token, self.access_token, self.refresh_token, self.client_secret) if s]
 
 
 def failure_info(status: grpc.StatusCode | None, failure: Any, message: str = "") -> FailureInfo:
@@ -91,26 +75,6 @@ def failure_info(status: grpc.StatusCode | None, failure: Any, message: str = ""
     )
 
 
-def build_client(account: GoogleAccount, endpoint: str | None = None) -> GoogleAdsClient:
-    """A ``GoogleAdsClient`` with the connection's own credentials, developer token and
-    ``login_customer_id`` (manager accounts); ``endpoint`` None is Google's."""
-    creds = Credentials(  # type: ignore[no-untyped-call]
-        token=account.access_token,
-        refresh_token=account.refresh_token,
-        client_id=account.client_id,
-        client_secret=account.client_secret,
-        token_uri=TOKEN_URI,
-    )
-    return GoogleAdsClient(
-        credentials=creds,
-        developer_token=account.developer_token,
-        endpoint=endpoint,
-        login_customer_id=account.login_customer_id,
-        version=API_VERSION,
-        use_proto_plus=True,
-    )
-
-
 def info_from_rpc(exc: Exception) -> FailureInfo:
     """RESOURCE_EXHAUSTED / INTERNAL are not wrapped by the SDK: read the failure from
     the trailing metadata ourselves."""
@@ -136,6 +100,8 @@ class GoogleAdsPoller:
         account: GoogleAccount,
         *,
         endpoint: str | None = None,
+        api: GoogleApi | None = None,
+        credentials: Credentials | None = None,
         budget: Budget | None = None,
         breakers: dict[str, CircuitBreaker] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -147,7 +113,11 @@ class GoogleAdsPoller:
         if not account.customer_id.isdigit():
             raise ValueError(f"google customer id must be digits only, got {account.customer_id!r}")
         self.account = account
-        self.client = build_client(account, endpoint)
+        self.api = api if api is not None else GoogleApi(endpoint=endpoint)
+        # ``credentials`` may be shared across syncs of this connection (an access token
+        # renewed once lasts the hour, not one sync).
+        self.credentials = credentials if credentials is not None else credentials_for(account, self.api)
+        self.client = build_client(account, self.api, self.credentials)
         self.service = self.client.get_service("GoogleAdsService")
         self.budget: Budget = budget if budget is not None else OperationBudget()
         self.breakers = breakers if breakers is not None else {}
@@ -167,12 +137,14 @@ class GoogleAdsPoller:
 
     def _search(self, query: str) -> list[Any]:
         cid = self.account.customer_id
+        renewed_after_refusal = False
         for attempt in range(self._max_attempts):
             now = self._monotonic()
             if not self.breaker.allows(now):
                 raise Throttled(f"google customer {cid}: quota circuit open", retry_after_s=self.breaker.open_until - now)
             if not self.budget.try_spend(self._clock().date(), cid):
                 raise Throttled(f"google daily operations budget ({self.budget.daily_limit}) exhausted", retry_after_s=3600.0)
+            refresh(self.credentials, self.account, self.api)  # before the call: a refusal here is the OAuth one
             self.operations += 1
             try:
                 rows: list[Any] = []
@@ -194,7 +166,15 @@ class GoogleAdsPoller:
             msg = self._safe(f"google {info.status} {','.join(info.error_values)}: {info.message}")
             ctx = {"provider": "google", "account_id": cid, "status": info.status, "attempt": attempt}
             if kind == "reauth":
+                if authentication_refused(info) and self.account.renewable and not renewed_after_refusal:
+                    # The access token was revoked or expired early: renew it once and retry.
+                    renewed_after_refusal = refresh(self.credentials, self.account, self.api, force=True)
+                    log.info("google access token refused; renewed", extra=ctx)
+                    continue
                 log.warning("google credentials refused; connection needs re-auth", extra=ctx)
+                if not self.account.renewable and authentication_refused(info):
+                    msg += (" (a bare access_token expires about an hour after it was issued: reconnect with "
+                            "client_id, client_secret and refresh_token)")
                 raise NeedsReauth(msg)
             if kind == "quota":
                 delay = quota_delay(info)

@@ -18,9 +18,10 @@ from google.ads.googleads.errors import GoogleAdsException
 from google.api_core.exceptions import GoogleAPICallError
 from google.protobuf import field_mask_pb2
 
-from connectors.connections.errors import redact
+from connectors.connections.errors import SyncFailure, redact
+from connectors.google_ads.client import GoogleAccount, GoogleApi, build_client, credentials_for, refresh
 from connectors.google_ads.logic import FailureInfo
-from connectors.google_ads.poller import GoogleAccount, build_client, failure_info, info_from_rpc
+from connectors.google_ads.poller import failure_info, info_from_rpc
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,9 @@ def resource_name(customer_id: str, level: str, entity_id: str, ad_group_id: str
 class GoogleStatusSetter:
     """Sets ``status`` (PAUSED / ENABLED) on an ad, ad group, campaign or asset group."""
 
-    def __init__(self, endpoint: str | None = None, timeout_s: float = 30.0) -> None:
-        self.endpoint = endpoint or None
+    def __init__(self, endpoint: str | None = None, timeout_s: float = 30.0, *, api: GoogleApi | None = None) -> None:
+        self.api = api if api is not None else GoogleApi(endpoint=endpoint or None)
+        self.endpoint = self.api.endpoint
         self.timeout_s = timeout_s
 
     def __call__(self, account: GoogleAccount, level: str, entity_id: str, ad_group_id: str | None,
@@ -83,7 +85,12 @@ class GoogleStatusSetter:
             raise ValueError(f"google status must be PAUSED or ENABLED, got {status!r}")
         name = resource_name(account.customer_id, level, entity_id, ad_group_id)
         lv = LEVELS[level]
-        client = build_client(account, self.endpoint)
+        creds = credentials_for(account, self.api)
+        try:
+            refresh(creds, account, self.api)  # the refresh grant, at the configured token endpoint
+        except SyncFailure as exc:
+            raise GoogleStatusError(exc.message) from None
+        client = build_client(account, self.api, creds)
         op: Any = client.get_type(lv.operation)
         op.update.resource_name = name
         op.update.status = getattr(getattr(client.enums, lv.status_enum), status)

@@ -80,6 +80,7 @@ class MetaPoller:
         self.last_decision = ThrottleDecision("go", 0.0, 0.0, "ok")
         self.report_poll_s = report_poll_s
         self.report_max_polls = report_max_polls
+        self._stop_at_pause = True
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -120,12 +121,13 @@ class MetaPoller:
         raise AssertionError("unreachable")
 
     def _observe(self, headers: Any) -> None:
-        """Apply the usage headers of a successful response (pause or slow down)."""
+        """Apply the usage headers of a successful response: a block (a regain time) always
+        pauses; the pause line stops the read unless ``poll(stop_at_pause=False)``."""
         d = decide(dict(headers or {}))
         self.last_decision = d  # the freshest headers describe the account now
-        if d.action == "pause":
+        if d.action == "pause" and (d.blocked or self._stop_at_pause):
             if d.delay_s > MAX_INLINE_PAUSE_S:
-                raise Throttled(f"meta usage high: {d.reason}", retry_after_s=d.delay_s)
+                raise Throttled(f"meta usage high: {d.reason}", retry_after_s=d.delay_s, loop_only=not d.blocked)
             self._sleep(d.delay_s)
 
     # -- reads ------------------------------------------------------------------------------
@@ -217,9 +219,12 @@ class MetaPoller:
         return out, rejected
 
     def poll(self, since: date, until: date, *, timezone: str | None = None, currency: str | None = None,
-             use_async: bool = False) -> PollResult:
+             use_async: bool = False, stop_at_pause: bool = True) -> PollResult:
         """One sync of [since, until]: snapshots for valid rows, rejections with reasons.
-        ``use_async`` reads through report runs (the warm loop and backfills)."""
+        ``use_async`` reads through report runs (the warm loop and backfills).
+        ``stop_at_pause`` False reads on past the usage pause line (today's few pages: the
+        caller paces the next read instead, see :func:`throttle.hot_pacing`)."""
+        self._stop_at_pause = stop_at_pause
         calls0 = self.api_calls
         if timezone is None or currency is None:
             timezone, currency = self.account_info()

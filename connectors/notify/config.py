@@ -41,6 +41,9 @@ class NotifierSettings(BaseSettings):
     meta_graph_url: str = "https://graph.facebook.com"  # tests point it at the fake Graph API
     # Google Ads API host:port for pause/resume (the poller's variable); None is Google's.
     google_ads_endpoint: str | None = None
+    # The OAuth token endpoint renewing refresh-token connections (the poller's variable).
+    google_oauth_token_url: str = "https://oauth2.googleapis.com/token"
+    google_ads_ca_file: Path | None = None  # CA bundle for both Google endpoints (the poller's variable)
 
     @field_validator("notifier_batch_size")
     @classmethod

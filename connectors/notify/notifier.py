@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from connectors.connections.crypto import Keyring, TokenKeyError
 from connectors.connections.resilience import backoff_delay
+from connectors.google_ads.client import GoogleApi
 from connectors.google_ads.status import GoogleStatusSetter
 from connectors.kafka import Producer, deadletter_producer, flush_until_delivered, send_dead_letter
 from connectors.notify import actions, channels, outbox
@@ -347,7 +348,10 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
     producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-notifier",
                                    extra={"message.timeout.ms": 0})
     pool = ActionPool(settings.libpq_url, keyring, actions.MetaStatusSetter(ns.meta_graph_url),
-                      GoogleStatusSetter(ns.google_ads_endpoint), ns.notifier_action_workers)
+                      GoogleStatusSetter(api=GoogleApi(
+                          ns.google_ads_endpoint or None, ns.google_oauth_token_url,
+                          str(ns.google_ads_ca_file) if ns.google_ads_ca_file else None)),
+                      ns.notifier_action_workers)
     consumer.subscribe([settings.alerts_topic])
     log.info("notifier started", extra={"topic": settings.alerts_topic, "group": ns.notifier_group_id})
     intake = _Intake(settings, producer, pool)

@@ -99,7 +99,7 @@ class FakeCustomer:
 
 @dataclass
 class Scripted:
-    kind: str  # "quota" | "auth" | "unavailable" | "not_found" (a MutateError)
+    kind: str  # "quota" | "auth" | "unavailable" | "not_found" (a MutateError) | "pass" (answer normally)
     retry_delay_s: int = 0
     message: str | None = None  # the GoogleAdsError message ("not_found")
 
@@ -278,7 +278,7 @@ class FakeGoogleAds:
         cust = self._customer(request.customer_id, md, context)
         if cust is None:
             return
-        if scripted is not None:
+        if scripted is not None and scripted.kind != "pass":
             if scripted.kind == "quota":
                 self._quota(context, scripted.retry_delay_s)
             elif scripted.kind == "auth":
@@ -354,9 +354,11 @@ class FakeGoogleAds:
             yield svc.SearchGoogleAdsStreamResponse(results=rows[i : i + self.batch_size], request_id="fake-req")
 
     @contextmanager
-    def running(self) -> Iterator[FakeGoogleAds]:
+    def running(self, tls: tuple[bytes, bytes] | None = None) -> Iterator[FakeGoogleAds]:
+        """Serve until the block ends; ``tls`` = (certificate chain PEM, key PEM), default
+        the process's self-signed certificate (see :func:`trust_fake_roots`)."""
         assert _MATERIAL is not None
-        cert, key, _ = _MATERIAL
+        cert, key = tls if tls is not None else _MATERIAL[:2]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         handler = grpc.method_handlers_generic_handler(SERVICE, {
             "SearchStream": grpc.unary_stream_rpc_method_handler(

@@ -9,14 +9,17 @@ restatement that lowers yesterday's spend.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -25,6 +28,7 @@ import redis
 
 from connectors.connections import store
 from connectors.connections.crypto import Keyring, generate_key
+from connectors.connections.progress import BackfillProgress
 from connectors.connections.schedule import local_today
 from connectors.connections.sync import Endpoints, Syncer
 from connectors.kafka import Producer
@@ -33,6 +37,7 @@ from schemas.metrics import Metrics
 from tests.databases import refresh_aggregates
 from tests.fakes import google_ads_grpc as gfake
 from tests.fakes import graph_api as mfake
+from tests.fakes import oauth_token as ofake
 from tests.integration.conftest import Pipeline, Topics
 from tests.integration.totals import (
     SeriesKey,
@@ -59,6 +64,12 @@ def graph() -> Iterator[mfake.FakeGraphApi]:
 def gads() -> Iterator[gfake.FakeGoogleAds]:
     with gfake.FakeGoogleAds().running() as f:
         yield f
+
+
+def without_grpc_roots(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus gRPC's process-wide roots (which the fake sets for this test
+    process): a poller process must trust the fake through METRICX_GOOGLE_ADS_CA_FILE."""
+    return {k: v for k, v in env.items() if k != "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"}
 
 
 def meta_truth(acct: mfake.FakeAccount) -> dict[SeriesKey, Metrics]:
@@ -205,11 +216,34 @@ def test_lease_allows_one_sync_per_connection(services: Settings, topics: Topics
     assert r.get(lease_key(WS, "meta", "3030")) is None
 
 
+class StepClock:
+    """A clock the test moves (the backfill's pace, hence its ETA, is measured on it)."""
+
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+def report_dates(graph: mfake.FakeGraphApi, since: int = 0) -> set[date]:
+    out: set[date] = set()
+    for r in graph.requests[since:]:
+        if r.method == "POST" and "time_range" in r.params:
+            tr = json.loads(r.params["time_range"])
+            d = date.fromisoformat(tr["since"])
+            while d <= date.fromisoformat(tr["until"]):
+                out.add(d)
+                d += timedelta(days=1)
+    return out
+
+
 def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: Topics, database: str,
                                                     graph: mfake.FakeGraphApi) -> None:
-    today = local_today(datetime.now(UTC), META_TZ)
+    clock = StepClock(datetime.now(UTC))
+    today = local_today(clock.t, META_TZ)
     acct = graph.add_account(mfake.FakeAccount("4040", "EAAbackfilltok", META_TZ, "USD"))
-    for d in range(1, 21):
+    for d in range(1, 22):
         acct.put(mfake.AdDay("c", "s", "77", today - timedelta(days=d), Decimal("2.5"), 10, 1))
     keys = Keyring.parse(f"k1:{generate_key()}", None)
     with psycopg.connect(database, autocommit=True) as conn:
@@ -219,19 +253,39 @@ def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: 
     assert c is not None
     syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
                     Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
-                    sleep=lambda s: None)
-    graph.fail_next(*[mfake.ScriptedError(100)] * 1)  # the first chunk's first call fails: progress stops
-    first = syncer.backfill(c, META_TZ, days=20, chunk_days=7)
-    assert [o.status for o in first] == ["error"]
+                    sleep=lambda s: None, clock=clock)
+
+    def chunk_done(p: BackfillProgress) -> None:
+        clock.t += timedelta(minutes=10)  # each chunk takes ten minutes on the test's clock
+        if p.done_days == 7:
+            graph.fail_next(mfake.ScriptedError(100))  # the second chunk's first call fails: progress stops
+
+    first = syncer.backfill(c, days=21, chunk_days=7, on_progress=chunk_done)
+    assert [o.status for o in first.outcomes] == ["ok", "ok", "error"]  # lookup, chunk 1, chunk 2
+    assert report_dates(graph) == {today - timedelta(days=d) for d in range(15, 22)}
     with psycopg.connect(database, autocommit=True) as conn:
         c = store.get(conn, keys, WS, "meta", "4040")
-        assert c is not None and c.backfill_done_through is None
-    outcomes = syncer.backfill(c, META_TZ, days=20, chunk_days=7)
-    assert [(o.status, o.snapshots) for o in outcomes] == [("ok", 7), ("ok", 7), ("ok", 6)]
+        row = store.status_rows(conn, WS, now=clock.t)[0]
+    assert c is not None and c.backfill_done_through == today - timedelta(days=15)
+    # 7 of 21 days in ten minutes: two more chunks of seven, twenty minutes left.
+    assert (row["backfill_pct"], row["backfill_rows"]) == (33, 7)
+    assert row["backfill_eta"] == clock.t + timedelta(minutes=20)
+
+    seen = len(graph.requests)
+    again = syncer.backfill(c, days=21, chunk_days=7)  # the same range, unfinished: resumed
+    assert again.resumed_after == today - timedelta(days=15)
+    assert [(o.status, o.snapshots) for o in again.outcomes] == [("ok", 0), ("ok", 7), ("ok", 7)]
+    assert report_dates(graph, seen) == {today - timedelta(days=d) for d in range(1, 15)}
     with psycopg.connect(database, autocommit=True) as conn:
         c = store.get(conn, keys, WS, "meta", "4040")
+        row = store.status_rows(conn, WS, now=clock.t)[0]
     assert c is not None and c.backfill_done_through == today - timedelta(days=1)
-    assert syncer.backfill(c, META_TZ, days=20, chunk_days=7) == []  # done: nothing re-read
+    assert (row["backfill_pct"], row["backfill_rows"], row["backfill_eta"]) == (100, 21, clock.t)
+
+    seen = len(graph.requests)
+    asked = syncer.backfill(c, days=21, chunk_days=7)  # finished, asked for again: read again
+    assert asked.resumed_after is None and [o.snapshots for o in asked.outcomes] == [0, 7, 7, 7]
+    assert report_dates(graph, seen) == {today - timedelta(days=d) for d in range(1, 22)}
 
 
 def test_metricx_poller_process_runs_both_loops_against_the_fakes(
@@ -256,9 +310,8 @@ def test_metricx_poller_process_runs_both_loops_against_the_fakes(
         store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id="6060606060",
                                                   tokens={"developer_token": gads.developer_token,
                                                           "access_token": "ya29.proc"}))
-    env = {**pipeline.env, "METRICX_TOKEN_KEYS": f"k1:{key}", "METRICX_META_GRAPH_URL": graph.url,
-           "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint,
-           "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(gfake.trust_fake_roots())}
+    env = {**without_grpc_roots(pipeline.env), "METRICX_TOKEN_KEYS": f"k1:{key}", "METRICX_META_GRAPH_URL": graph.url,
+           "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint, "METRICX_GOOGLE_ADS_CA_FILE": str(gfake.trust_fake_roots())}
     with open(tmp_path / "poller.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
@@ -302,3 +355,175 @@ def test_bad_account_metadata_is_an_error_status_not_a_crash(
         st = {r["account_id"]: r for r in store.status_rows(conn, WS)}
     assert st["7070"]["status"] == "error" and "Mars/Olympus_Mons" in st["7070"]["last_error"]
     assert "EAAmars" not in st["7070"]["last_error"]
+
+
+def test_status_counts_every_api_call_made(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi, gads: gfake.FakeGoogleAds,
+) -> None:
+    """The count used to miss calls of failed syncs (a revoked token's one call, a
+    quota-refused call) and the backfill's customer lookup.  Oracle: the fakes' own logs."""
+    graph.add_account(mfake.FakeAccount("9090", "EAAcurrenttoken", META_TZ, "USD"))
+    today = local_today(datetime.now(UTC), GOOGLE_TZ)
+    gq = gads.add(gfake.FakeCustomer("9191919191", "ya29.quota", GOOGLE_TZ, "JPY"))
+    gb = gads.add(gfake.FakeCustomer("9292929292", "ya29.backfill", GOOGLE_TZ, "JPY"))
+    for cust in (gq, gb):
+        cust.put(gfake.AdDay(1, 2, 3, today - timedelta(days=1), 1_000_000, 10, 1, 0.0, 0.0))
+    keys = Keyring.parse(f"k1:{generate_key()}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="9090",
+                                                  tokens={"access_token": "EAArevokedtoken"}))
+        for cid, tok in (("9191919191", "ya29.quota"), ("9292929292", "ya29.backfill")):
+            store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id=cid,
+                                                      tokens={"developer_token": gads.developer_token,
+                                                              "access_token": tok}))
+        m, q, b = (store.get(conn, keys, WS, p, a) for p, a in
+                   (("meta", "9090"), ("google", "9191919191"), ("google", "9292929292")))
+    assert m is not None and q is not None and b is not None
+    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+                    Endpoints(meta_graph_url=graph.url, google_endpoint=gads.endpoint),
+                    topic=topics.raw, deadletter_topic=topics.deadletter, sleep=lambda s: None)
+    assert syncer.sync(m, "hot").status == "needs_reauth"
+    gads.fail_next(gfake.Scripted("pass"), gfake.Scripted("quota", retry_delay_s=30))  # the customer, then refused
+    assert syncer.sync(q, "hot").status == "throttled"
+    assert syncer.backfill(b, days=3).ok
+    with psycopg.connect(database) as conn:
+        calls = {r["account_id"]: r["api_calls_today"] for r in store.status_rows(conn, WS)}
+    served = {cid: sum(1 for x in gads.seen if x.customer_id == cid) for cid in ("9191919191", "9292929292")}
+    assert served == {"9191919191": 2, "9292929292": 4}  # backfill: lookup, then customer + ads + asset groups
+    assert calls == {"9090": len(graph.requests), **served}
+    assert calls["9090"] == 1
+
+
+@pytest.fixture
+def oauth() -> Iterator[ofake.FakeTokenEndpoint]:
+    with ofake.FakeTokenEndpoint().running() as f:
+        yield f
+
+
+def test_google_refresh_token_connections_renew_through_the_configured_token_endpoint(
+    services: Settings, topics: Topics, database: str, gads: gfake.FakeGoogleAds, oauth: ofake.FakeTokenEndpoint,
+    tmp_path: Path,
+) -> None:
+    """The README connected Google with a bare access token (Google expires it after an
+    hour).  A real connection is the OAuth client and a refresh token, renewed by the
+    poller at ``METRICX_GOOGLE_OAUTH_TOKEN_URL``; a revoked refresh token (``invalid_grant``)
+    is ``needs_reauth`` with a message that says what to do."""
+    today = local_today(datetime.now(UTC), GOOGLE_TZ)
+    renewed = gads.add(gfake.FakeCustomer("7070707070", "ya29.renewed", GOOGLE_TZ, "JPY"))
+    renewed.put(gfake.AdDay(1, 2, 3, today, 2_500_000, 10, 1, 0.0, 0.0))
+    gads.add(gfake.FakeCustomer("7171717171", "ya29.never", GOOGLE_TZ, "JPY"))
+    bare = gads.add(gfake.FakeCustomer("7272727272", "ya29.bareSECRET", GOOGLE_TZ, "JPY"))
+    bare.put(gfake.AdDay(4, 5, 6, today, 1_000_000, 10, 1, 0.0, 0.0))
+    oauth.grant("1//refreshSECRET", "client-1.apps.googleusercontent.com", "clientSECRET", "ya29.renewed")
+    oauth.grant("1//revokedSECRET", "client-1.apps.googleusercontent.com", "clientSECRET", "ya29.never")
+    oauth.revoke("1//revokedSECRET")
+    key = generate_key()
+    keys = Keyring.parse(f"k1:{key}", None)
+    client = {"developer_token": gads.developer_token, "client_id": "client-1.apps.googleusercontent.com",
+              "client_secret": "clientSECRET"}
+    with psycopg.connect(database, autocommit=True) as conn:
+        for cid, tokens in (("7070707070", {**client, "refresh_token": "1//refreshSECRET"}),
+                            ("7171717171", {**client, "refresh_token": "1//revokedSECRET"}),
+                            ("7272727272", {"developer_token": gads.developer_token, "access_token": "ya29.bareSECRET"})):
+            store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="google", account_id=cid,
+                                                      tokens=tokens))
+    env = {**without_grpc_roots(os.environ), "METRICX_DATABASE_URL": database, "METRICX_RAW_TOPIC": topics.raw,
+           "METRICX_DEADLETTER_TOPIC": topics.deadletter, "METRICX_TOKEN_KEYS": f"k1:{key}",
+           "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint, "METRICX_GOOGLE_OAUTH_TOKEN_URL": oauth.url,
+           "METRICX_GOOGLE_ADS_CA_FILE": str(gfake.trust_fake_roots()), "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "poller.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def statuses() -> dict[str, dict[str, Any]]:
+        with psycopg.connect(database) as conn:
+            return {r["account_id"]: r for r in store.status_rows(conn, WS)}
+
+    def settled() -> bool:
+        assert proc.poll() is None, (tmp_path / "poller.log").read_text()[-3000:]
+        st = statuses()
+        return (st["7171717171"]["status"] == "needs_reauth"
+                and all(st[c]["last_success_at"] is not None and st[c]["warm_next_run_at"] > datetime.now(UTC)
+                        for c in ("7070707070", "7272727272")))
+    try:
+        wait_until(settled, 90, "google connections to settle")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    st = statuses()
+    assert st["7070707070"]["status"] == "active" and st["7070707070"]["credential_note"] is None
+    assert st["7272727272"]["status"] == "active" and "expire" in str(st["7272727272"]["credential_note"])
+    revoked = str(st["7171717171"]["last_error"])
+    assert "invalid_grant" in revoked and "reconnect" in revoked, revoked
+    # The renewed connection refreshed once for its hot and warm syncs; every ads call carried
+    # the renewed token.
+    grants = [r.form["refresh_token"] for r in oauth.requests]
+    assert grants.count("1//refreshSECRET") == 1 and grants.count("1//revokedSECRET") == 1
+    assert {s.metadata["authorization"] for s in gads.seen if s.customer_id == "7070707070"} == {"Bearer ya29.renewed"}
+    assert not [s for s in gads.seen if s.customer_id == "7171717171"]  # never called without a token
+    out = (tmp_path / "poller.log").read_text()
+    assert "SECRET" not in out and "SECRET" not in json.dumps(st, default=str)
+
+
+def test_every_line_the_poller_process_logs_is_json_without_secrets(
+    services: Settings, topics: Topics, database: str, graph: mfake.FakeGraphApi, gads: gfake.FakeGoogleAds,
+    oauth: ofake.FakeTokenEndpoint, tmp_path: Path,
+) -> None:
+    """A failed Google call wrote a plain-text ``Request made: ...`` line into the JSON
+    log (the SDK's ``google`` logger bypassed our handler, its INFO lines were lost).
+    At DEBUG every library logs its requests (urllib3 the Graph API URLs with the token in
+    the query, the google-ads SDK its request headers): each line must be JSON, whatever
+    wrote it, and carry no token or secret."""
+    now = datetime.now(UTC)
+    macct = graph.add_account(mfake.FakeAccount("6161", "EAAlogSECRETtoken", META_TZ, "USD"))
+    macct.put(mfake.AdDay("c", "s", "61", local_today(now, META_TZ), Decimal("1.5"), 10, 1))
+    gads.developer_token = "devSECRETtoken"
+    cust = gads.add(gfake.FakeCustomer("6262626262", "ya29.logSECRET", GOOGLE_TZ, "JPY"))
+    cust.put(gfake.AdDay(1, 2, 3, local_today(now, GOOGLE_TZ), 1_000_000, 10, 1, 0.0, 0.0))
+    oauth.grant("1//logSECRETrefresh", "client-log.apps", "GOCSPX-logSECRET", "ya29.logSECRET")
+    gads.fail_next(gfake.Scripted("pass"), gfake.Scripted("quota", retry_delay_s=600))  # a failed Google call
+    key = generate_key()
+    keys = Keyring.parse(f"k1:{key}", None)
+    with psycopg.connect(database, autocommit=True) as conn:
+        store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="6161",
+                                                  tokens={"access_token": "EAAlogSECRETtoken"}))
+        store.add(conn, keys, store.NewConnection(
+            workspace_id=UUID(WS), provider="google", account_id="6262626262",
+            tokens={"developer_token": "devSECRETtoken", "refresh_token": "1//logSECRETrefresh",
+                    "client_id": "client-log.apps", "client_secret": "GOCSPX-logSECRET"}))
+    env = {**without_grpc_roots(os.environ), "METRICX_DATABASE_URL": database, "METRICX_RAW_TOPIC": topics.raw,
+           "METRICX_DEADLETTER_TOPIC": topics.deadletter, "METRICX_TOKEN_KEYS": f"k1:{key}",
+           "METRICX_META_GRAPH_URL": graph.url, "METRICX_GOOGLE_ADS_ENDPOINT": gads.endpoint,
+           "METRICX_GOOGLE_OAUTH_TOKEN_URL": oauth.url, "METRICX_GOOGLE_ADS_CA_FILE": str(gfake.trust_fake_roots()),
+           "METRICX_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "metricx.cli", "poller", "--interval", "0.5"], env=env,
+                                stdout=out, stderr=err, cwd=REPO_ROOT)
+
+    def settled() -> bool:
+        assert proc.poll() is None, (tmp_path / "stderr").read_text()[-3000:]
+        with psycopg.connect(database) as conn:
+            st = {r["provider"]: r for r in store.status_rows(conn, WS)}
+        return bool(st["google"]["status"] == "throttled" and st["meta"]["warm_next_run_at"] > datetime.now(UTC))
+    try:
+        wait_until(settled, 90, "both connections synced")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    lines = (tmp_path / "stderr").read_text().splitlines()
+    records = []
+    for n, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"line {n + 1} of {len(lines)} is not JSON: {line[:300]!r}") from None
+    assert all(isinstance(r, dict) and {"ts", "level", "logger", "msg"} <= set(r) for r in records)
+    by_logger = {r["logger"] for r in records}
+    google_sdk = [r for r in records if r["logger"].startswith("google.ads.googleads")]
+    # The SDK's summary of the refused call (a warning) and of the calls that went through (info).
+    assert any(r["level"] == "warning" and "IsFault: True" in r["msg"] for r in google_sdk), by_logger
+    assert any(r["level"] == "info" and "IsFault: False" in r["msg"] for r in google_sdk), by_logger
+    assert any(r["logger"].startswith("urllib3") for r in records), by_logger  # DEBUG reached the libraries
+    text = "\n".join(lines) + (tmp_path / "stdout").read_text()
+    assert "SECRET" not in text, [ln for ln in lines if "SECRET" in ln][:3]

@@ -30,6 +30,8 @@ def test_add_status_rotate(database: str) -> None:  # noqa: F811
                 "--login-customer-id", "999", "--display-name", "Shop DE", stdin=tokens)
     assert added.returncode == 0, added.stderr
     assert "SECRET" not in added.stdout + added.stderr
+    # A bare Google access token expires within the hour: said on add and in the status.
+    assert "warning" in added.stderr and "refresh_token" in added.stderr
 
     bad = run(env, "connections", "add", "--workspace", WS, "--provider", "meta", "--account-id", "1",
               stdin=json.dumps({"access_token": "EAAxSECRETx", "unexpected": 1}))
@@ -40,7 +42,7 @@ def test_add_status_rotate(database: str) -> None:  # noqa: F811
     rows = json.loads(status.stdout)
     assert [(r["provider"], r["account_id"], r["display_name"], r["status"], r["token_key_id"]) for r in rows] == [
         ("google", "1234567890", "Shop DE", "active", "old")]
-    assert "SECRET" not in status.stdout
+    assert "SECRET" not in status.stdout and "expires" in rows[0]["credential_note"]
 
     table = run(env, "connections", "status")
     assert table.returncode == 0 and table.stdout.splitlines()[0].startswith("workspace_id\tprovider\taccount_id")

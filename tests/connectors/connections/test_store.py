@@ -76,7 +76,13 @@ def test_status_and_due_scheduling(database: str) -> None:  # noqa: F811
 
 
 @pytest.mark.parametrize("bad", [
-    {"provider": "tiktok"}, {"account_id": "act_111"}, {"tokens": {}}, {"tokens": {"access_token": "short"}},
+    {"provider": "tiktok"}, {"account_id": "act_"}, {"account_id": "act_11x"}, {"account_id": "111-222"},
+    {"account_id": "ACT_111"}, {"account_id": " 111"}, {"account_id": "1" * 33}, {"tokens": {}},
+    {"tokens": {"access_token": "short"}},
+    {"provider": "google", "account_id": "act_1234567890",
+     "tokens": {"developer_token": "dev1", "access_token": "ya29.token"}},
+    {"provider": "google", "account_id": "123-4567-890",
+     "tokens": {"developer_token": "dev1", "access_token": "ya29.token"}},
     {"provider": "google", "tokens": {"developer_token": "dev1", "refresh_token": "r"}},
     {"login_customer_id": "123"},
 ])
@@ -85,6 +91,22 @@ def test_bad_input_is_refused_without_echoing_tokens(bad: dict[str, object]) -> 
     with pytest.raises(ValidationError) as exc:
         store.NewConnection.model_validate(args)
     assert "EAAsecret" not in store.describe(exc.value)
+
+
+@pytest.mark.parametrize(("provider", "given", "stored"), [
+    ("meta", "act_123", "123"), ("meta", "123", "123"),
+    ("google", "123-456-7890", "1234567890"), ("google", "1234567890", "1234567890"),
+])
+def test_the_platforms_own_spelling_is_accepted_and_stored_canonical(provider: str, given: str, stored: str) -> None:
+    """The README's ``act_123`` and Google's ``123-456-7890`` are what people copy from the
+    platforms' own screens; one canonical form is stored (the form snapshots carry)."""
+    tokens = {"access_token": "EAAsecrettoken1"} if provider == "meta" else {
+        "developer_token": "dev1", "access_token": "ya29.token"}
+    login = "999-000-1111" if provider == "google" else None
+    c = store.NewConnection.model_validate({"workspace_id": WS, "provider": provider, "account_id": given,
+                                            "login_customer_id": login, "tokens": tokens})
+    assert c.account_id == stored
+    assert c.login_customer_id == ("9990001111" if provider == "google" else None)
 
 
 def test_migration_downgrade_drops_what_it_creates(database: str) -> None:  # noqa: F811

@@ -7,12 +7,15 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from google.oauth2.credentials import Credentials
 
 from connectors.connections.errors import NeedsReauth, SyncFailure, Throttled
 from connectors.connections.resilience import CircuitBreaker
+from connectors.google_ads.client import GoogleAccount, GoogleApi
 from connectors.google_ads.logic import OperationBudget
-from connectors.google_ads.poller import GoogleAccount, GoogleAdsPoller
+from connectors.google_ads.poller import GoogleAdsPoller
 from tests.fakes.google_ads_grpc import AdDay, FakeCustomer, FakeGoogleAds, Scripted
+from tests.fakes.oauth_token import FakeTokenEndpoint
 
 WS = "7b0c5a0e-8a51-4d43-9a52-3c5f2f0e7a10"
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -138,3 +141,64 @@ def test_entity_sync_reads_names_statuses_and_hierarchy(fake: FakeGoogleAds) -> 
     assert (by_id["100"].name, by_id["100"].entity_level) == ("Brand search", "campaign")
     assert by_id["201"].status == "REMOVED" and by_id["201"].entity_level == "adset"
     assert (by_id["901"].name, by_id["901"].entity_level, by_id["901"].campaign_id) == ("PMax shoes", "asset_group", "900")
+
+
+CLIENT_ID, CLIENT_SECRET = "client-9.apps.googleusercontent.com", "GOCSPX-clientSECRET"
+
+
+@pytest.fixture
+def oauth() -> Iterator[FakeTokenEndpoint]:
+    with FakeTokenEndpoint().running() as f:
+        yield f
+
+
+def renewable(fake: FakeGoogleAds, oauth: FakeTokenEndpoint, refresh_token: str = "1//refreshSECRET",
+              credentials: Credentials | None = None) -> GoogleAdsPoller:
+    acct = GoogleAccount(WS, "1234567890", "devtok-fake", refresh_token=refresh_token, client_id=CLIENT_ID,
+                         client_secret=CLIENT_SECRET)
+    return GoogleAdsPoller(acct, api=GoogleApi(fake.endpoint, oauth.url), credentials=credentials,
+                           clock=lambda: NOW, sleep=lambda s: None)
+
+
+def test_a_refresh_token_is_renewed_at_the_token_endpoint_and_a_refused_token_once_more(
+    fake: FakeGoogleAds, oauth: FakeTokenEndpoint,
+) -> None:
+    c = populate(fake, token="ya29.first")
+    oauth.grant("1//refreshSECRET", CLIENT_ID, CLIENT_SECRET, "ya29.first", "ya29.second")
+    p = renewable(fake, oauth)
+    assert len(p.poll(TODAY, TODAY).snapshots) == 8
+    assert [(r.form["grant_type"], r.form["client_id"], r.status) for r in oauth.requests] == [
+        ("refresh_token", CLIENT_ID, 200)]
+    # The same credentials in the next sync: no new refresh while the hour lasts.
+    again = renewable(fake, oauth, credentials=p.credentials)
+    assert len(again.poll(TODAY, TODAY).snapshots) == 8 and len(oauth.requests) == 1
+    # Google revokes the access token early: refused once, renewed, retried.
+    c.token = "ya29.second"
+    seen = len(fake.seen)
+    assert len(renewable(fake, oauth, credentials=p.credentials).poll(TODAY, TODAY).snapshots) == 8
+    assert len(oauth.requests) == 2
+    assert [s.metadata["authorization"] for s in fake.seen[seen:seen + 2]] == ["Bearer ya29.first", "Bearer ya29.second"]
+
+
+@pytest.mark.parametrize(("revoke", "secret", "code"), [
+    (True, CLIENT_SECRET, "invalid_grant"), (False, "GOCSPX-wrongSECRET", "invalid_client")])
+def test_a_refused_grant_needs_reauth_and_says_what_to_do(
+    fake: FakeGoogleAds, oauth: FakeTokenEndpoint, revoke: bool, secret: str, code: str,
+) -> None:
+    populate(fake, token="ya29.never")
+    oauth.grant("1//refreshSECRET", CLIENT_ID, CLIENT_SECRET, "ya29.never")
+    if revoke:
+        oauth.revoke("1//refreshSECRET")
+    acct = GoogleAccount(WS, "1234567890", "devtok-fake", refresh_token="1//refreshSECRET", client_id=CLIENT_ID,
+                         client_secret=secret)
+    with pytest.raises(NeedsReauth) as exc:
+        GoogleAdsPoller(acct, api=GoogleApi(fake.endpoint, oauth.url), sleep=lambda s: None).poll(TODAY, TODAY)
+    assert code in exc.value.message and "reconnect" in exc.value.message
+    assert "SECRET" not in exc.value.message and fake.seen == []  # never called Google Ads without a token
+
+
+def test_a_bare_access_token_refused_says_it_cannot_be_renewed(fake: FakeGoogleAds) -> None:
+    populate(fake, token="ya29.current")
+    with pytest.raises(NeedsReauth) as exc:
+        poller(fake, token="ya29.expiredSECRET").poll(TODAY, TODAY)
+    assert "refresh_token" in exc.value.message and "SECRET" not in exc.value.message

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 
 from connectors.connections.resilience import CircuitBreaker, backoff_delay
-from connectors.meta.throttle import classify_error, decide
+from connectors.meta.throttle import classify_error, decide, hot_pacing
 
 
 def test_low_usage_goes() -> None:
@@ -79,3 +80,19 @@ def test_interval_stretches_with_usage() -> None:
     at90 = decide({"x-app-usage": json.dumps({"call_count": 90})})
     at85 = decide({"x-app-usage": json.dumps({"call_count": 85})})
     assert interval_factor(go) == 1.0 and interval_factor(at85) == 1.0 and interval_factor(at90) == 2.5
+
+
+def test_todays_reads_slow_by_degrees_only_past_the_pause_line() -> None:
+    def pacing(pct: float) -> tuple[float, str | None]:
+        p = hot_pacing(decide({"x-ad-account-usage": json.dumps({"acc_id_util_pct": pct, "reset_time_duration": 1800})}))
+        return p.factor, p.note
+
+    assert pacing(50) == (1.0, None) and pacing(94.9) == (1.0, None)  # the warm loop slows instead
+    assert pacing(96)[0] == pytest.approx(1.2) and pacing(96)[1] == "usage 96 %"
+    factors = [pacing(95 + i / 10)[0] for i in range(0, 80)]
+    assert all(b >= a for a, b in itertools.pairwise(factors))  # never faster as usage grows
+    assert max(b - a for a, b in itertools.pairwise(factors)) <= 0.021  # no cliff
+    assert factors[-1] == 2.0 and pacing(250)[0] == 2.0  # at most twice the interval
+    blocked = decide({"x-business-use-case-usage": json.dumps(
+        {"1": [{"call_count": 100, "estimated_time_to_regain_access": 5}]})})
+    assert blocked.blocked and hot_pacing(blocked).factor == 1.0  # a block ends the sync as throttled instead

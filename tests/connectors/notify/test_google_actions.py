@@ -10,7 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.google_ads.status import GoogleStatusSetter, resource_name
+from connectors.google_ads.client import GoogleAccount, GoogleApi
+from connectors.google_ads.status import GoogleStatusError, GoogleStatusSetter, resource_name
 from connectors.notify import actions
 from schemas.alerts import AlertV1
 from tests.connectors.notify.factory import (
@@ -22,6 +23,7 @@ from tests.connectors.notify.factory import (
     keyring,
 )
 from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds, Scripted
+from tests.fakes.oauth_token import FakeTokenEndpoint
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
 
 CID, TOKEN, DEV = GOOGLE_CID, GOOGLE_TOKEN, GOOGLE_DEV
@@ -188,3 +190,21 @@ def test_resource_names() -> None:
         resource_name(CID, "keyword", "1")
     with pytest.raises(ValueError, match="campaign id"):
         resource_name(CID, "campaign", "cmp-9")
+
+
+def test_a_refresh_token_connection_pauses_with_a_renewed_token_or_says_why_not(fake: FakeGoogleAds) -> None:
+    """The pause/resume action renews the connection's access token at the configured
+    OAuth token endpoint (as the poller does) instead of Google's fixed one."""
+    fake.customers[CID].token = "ya29.renewedForAction"
+    account = GoogleAccount("ws", CID, DEV, refresh_token="1//actionSECRET", client_id="c.apps",
+                            client_secret="GOCSPX-SECRET")
+    with FakeTokenEndpoint().running() as oauth:
+        oauth.grant("1//actionSECRET", "c.apps", "GOCSPX-SECRET", "ya29.renewedForAction")
+        setter = GoogleStatusSetter(api=GoogleApi(fake.endpoint, oauth.url), timeout_s=10.0)
+        assert setter(account, "campaign", CAMPAIGN, None, "PAUSED") == f"customers/{CID}/campaigns/{CAMPAIGN}"
+        assert fake.mutations[-1].metadata["authorization"] == "Bearer ya29.renewedForAction"
+        oauth.revoke("1//actionSECRET")
+        with pytest.raises(GoogleStatusError) as exc:
+            setter(account, "campaign", CAMPAIGN, None, "ENABLED")
+    assert "invalid_grant" in str(exc.value) and "SECRET" not in str(exc.value)
+    assert len(fake.mutations) == 1
