@@ -338,6 +338,7 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": ns.notifier_group_id,
         "enable.auto.commit": False,
+        "on_commit": _committed,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
         "client.id": "metricx-notifier",
@@ -421,23 +422,30 @@ class _Intake:
 
 
 def _commit(consumer: Consumer) -> None:
-    """Commit the consumed positions.  If the broker is away the commit is skipped (said
-    so, and counted): the next one covers these offsets too, and a restart meanwhile
-    re-reads a batch whose intake is idempotent."""
+    """Commit the consumed positions, asynchronously: a synchronous commit waits for the
+    group coordinator with no deadline, so a broker restart right after a batch froze the
+    whole intake (and /readyz with it) until the broker came back.  The outcome arrives in
+    :func:`_committed` during the next ``consume``; a commit the broker could not take is
+    covered by the next one, and a restart meanwhile re-reads a batch whose intake is
+    idempotent."""
     try:
-        consumer.commit(asynchronous=False)
+        consumer.commit(asynchronous=True)
     except KafkaException as exc:
         err = exc.args[0]
-        if not isinstance(err, KafkaError):
+        if not isinstance(err, KafkaError) or err.fatal():
             raise
-        if err.code() == KafkaError._NO_OFFSET:
-            return
-        if err.fatal():
-            raise
-        KAFKA_ERRORS.labels("notifier", err.name()).inc()
-        HEALTH.down("kafka", f"offset commit: {err.str()}")
+        if err.code() != KafkaError._NO_OFFSET:
+            _committed(err, [])
+
+
+def _committed(err: KafkaError | None, partitions: list[Any]) -> None:
+    if err is None:
+        HEALTH.up("kafka")
         return
-    HEALTH.up("kafka")
+    if err.code() == KafkaError._NO_OFFSET:
+        return
+    KAFKA_ERRORS.labels("notifier", err.name()).inc()
+    HEALTH.down("kafka", f"offset commit: {err.str()}")
 
 
 def _probe_kafka(consumer: Consumer, topic: str) -> None:
