@@ -76,7 +76,7 @@ test-faults: setup
 
 ## pure-logic tests only (no services), for a quick loop while editing
 test-unit: python
-	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/deploy tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py \
+	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/deploy tests/pollers/test_sim_poller.py tests/copilot tests/fakes/test_anthropic_fake.py \
 		tests/serving/test_body_limit.py tests/serving/test_stream_guard.py
 
 ## figures only, never pass/fail: the backbone (throughput, latency, memory), the pollers, serving,
@@ -89,7 +89,7 @@ bench: setup services-up migrate topics
 	$(BIN)/python -m tests.bench.bench_recovery --run
 
 lint: python
-	$(BIN)/ruff check metricx domain pipelines connectors schemas serving copilot tests
+	$(BIN)/ruff check metricx ground schemas adapters domain copilot pipelines notifier pollers serving tests
 
 typecheck: python
 	$(BIN)/mypy

@@ -655,8 +655,8 @@ cmd_create_topics() {
     [[ -f $KAFKA_LIBS/.fetched ]] || die "Kafka jars missing: run deploy/services.sh up"
     port_open "$KAFKA_PORT" || die "kafka is not running on $KAFKA_BOOTSTRAP: run deploy/services.sh up"
     [[ $RAW_PARTITIONS =~ ^[1-9][0-9]*$ ]] || die "METRICX_RAW_PARTITIONS must be a positive integer"
-    # Record sizes as in connectors/kafka.py (RAW_MAX_MESSAGE_BYTES, DEADLETTER_TOPIC_MAX_BYTES;
-    # tests/connectors/test_topic_sizes.py checks they agree): the dead-letter topic takes
+    # Record sizes as in adapters/kafka.py (RAW_MAX_MESSAGE_BYTES, DEADLETTER_TOPIC_MAX_BYTES;
+    # tests/schemas/test_topics.py checks they agree): the dead-letter topic takes
     # the largest raw record plus its dead-letter headers.
     local specs=(
         "metricx.insights.raw $RAW_PARTITIONS max.message.bytes=1048588"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from metricx.settings import Settings
-from metricx.stopping import stop_on_signals
+from ground.settings import Settings
+from ground.stopping import stop_on_signals
 
 DEMO_SUMMARY = """
 SELECT d.workspace_id, d.provider, d.account_id, d.currency, count(*) AS entities,
@@ -63,7 +63,7 @@ def storage(settings: Settings) -> str:
 
 def demo_token(env: dict[str, str], seed: int) -> tuple[str, str]:
     """(workspace id, token) for the first simulated workspace, owner membership granted."""
-    from connectors.sim.world import build_world
+    from domain.sim.world import build_world
 
     world = build_world(seed)
     ws = world.workspaces[0]
@@ -116,7 +116,7 @@ def ensure_demo_rule(settings: Settings, ws: str) -> None:
 
 
 def demo_key(path: Path) -> str:
-    from connectors.connections.crypto import generate_key
+    from adapters.crypto import generate_key
 
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,11 @@ import httpx
 import psycopg
 from confluent_kafka import KafkaException
 
-from connectors.kafka import check_reachable as kafka_reachable
-from connectors.lag import BrokerProbe, lag, pipeline_committed
-from connectors.redis_live import check_reachable as redis_reachable
-from connectors.timescale import check_reachable as db_reachable
-from metricx.settings import Settings
+from adapters.kafka import check_reachable as kafka_reachable
+from adapters.lag import BrokerProbe, lag, pipeline_committed
+from adapters.redis_live import check_reachable as redis_reachable
+from adapters.timescale import check_reachable as db_reachable
+from ground.settings import Settings
 
 
 @dataclass

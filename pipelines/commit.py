@@ -20,16 +20,17 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from connectors.kafka import (
+from adapters.kafka import (
     MessageTooLarge,
     Producer,
     deadletter_producer,
     flush_until_delivered,
     send_dead_letter,
 )
-from connectors.redis_live import LivePublisher
-from connectors.timescale import InsightStore
-from metricx.metrics import (
+from adapters.redis_live import LivePublisher
+from adapters.timescale import InsightStore
+from domain.batch import Batch, build_batch, live_messages
+from ground.metrics import (
     COMMIT_BATCH,
     COMMIT_RETRIES,
     COMMIT_SECONDS,
@@ -39,8 +40,7 @@ from metricx.metrics import (
     SNAPSHOTS,
     dead_lettered,
 )
-from metricx.settings import Settings
-from pipelines.batch import Batch, build_batch, live_messages
+from ground.settings import Settings
 from pipelines.steps import SinkItem
 from schemas.alerts import alert_payload
 

@@ -16,7 +16,7 @@ functions (:mod:`pipelines.steps`), so another engine or a plain loop can drive 
 Delivery guarantee: Bytewax recovery snapshots state and Kafka offsets together every
 ``METRICX_SNAPSHOT_INTERVAL_S``; after a crash the flow resumes from the last snapshot
 and replays what followed (at-least-once).  Every write is idempotent (see
-``connectors.timescale``), so totals are exact.
+``adapters.timescale``), so totals are exact.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 
-from metricx.metrics import HEALTH, KAFKA_ERRORS, SNAPSHOT_SECONDS
-from metricx.settings import Settings
+from domain.deltas import Applied, Outcome
+from domain.rulebook import RuleBook
+from domain.stoploss.watch import DEFAULT_WARMUP
+from ground.metrics import HEALTH, KAFKA_ERRORS, SNAPSHOT_SECONDS
+from ground.settings import Settings
 from pipelines.commit import BackgroundCommitter, Committer
-from pipelines.deltas import Applied, Outcome
 from pipelines.idle_state import idle_expiring_flat_map, idle_expiring_map
-from pipelines.rulebook import RuleBook
 from pipelines.steps import (
     SinkItem,
     fold,
@@ -51,7 +52,6 @@ from pipelines.steps import (
     watch_step,
     watch_target,
 )
-from pipelines.stoploss import DEFAULT_WARMUP
 from schemas.envelope import DeadLetter, Envelope
 from schemas.rules import MAX_DAYS
 
@@ -263,7 +263,7 @@ def build_flow(
     warmup: timedelta = DEFAULT_WARMUP,
     stop: threading.Event | None = None,
 ) -> Dataflow:
-    """``book``: the stop-loss rules side input (``connectors.rules_feed`` keeps it
+    """``book``: the stop-loss rules side input (``pipelines.rules_feed`` keeps it
     current); without one the flow has no stop-loss step at all.  ``stop``: once set,
     the input ends and the run returns after its last epoch is committed."""
     flow = Dataflow("metricx_insights")

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
-from metricx.settings import Settings
+from domain.deltas import EntityState
+from ground.settings import Settings
 from pipelines.commit import BackgroundCommitter, Committer
-from pipelines.deltas import EntityState
 from pipelines.steps import SinkItem, fold, is_refused, to_dead_letter, validate
 from schemas.envelope import DeadLetter, Envelope
 
@@ -63,10 +63,10 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
 
 def main() -> None:
     """``python -m pipelines.plain``: run until SIGINT/SIGTERM (benchmarks start it)."""
-    from metricx import logs
-    from metricx.gc_tuning import tune_gc
-    from metricx.settings import load_settings
-    from metricx.stopping import stop_on_signals
+    from ground import logs
+    from ground.gc_tuning import tune_gc
+    from ground.settings import load_settings
+    from ground.stopping import stop_on_signals
 
     settings = load_settings()
     logs.configure(settings.log_level)

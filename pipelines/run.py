@@ -10,14 +10,14 @@ from pathlib import Path
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
-from connectors.kafka import TopicSpec, deadletter_topic_spec, ensure_topics
-from connectors.lag import LagMonitor
-from metricx.gc_tuning import tune_gc
-from metricx.settings import Settings
-from metricx.stopping import stop_on_signals
+from adapters.kafka import TopicSpec, deadletter_topic_spec, ensure_topics
+from adapters.lag import LagMonitor
+from domain.metering import Budget, CostMeter
+from domain.rulebook import RuleBook
+from ground.gc_tuning import tune_gc
+from ground.settings import Settings
+from ground.stopping import stop_on_signals
 from pipelines.flow import build_flow
-from pipelines.metering import Budget, CostMeter
-from pipelines.rulebook import RuleBook
 
 log = logging.getLogger("metricx.pipeline")
 
@@ -56,7 +56,7 @@ def run_pipeline(
     feed = None
     book = None
     if settings.rules_enabled:
-        from connectors.rules_feed import RulesFeed
+        from pipelines.rules_feed import RulesFeed
 
         book = RuleBook(meter=CostMeter(Budget(per_snapshot_ns=int(settings.rules_budget_ms * 1_000_000))))
         feed = RulesFeed(

@@ -17,11 +17,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from metricx.settings import Settings, load_settings
+from ground.serving_settings import ServingSettings, load_serving_settings
+from ground.settings import Settings, load_settings
 from serving import access_log, observability
 from serving.auth import Verifier
 from serving.body_limit import BodyLimit
-from serving.config import ServingSettings, load_serving_settings
 from serving.db import ConnectionPool, PoolExhausted
 from serving.deps import is_member
 from serving.routes import alerts, analytics, channels, dashboard, entities, health, rules, stream

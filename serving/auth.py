@@ -27,7 +27,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from serving.config import ServingSettings
+from ground.serving_settings import ServingSettings
 from serving.dev_issuer import load_or_create_key, public_jwk
 
 log = logging.getLogger(__name__)

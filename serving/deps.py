@@ -19,9 +19,9 @@ import psycopg
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
-from metricx.settings import Settings
+from ground.serving_settings import ServingSettings
+from ground.settings import Settings
 from serving.auth import AuthError, Caller, Verifier, verify_stream_token
-from serving.config import ServingSettings
 from serving.db import ConnectionPool
 
 log = logging.getLogger(__name__)

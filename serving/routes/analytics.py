@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query
 
-from pipelines import kpis as k
+from domain import kpis as k
 from schemas.api import PeriodOut, Timeseries, TimeseriesGroup, TimeseriesPoint
 from schemas.edge import ApiDate, Text
 from serving import queries as q

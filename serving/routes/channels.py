@@ -1,7 +1,7 @@
 """``/channels``: where a workspace's alerts go (Slack incoming webhooks, email).
 
 The secret (a webhook URL is a bearer credential; recipients are personal data) is
-encrypted at rest by ``connectors.notify.channels`` and never returned: a channel shows
+encrypted at rest by ``adapters.channels_store`` and never returned: a channel shows
 its kind, name, status and ``last_error``, so a channel the notifier disabled after a
 permanent Slack error is visible and can be re-enabled once fixed.
 
@@ -23,9 +23,9 @@ from fastapi import HTTPException, Request, Response
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.connections.crypto import Keyring, TokenKeyError
-from connectors.notify import channels as store
-from metricx.settings import ENV_PREFIX
+from adapters import channels_store as store
+from adapters.crypto import Keyring, TokenKeyError
+from ground.settings import ENV_PREFIX
 from schemas.api_rules import ChannelIn, ChannelList, ChannelOut, EmailChannelIn
 from serving import rules_store
 from serving.deps import Conn, CurrentWorkspace, WritableWorkspace, WriteConn

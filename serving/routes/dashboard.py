@@ -15,7 +15,7 @@ from typing import Annotated, Generic, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request
 
-from pipelines import kpis as k
+from domain import kpis as k
 from schemas.api import (
     CampaignRow,
     Dashboard,

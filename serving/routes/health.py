@@ -10,7 +10,7 @@ import redis
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from metricx.settings import Settings
+from ground.settings import Settings
 from serving.json_route import api_router
 
 router = api_router(tags=["health"])

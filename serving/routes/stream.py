@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Header, HTTPException, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from ground.serving_settings import ServingSettings
 from schemas.api import StreamToken
 from serving.auth import expires_at, mint_stream_token
-from serving.config import ServingSettings
 from serving.deps import STREAM_COOKIE, CurrentCaller, CurrentWorkspace, StreamCaller, StreamWorkspace
 from serving.json_route import api_router
 from serving.stream import Hub, events, is_stream_id

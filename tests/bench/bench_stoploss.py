@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from connectors.kafka import (
+from adapters.kafka import (
     Producer,
     TopicSpec,
     deadletter_topic_spec,
@@ -40,9 +40,9 @@ from connectors.kafka import (
     ensure_topics,
     raw_topic_spec,
 )
-from connectors.sim.poller import run_bulk
-from connectors.sim.world import World, build_world_for_entities
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from domain.sim.world import World, build_world_for_entities
+from ground.settings import REPO_ROOT, Settings, load_settings
+from pollers.sim import run_bulk
 from schemas.rules import RuleV1, rule_message
 from tests.bench import flavours as fl
 from tests.bench.run_bench import RunResult, drop_database, fresh_database, run_engine
@@ -110,9 +110,9 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
     """Snapshot produced into Kafka -> Slack webhook request received, per alert, with
     the pipeline, the notifier and a local Slack (one webhook per workspace) running
     while simulated polls arrive at a steady ``rate``."""
-    from connectors.notify import channels
-    from tests.connectors.notify.factory import KEY, keyring, workspace
+    from adapters import channels_store as channels
     from tests.fakes.slack_server import FakeSlack, fingerprints_in
+    from tests.notifier.factory import KEY, keyring, workspace
 
     suffix = uuid.uuid4().hex[:6]
     topic, dl, rules_topic, alerts_topic = (f"metricx.bench.lat{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))

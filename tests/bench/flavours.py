@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from metricx.settings import Settings
+from ground.settings import Settings
 from tests.databases import FLAVOURS, timescale_problem
 
 LABELS = {"timescaledb": "TimescaleDB", "postgresql": "PostgreSQL"}

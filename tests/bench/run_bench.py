@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from connectors.kafka import (
+from adapters.kafka import (
     Producer,
     TopicSpec,
     deadletter_topic_spec,
@@ -41,9 +41,9 @@ from connectors.kafka import (
     ensure_topics,
     raw_topic_spec,
 )
-from connectors.sim.poller import run_bulk
-from connectors.sim.world import build_world_for_entities
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from domain.sim.world import build_world_for_entities
+from ground.settings import REPO_ROOT, Settings, load_settings
+from pollers.sim import run_bulk
 from schemas.migrate import upgrade
 from tests.bench import flavours as fl
 from tests.integration.totals import progress

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.kafka import Producer, encode_snapshot, flush_until_delivered
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from adapters.kafka import Producer, encode_snapshot, flush_until_delivered
+from ground.settings import REPO_ROOT, Settings, load_settings
 from schemas.insight import Snapshot
 
 SERVICES_SH = REPO_ROOT / "deploy" / "services.sh"

@@ -46,19 +46,18 @@ import psycopg
 import pytest
 import redis
 
-from connectors.kafka import Producer, ensure_topics
-from connectors.redis_live import live_stream_key
-from connectors.sim.generator import expected_totals
+from adapters.kafka import Producer, ensure_topics
+from adapters.redis_live import live_stream_key
+from domain.deltas import apply_snapshot
+from domain.rulebook import RuleBook
+from domain.sim.generator import expected_totals
+from ground.settings import load_settings
 from metricx.cli import topic_specs
-from metricx.settings import load_settings
-from pipelines.deltas import apply_snapshot
-from pipelines.rulebook import RuleBook
 from pipelines.steps import watch_step, watch_target
 from schemas.insight import Snapshot
 from schemas.migrate import upgrade
 from schemas.rules import RuleV1, rule_message, to_rule
 from serving.dev_issuer import public_jwk
-from tests.connectors.notify.factory import KEY, channel
 from tests.fakes.slack_server import FakeSlack, fingerprints_in
 from tests.faults.conftest import (
     FaultServices,
@@ -72,6 +71,7 @@ from tests.faults.conftest import (
 )
 from tests.integration.test_pipeline_e2e import assert_exact, simulated
 from tests.integration.totals import normalise, progress
+from tests.notifier.factory import KEY, channel
 from tests.serving.conftest import AUDIENCE, ISSUER, Issuer
 
 pytestmark = pytest.mark.faults

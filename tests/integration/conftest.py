@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka import check_reachable as kafka_ok
-from connectors.kafka import deadletter_topic_spec, delete_topics, ensure_topics, raw_topic_spec
-from connectors.redis_live import check_reachable as redis_ok
-from connectors.timescale import check_reachable as db_ok
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from adapters.kafka import check_reachable as kafka_ok
+from adapters.kafka import deadletter_topic_spec, delete_topics, ensure_topics, raw_topic_spec
+from adapters.redis_live import check_reachable as redis_ok
+from adapters.timescale import check_reachable as db_ok
+from ground.settings import REPO_ROOT, Settings, load_settings
 from tests.databases import FLAVOURS, fresh_database, timescale_problem
 
 

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from connectors.connections import store
-from connectors.connections.crypto import generate_key
-from metricx.settings import REPO_ROOT, Settings
+from adapters import connections_store as store
+from adapters.crypto import generate_key
+from ground.settings import REPO_ROOT, Settings
 from tests.fakes import graph_api as mfake
 from tests.integration.conftest import Topics
 

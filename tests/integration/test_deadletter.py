@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import Message
 
-from connectors.kafka import (
+from adapters.kafka import (
     Producer,
     TopicSpec,
     deadletter_producer,
@@ -21,7 +21,7 @@ from connectors.kafka import (
     ensure_topics,
     send_dead_letter,
 )
-from metricx.settings import Settings
+from ground.settings import Settings
 from schemas.envelope import (
     H_OFFSET,
     H_PARTITION,

@@ -22,10 +22,9 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.connections import store
-from connectors.connections.crypto import Keyring, generate_key
-from connectors.connections.schedule import local_today
-from connectors.kafka import (
+from adapters import connections_store as store
+from adapters.crypto import Keyring, generate_key
+from adapters.kafka import (
     Producer,
     TopicSpec,
     delete_topics,
@@ -33,9 +32,9 @@ from connectors.kafka import (
     ensure_topics,
     publish_snapshots,
 )
-from metricx.settings import REPO_ROOT, Settings
+from domain.schedule import local_today
+from ground.settings import REPO_ROOT, Settings
 from schemas.envelope import H_STAGE
-from tests.connectors.notify.factory import channel, payload
 from tests.fakes import graph_api as mfake
 from tests.fakes.slack_server import FakeSlack, fingerprints_in
 from tests.faults.conftest import free_port
@@ -43,6 +42,7 @@ from tests.integration.conftest import Pipeline, Topics
 from tests.integration.test_notifier_e2e import Notifier, notifier_env, send_alerts, wait_for
 from tests.integration.test_pipeline_e2e import simulated
 from tests.integration.totals import consume_all, header, progress, wait_until
+from tests.notifier.factory import channel, payload
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -24,10 +24,14 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from connectors.kafka import Producer, TopicSpec, deadletter_topic_spec, delete_topics, ensure_topics
-from metricx.settings import REPO_ROOT, Settings
+from adapters.kafka import Producer, TopicSpec, deadletter_topic_spec, delete_topics, ensure_topics
+from ground.settings import REPO_ROOT, Settings
 from schemas.envelope import H_STAGE
-from tests.connectors.notify.factory import (
+from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds
+from tests.fakes.graph_api import FakeAccount, FakeGraphApi
+from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
+from tests.fakes.smtp_server import FakeSmtp
+from tests.notifier.factory import (
     GOOGLE_CID,
     GOOGLE_DEV,
     GOOGLE_TOKEN,
@@ -39,10 +43,6 @@ from tests.connectors.notify.factory import (
     meta_connection,
     payload,
 )
-from tests.connectors.notify.smtp_fake import FakeSmtp
-from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds
-from tests.fakes.graph_api import FakeAccount, FakeGraphApi
-from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
 
 N_ALERTS = 40
 RETRY_AFTER_S = 2.0

@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from connectors.kafka import Producer, publish_snapshots
-from connectors.redis_live import live_stream_key
-from connectors.sim.generator import expected_totals, poll_stream
-from connectors.sim.world import build_world
-from metricx.settings import Settings
+from adapters.kafka import Producer, publish_snapshots
+from adapters.redis_live import live_stream_key
+from domain.sim.generator import expected_totals, poll_stream
+from domain.sim.world import build_world
+from ground.settings import Settings
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
 from tests.databases import refresh_aggregates

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import signal
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics, publish_snapshots
-from metricx.settings import Settings
+from adapters.kafka import Producer, TopicSpec, delete_topics, ensure_topics, publish_snapshots
+from ground.settings import Settings
 from tests.integration.conftest import Pipeline, Topics
 from tests.integration.test_pipeline_e2e import simulated
 from tests.integration.totals import progress, wait_until

@@ -19,11 +19,11 @@ import psycopg
 import pytest
 import redis
 
-from connectors.connections import store
-from connectors.connections.crypto import Keyring, generate_key
-from connectors.connections.sync import Endpoints, Syncer
-from connectors.kafka import Producer
-from metricx.settings import Settings
+from adapters import connections_store as store
+from adapters.crypto import Keyring, generate_key
+from adapters.kafka import Producer
+from ground.settings import Settings
+from pollers.sync import Endpoints, Syncer
 from tests.fakes import graph_api as mfake
 from tests.integration.conftest import Topics
 from tests.integration.totals import consume_all

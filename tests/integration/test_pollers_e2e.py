@@ -26,13 +26,13 @@ import psycopg
 import pytest
 import redis
 
-from connectors.connections import store
-from connectors.connections.crypto import Keyring, generate_key
-from connectors.connections.progress import BackfillProgress
-from connectors.connections.schedule import local_today
-from connectors.connections.sync import Endpoints, Syncer
-from connectors.kafka import Producer
-from metricx.settings import REPO_ROOT, Settings
+from adapters import connections_store as store
+from adapters.crypto import Keyring, generate_key
+from adapters.kafka import Producer
+from domain.backfill_progress import BackfillProgress
+from domain.schedule import local_today
+from ground.settings import REPO_ROOT, Settings
+from pollers.sync import Endpoints, Syncer
 from schemas.metrics import Metrics
 from tests.databases import refresh_aggregates
 from tests.fakes import google_ads_grpc as gfake
@@ -190,7 +190,7 @@ def test_expired_meta_token_marks_needs_reauth_and_is_not_polled_again(
 
 def test_lease_allows_one_sync_per_connection(services: Settings, topics: Topics, database: str,
                                               graph: mfake.FakeGraphApi) -> None:
-    from connectors.connections.lease import Lease, lease_key
+    from adapters.lease import Lease, lease_key
 
     graph.add_account(mfake.FakeAccount("3030", "EAAleasetoken", META_TZ, "USD"))
     keys = Keyring.parse(f"k1:{generate_key()}", None)

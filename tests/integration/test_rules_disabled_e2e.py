@@ -17,11 +17,11 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from connectors.kafka import TopicSpec, delete_topics, ensure_topics
-from connectors.rules_feed import RulesFeed
-from metricx.settings import Settings
-from pipelines.metering import Budget, CostMeter
-from pipelines.rulebook import RuleBook
+from adapters.kafka import TopicSpec, delete_topics, ensure_topics
+from domain.metering import Budget, CostMeter
+from domain.rulebook import RuleBook
+from ground.settings import Settings
+from pipelines.rules_feed import RulesFeed
 from schemas.rules import RuleIn, RuleV1, parse_rule_message
 from serving import rules_store as store
 from tests.factories import metrics, snap

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.kafka import Producer, TopicSpec, deadletter_topic_spec, delete_topics, ensure_topics
-from connectors.rules_feed import RulesFeed
-from metricx.settings import Settings
-from pipelines.rulebook import RuleBook
+from adapters.kafka import Producer, TopicSpec, deadletter_topic_spec, delete_topics, ensure_topics
+from domain.rulebook import RuleBook
+from ground.settings import Settings
+from pipelines.rules_feed import RulesFeed
 from schemas.envelope import H_REASON, H_STAGE
 from schemas.rules import RuleV1, rule_message
 from tests.integration.totals import consume_all, header, wait_until

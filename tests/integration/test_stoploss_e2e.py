@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics, publish_snapshots
-from metricx.settings import Settings
+from adapters.kafka import Producer, TopicSpec, delete_topics, ensure_topics, publish_snapshots
+from ground.settings import Settings
 from schemas.insight import Snapshot
 from schemas.rules import RuleV1, rule_message
 from tests.factories import metrics, snap

@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
-from connectors.notify import outbox
-from metricx.settings import REPO_ROOT, Settings
+from adapters.kafka import Producer, TopicSpec, delete_topics, ensure_topics
+from ground.settings import REPO_ROOT, Settings
 from metricx.status import ConsumerLag, Report, Service, parse_endpoints, problems
-from tests.connectors.notify.factory import KEY, alert, channel
+from notifier import outbox
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
+from tests.notifier.factory import KEY, alert, channel
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

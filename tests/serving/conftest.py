@@ -24,15 +24,15 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from connectors.timescale import InsightStore
-from metricx.settings import Settings
-from pipelines.batch import build_batch
-from pipelines.deltas import EntityState, apply_snapshot
+from adapters.timescale import InsightStore
+from domain.batch import build_batch
+from domain.deltas import EntityState, apply_snapshot
+from ground.serving_settings import ServingSettings
+from ground.settings import Settings
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
 from serving.app import create_app
-from serving.config import ServingSettings
 from serving.dev_issuer import public_jwk
 from tests import databases
 from tests.integration.conftest import database, services  # noqa: F401 - fixtures

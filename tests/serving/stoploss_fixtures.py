@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
-from connectors.connections.crypto import generate_key
-from connectors.kafka import TopicSpec, delete_topics, ensure_topics
-from metricx.settings import Settings
+from adapters.crypto import generate_key
+from adapters.kafka import TopicSpec, delete_topics, ensure_topics
+from ground.settings import Settings
 from serving.app import create_app
 from tests.serving.conftest import Issuer, Tenants, serving_settings
 

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from connectors.connections.crypto import Keyring
-from connectors.notify import channels as store
+from adapters import channels_store as store
+from adapters.crypto import Keyring
 from tests.serving.stoploss_fixtures import CAROL, KEY, VICTOR, Api, api, rules_topic  # noqa: F401
 from tests.serving.test_rules_api import RULE
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 import httpx
 import psycopg
 
-from connectors.kafka import Producer, publish_snapshots
-from metricx.settings import Settings
+from adapters.kafka import Producer, publish_snapshots
+from ground.settings import Settings
 from tests.integration.conftest import Pipeline, Topics, pipeline, topics  # noqa: F401 - fixtures
 from tests.serving.conftest import Issuer, Server, Tenants, snapshot, today_utc
 from tests.serving.test_stream import Sse, open_stream, stream_token

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from connectors.kafka import Producer, publish_snapshots
-from connectors.notify import channels
-from connectors.redis_live import LivePublisher
-from metricx.settings import Settings
+from adapters import channels_store as channels
+from adapters.kafka import Producer, publish_snapshots
+from adapters.redis_live import LivePublisher
+from ground.settings import Settings
 from schemas.alerts import Alert, alert_payload
-from tests.connectors.notify.factory import keyring
 from tests.integration.conftest import Pipeline, Topics, pipeline, topics  # noqa: F401 - fixtures
+from tests.notifier.factory import keyring
 from tests.serving.cdp import Browser
 from tests.serving.conftest import Issuer, Server, Tenants, snapshot, today_utc, write
 

@@ -20,8 +20,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from connectors.kafka import TopicSpec, delete_topics, ensure_topics
-from connectors.rules_publish import disable_rules, publish_ids
+from adapters.kafka import TopicSpec, delete_topics, ensure_topics
+from adapters.rules_topic import disable_rules, publish_ids
 from schemas.rules import RuleBody, RuleIn, RuleV1, definition, parse_rule_message, rule_message
 from serving.rules_store import RulePublisher
 from tests.serving.conftest import snapshot, write

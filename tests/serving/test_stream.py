@@ -1,5 +1,5 @@
 """/stream over a real uvicorn server and the real Redis: live updates published by the
-pipeline's own publisher (``connectors.redis_live.LivePublisher``), coalescing, resume
+pipeline's own publisher (``adapters.redis_live.LivePublisher``), coalescing, resume
 with Last-Event-ID, heartbeats, the slow-client drop and workspace isolation."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import psycopg
 import pytest
 import redis
 
-from connectors.redis_live import LivePublisher, live_stream_key
-from metricx.settings import Settings
+from adapters.redis_live import LivePublisher, live_stream_key
+from ground.settings import Settings
 from tests.serving.conftest import Issuer, Server, Tenants
 from tests.serving.stoploss_fixtures import VICTOR, add_member
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from metricx.settings import REPO_ROOT, Settings
+from ground.serving_settings import ServingSettings
+from ground.settings import REPO_ROOT, Settings
 from serving.app import create_app
-from serving.config import ServingSettings
 
 
 def run_token(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ground.serving_settings import ServingSettings
 from serving.auth import AuthError, JwksCache, Verifier
-from serving.config import ServingSettings
 from serving.dev_issuer import mint, public_jwk
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.timescale import check_reachable
-from metricx.settings import load_settings
+from adapters.timescale import check_reachable
+from ground.settings import load_settings
 from tests.databases import timescale_problem
 
 
