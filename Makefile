@@ -43,6 +43,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# `make topics` (deploy/services.mk) runs `metricx topics`: the one list of topics
+topics: python
+
 migrate: python services-up
 	$(METRICX) migrate
 

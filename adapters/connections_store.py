@@ -31,8 +31,6 @@ from pydantic import (
 from adapters.crypto import Keyring, TokenKeyError, aad_for
 from adapters.entities import Entity
 from adapters.google_ads.client import BARE_TOKEN_NOTE
-from domain.backfill_progress import BackfillProgress
-from domain.freshness import freshness
 from schemas.accounts import canonical_account_id
 
 log = logging.getLogger(__name__)
@@ -285,9 +283,9 @@ def start_backfill(conn: psycopg.Connection[Any], c: Connection, since: date, un
 
 def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None,
                 now: datetime | None = None) -> list[dict[str, Any]]:
-    """What `metricx connections status` prints: no token material, ever.  Adds, as of
-    ``now`` (default: the database's clock), how fresh today's data is (``freshness``)
-    and the backfill's progress (``backfill_pct``, ``backfill_eta``)."""
+    """The stored status of each connection: no token material, ever.  ``api_calls_today``
+    is as of ``now`` (default: the database's clock, kept as ``at``); what it means for
+    freshness and backfill progress is ``pollers.status``'s business."""
     where, args = ("WHERE workspace_id = %s", (workspace_id,)) if workspace_id else ("", ())
     cur = conn.execute(
         f"""SELECT workspace_id::text, provider, account_id, display_name, timezone, currency, status, last_error,
@@ -303,13 +301,7 @@ def status_rows(conn: psycopg.Connection[Any], workspace_id: str | None = None,
         row.pop("db_now", None)
         if row["api_calls_day"] is not None and row["api_calls_day"] != at.astimezone(UTC).date():
             row["api_calls_today"] = 0  # counted on another (UTC) day
-        row["freshness"] = freshness(row["status"], row["hot_next_run_at"], row["throttled_until"],
-                                     row["pacing_note"], at)
-        row["backfill_pct"], row["backfill_eta"] = None, None
-        if row["backfill_from"] is not None and row["backfill_until"] is not None:
-            p = BackfillProgress(row["backfill_from"], row["backfill_until"], row["backfill_done_through"],
-                                 row["backfill_rows"], row["backfill_run_started_at"], row["backfill_run_from"])
-            row["backfill_pct"], row["backfill_eta"] = p.pct, p.eta(at)
+        row["at"] = at
         out.append(row)
     return out
 

@@ -1,6 +1,6 @@
 """OAuth tokens encrypted at rest: AES-256-GCM with a key id, so keys can be rotated.
 
-Keys come from the environment, never from the database:
+Keys come from the settings (``ground.settings.TokenKeySettings``), never from the database:
 
 * ``METRICX_TOKEN_KEYS`` - ``kid:base64key[,kid:base64key...]`` (32-byte keys, standard or
   URL-safe base64); old keys stay listed until :func:`store.reencrypt_all` has moved every
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ground.settings import TokenKeySettings
 
 KEYS_ENV = "METRICX_TOKEN_KEYS"
 ACTIVE_ENV = "METRICX_TOKEN_KEY_ID"
@@ -80,9 +82,8 @@ class Keyring:
         return cls(keys, active)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Keyring:
-        e = os.environ if env is None else env
-        return cls.parse(e.get(KEYS_ENV, ""), e.get(ACTIVE_ENV) or None)
+    def from_settings(cls, tokens: TokenKeySettings) -> Keyring:
+        return cls.parse(tokens.keys.get_secret_value(), tokens.key_id or None)
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
         """(key id, nonce || ciphertext+tag) under the active key; a fresh random nonce

@@ -19,8 +19,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import Literal
 
-from domain.alert_messages import EmailContent
-from ground.notifier_settings import NotifierSettings
+from ground.settings import NotifierSettings
+from schemas.alerts import EmailContent
 
 log = logging.getLogger("metricx.notifier")
 

@@ -25,29 +25,31 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    NewPartitions,
     NewTopic,
     ResourceType,
 )
 
 from ground.metrics import HEALTH
-from schemas.envelope import DEADLETTER_TOPIC, DeadLetter, DeadLetterRecord, deadletter_record
+from schemas.envelope import (
+    DEADLETTER_TOPIC,
+    DeadLetter,
+    DeadLetterRecord,
+    Envelope,
+    deadletter_record,
+    envelope,
+)
 from schemas.insight import RAW_TOPIC, Snapshot, insight_key
+from schemas.topics import DEADLETTER_MESSAGE_MAX_BYTES, TopicSpec
 
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 OnDelivery = Callable[[KafkaError | None], None]
 
-# Record sizes.  The raw topic's limit is pinned at Kafka's own default (a batch of at
-# most 1,048,588 bytes), so "the largest raw record" is a known number.  A dead letter
-# is that record plus bounded headers (``schemas.envelope``: about 1.5 KB at most), so
-# its producer may send records of twice that, uncompressed (a batch then is one record
-# plus 61 bytes of batch header), and the topic takes that plus room to spare.  A record
-# that is larger still (compressed by its producer into a batch the raw topic let in)
-# is dead-lettered cut to fit, with a marker: never refused.
-RAW_MAX_MESSAGE_BYTES = 1_048_588
-DEADLETTER_MESSAGE_MAX_BYTES = 2 * 1024 * 1024
-DEADLETTER_TOPIC_MAX_BYTES = DEADLETTER_MESSAGE_MAX_BYTES + 64 * 1024
+# Record sizes are the topics' (``schemas.topics``).  A record larger than the
+# dead-letter producer takes (compressed by its producer into a batch the raw topic let
+# in) is dead-lettered cut to fit, with a marker: never refused.
 LIBRDKAFKA_DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
 
@@ -159,6 +161,12 @@ class Producer:
         return len(self._producer)
 
 
+def envelope_of(msg: Message) -> Envelope:
+    """Where a consumed message came from (:func:`schemas.envelope.envelope`, the one rule
+    for its timestamp)."""
+    return envelope(msg.key(), msg.value(), msg.topic(), msg.partition(), msg.offset(), msg.timestamp())
+
+
 def encode_snapshot(snapshot: Snapshot) -> tuple[bytes, bytes]:
     """(key, value) of a snapshot on ``metricx.insights.raw``."""
     key = insight_key(snapshot.provider, snapshot.account_id, snapshot.entity_id)
@@ -185,29 +193,16 @@ def deadletter_producer(bootstrap: str, client_id: str, extra: Mapping[str, Any]
     })
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    config: Mapping[str, str] = field(default_factory=dict)
-
-
-def raw_topic_spec(name: str, partitions: int) -> TopicSpec:
-    return TopicSpec(name, partitions, {"max.message.bytes": str(RAW_MAX_MESSAGE_BYTES)})
-
-
-def deadletter_topic_spec(name: str) -> TopicSpec:
-    return TopicSpec(name, 1, {"max.message.bytes": str(DEADLETTER_TOPIC_MAX_BYTES)})
-
-
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
-    """Create missing topics; an existing topic with fewer partitions is grown, and one
+    """Create missing topics; an existing topic with fewer partitions is grown to the
+    spec's count (more are left alone: partitions cannot shrink, said in the log), and one
     whose configuration differs from its spec gets the spec's values (a dead-letter topic
     created before its size was set must not keep refusing large dead letters)."""
     specs = list(specs)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=timeout).topics
     _align_configs(admin, [s for s in specs if s.name in existing and s.config], timeout)
+    _grow(admin, [(s, len(existing[s.name].partitions)) for s in specs if s.name in existing], timeout)
     new = [
         NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=dict(s.config))
         for s in specs
@@ -230,6 +225,20 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
             return
         time.sleep(0.2)
     raise TimeoutError(f"topics not ready after {timeout}s: {sorted(names)}")
+
+
+def _grow(admin: AdminClient, have: list[tuple[TopicSpec, int]], timeout: float) -> None:
+    """Add partitions to topics that have fewer than their spec asks for.  (A key's
+    partition changes with the count: what a key had sent before stays where it was.)"""
+    grow = [NewPartitions(s.name, s.partitions) for s, n in have if n < s.partitions]
+    for s, n in have:
+        if n > s.partitions:
+            log.warning("topic has more partitions than asked for; partitions cannot shrink",
+                        extra={"topic": s.name, "partitions": n, "asked": s.partitions})
+        elif n < s.partitions:
+            log.info("growing topic", extra={"topic": s.name, "from": n, "to": s.partitions})
+    for fut in admin.create_partitions(grow, operation_timeout=timeout).values() if grow else ():
+        fut.result(timeout)
 
 
 def _align_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:

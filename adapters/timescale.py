@@ -29,8 +29,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from domain.batch import Batch, Row
 from schemas.alerts import Alert, alert_payload
+from schemas.batch import Batch, Row
 from schemas.columns import (
     BUCKET_COLUMNS,
     BUCKET_KEY,

@@ -9,19 +9,17 @@ the dashboard shows them (ROAS ``2.10x``, CTR in percent); an undefined ratio is
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from schemas.alerts import AlertV1
+from schemas.alerts import MAX_ALERTS_PER_MESSAGE, AlertV1, EmailContent
 
 # Block Kit allows 50 blocks per message.  The first DETAILED alerts of a batch get their
 # own section (3 blocks each); in an alert storm the rest are listed compactly, ten linked
 # lines per context block, so one message per second per webhook drains any burst of up
 # to MAX_ALERTS_PER_MESSAGE instead of queueing it for minutes.
 DETAILED_ALERTS = 10
-MAX_ALERTS_PER_MESSAGE = 100
 _PER_CONTEXT = 10
 SLACK_TEXT_LIMIT = 3000  # characters per section text
 
@@ -34,12 +32,6 @@ _LABELS = {
 _ORDER = ("spend", "conversions", "revenue", "roas", "cpa", "impressions", "clicks", "ctr", "cpc", "cpm")
 _LEVELS = {"ad": "Ad", "adset": "Ad set", "campaign": "Campaign", "asset_group": "Asset group"}
 _PROVIDERS = {"meta": "Meta", "google": "Google Ads"}
-
-
-@dataclass(frozen=True, slots=True)
-class EmailContent:
-    subject: str
-    text: str
 
 
 def as_payload(alert: AlertV1 | Mapping[str, Any]) -> dict[str, Any]:

@@ -9,30 +9,15 @@ numbers.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from domain.deltas import Applied, Ignored
 from schemas.alerts import Alert
+from schemas.batch import Batch, LiveKey
 from schemas.envelope import DeadLetter, Envelope
-from schemas.metrics import Metrics
-
-Row = tuple[Any, ...]
-LiveKey = tuple[str, str, str, date, datetime]  # provider, account, currency, day, bucket
-
-
-@dataclass
-class Batch:
-    rows: list[Row] = field(default_factory=list)
-    progress: dict[tuple[str, int], int] = field(default_factory=dict)
-    live: dict[str, dict[LiveKey, Metrics]] = field(default_factory=dict)
-    ignored: Counter[str] = field(default_factory=Counter)
-    dead: list[DeadLetter] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
 
 
 def build_batch(items: Iterable[tuple[Applied | Ignored, Envelope] | DeadLetter | Alert]) -> Batch:

@@ -9,11 +9,11 @@ from datetime import date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from ground.settings import HOT_YESTERDAY_HOURS
+
 HOT_INTERVAL = timedelta(minutes=15)
 WARM_INTERVAL = timedelta(hours=12)
 HOT_JITTER = 0.2  # +-20 %: 1,000 accounts never fire in the same second
-# Yesterday is re-read by the hot loop this long after the account's local midnight.
-HOT_YESTERDAY_HOURS = 3.0
 META_RESTATEMENT_DAYS = 28
 GOOGLE_CONVERSION_WINDOW_DAYS = 30
 BACKFILL_DAYS = 90

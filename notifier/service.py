@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -33,18 +32,17 @@ from adapters.crypto import Keyring, TokenKeyError
 from adapters.email import EmailSender, parse_recipients
 from adapters.google_ads.client import GoogleApi
 from adapters.google_ads.status import GoogleStatusSetter
-from adapters.kafka import Producer, deadletter_producer, flush_until_delivered, send_dead_letter
+from adapters.kafka import Producer, deadletter_producer, envelope_of, flush_until_delivered, send_dead_letter
 from adapters.slack import SlackClient
-from domain.alert_messages import EmailContent, email_message, slack_message
+from domain.alert_messages import email_message, slack_message
 from ground.metrics import CONSUMER_LAG, DELIVERIES, HEALTH, KAFKA_ERRORS, NOTIFIER_ALERTS, dead_lettered
-from ground.notifier_settings import NotifierSettings, load_notifier_settings
 from ground.resilience import backoff_delay
 from ground.retry import Backoff
-from ground.settings import ConfigError, Settings
+from ground.settings import ConfigError, NotifierSettings, Settings
 from notifier import actions, outbox
 from notifier.action_pool import ActionPool
-from schemas.alerts import AlertV1, InvalidAlert, parse_alert
-from schemas.envelope import DeadLetter, Envelope
+from schemas.alerts import AlertV1, EmailContent, InvalidAlert, parse_alert
+from schemas.envelope import DeadLetter
 
 log = logging.getLogger("metricx.notifier")
 
@@ -255,12 +253,6 @@ def sender_loop(db_url: str, sender: Sender, stop: threading.Event, kick: thread
     sender.close()
 
 
-def _envelope(m: Message) -> Envelope:
-    ts_type, ts = m.timestamp()
-    produced = datetime.fromtimestamp(ts / 1000, UTC) if ts_type and ts > 0 else None
-    return Envelope(m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0, produced)
-
-
 def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: Settings, pool: ActionPool,
                   msgs: list[Message]) -> int:
     """Validate, act, ingest (one committed transaction); the caller commits offsets after."""
@@ -278,7 +270,7 @@ def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: S
         try:
             alerts.append((m, parse_alert(m.value())))
         except InvalidAlert as exc:
-            send_dead_letter(producer, DeadLetter(_envelope(m), exc.reason, "notifier"), settings.deadletter_topic)
+            send_dead_letter(producer, DeadLetter(envelope_of(m), exc.reason, "notifier"), settings.kafka.deadletter_topic)
             dead.append(exc.reason)
     if dead:
         # The dead letters are safe before their offsets are committed.
@@ -300,7 +292,7 @@ def consume_batch(conn: psycopg.Connection[Any], producer: Producer, settings: S
                 results.append((a, outbox.ingest(conn, a)))
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 reason = f"database refused the alert: {type(exc).__name__}: {str(exc)[:300]}"
-                send_dead_letter(producer, DeadLetter(_envelope(m), reason, "notifier"), settings.deadletter_topic)
+                send_dead_letter(producer, DeadLetter(envelope_of(m), reason, "notifier"), settings.kafka.deadletter_topic)
                 dead.append(reason)
         if dead:
             flush_until_delivered(producer, "notifier dead letters")
@@ -318,25 +310,24 @@ def _count_dead(reasons: list[str]) -> None:
     dead_lettered("notifier", reasons)
 
 
-def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: threading.Event | None = None) -> int:
-    from ground.stopping import stop_on_signals
-
-    ns = ns or load_notifier_settings()
+def run_notifier(settings: Settings, stop: threading.Event) -> int:
+    """Consume, record and deliver until ``stop`` is set (``metricx notifier`` sets it on
+    SIGINT/SIGTERM through :func:`ground.stopping.stop_on_signals`)."""
+    ns = settings.notifier
     try:
-        keyring = Keyring.from_env()
+        keyring = Keyring.from_settings(settings.tokens)
     except TokenKeyError as exc:
         raise ConfigError(f"the notifier decrypts channel secrets: {exc}") from None
-    stop = stop or stop_on_signals()
     kick = threading.Event()
     # Several senders, so one slow webhook or relay does not delay every other channel;
     # the per-channel claim lock keeps each channel's messages one at a time.
-    threads = [threading.Thread(target=sender_loop, args=(settings.libpq_url, Sender(ns, keyring), stop, kick,
+    threads = [threading.Thread(target=sender_loop, args=(settings.database.libpq_url, Sender(ns, keyring), stop, kick,
                                                           settings.retry_max_s),
                                 name=f"notifier-sender-{i}", daemon=True) for i in range(ns.notifier_senders)]
     for t in threads:
         t.start()
     consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.kafka.bootstrap,
         "group.id": ns.notifier_group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -346,21 +337,21 @@ def run_notifier(settings: Settings, ns: NotifierSettings | None = None, stop: t
         "session.timeout.ms": 10_000,
     })
     # Dead letters only, with no delivery deadline: a broker restart delays them, never drops them.
-    producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-notifier",
+    producer = deadletter_producer(settings.kafka.bootstrap, client_id="metricx-notifier",
                                    extra={"message.timeout.ms": 0})
-    pool = ActionPool(settings.libpq_url, keyring, actions.MetaStatusSetter(ns.meta_graph_url),
-                      GoogleStatusSetter(api=GoogleApi(
-                          ns.google_ads_endpoint or None, ns.google_oauth_token_url,
-                          str(ns.google_ads_ca_file) if ns.google_ads_ca_file else None)),
+    platforms = settings.platforms
+    pool = ActionPool(settings.database.libpq_url, keyring, actions.MetaStatusSetter(platforms.meta_graph_url),
+                      GoogleStatusSetter(api=GoogleApi(platforms.google_ads_endpoint, platforms.google_oauth_token_url,
+                                                       platforms.google_ca_path)),
                       ns.notifier_action_workers)
-    consumer.subscribe([settings.alerts_topic])
-    log.info("notifier started", extra={"topic": settings.alerts_topic, "group": ns.notifier_group_id})
+    consumer.subscribe([settings.kafka.alerts_topic])
+    log.info("notifier started", extra={"topic": settings.kafka.alerts_topic, "group": ns.notifier_group_id})
     intake = _Intake(settings, producer, pool)
     lag_at = 0.0
     try:
         while not stop.is_set():
-            if time.monotonic() - lag_at >= settings.lag_interval_s:
-                _probe_kafka(consumer, settings.alerts_topic)
+            if time.monotonic() - lag_at >= settings.metrics.lag_interval_s:
+                _probe_kafka(consumer, settings.kafka.alerts_topic)
                 _measure_lag(consumer)
                 lag_at = time.monotonic()
             # Short: consume() waits the whole timeout unless a full batch is there, and
@@ -400,7 +391,7 @@ class _Intake:
         while True:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._settings.libpq_url, autocommit=True, connect_timeout=5)
+                    self._conn = psycopg.connect(self._settings.database.libpq_url, autocommit=True, connect_timeout=5)
                 n = consume_batch(self._conn, self._producer, self._settings, self._pool, msgs)
             except psycopg.OperationalError as exc:
                 delay = self._backoff.next()

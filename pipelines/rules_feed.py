@@ -23,19 +23,18 @@ import queue
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from psycopg.rows import dict_row
 
-from adapters.kafka import DeliveryError, Producer, deadletter_producer, send_dead_letter
+from adapters.kafka import DeliveryError, Producer, deadletter_producer, envelope_of, send_dead_letter
 from adapters.rules_topic import PublishFailed, RulePublisher, disable_rules, publish_ids
 from domain.rulebook import NameKey, RuleBook
 from ground.metrics import dead_lettered
 from schemas.edge import preview
-from schemas.envelope import DeadLetter, Envelope
+from schemas.envelope import DeadLetter
 from schemas.rules import InvalidRule, limit_problem, parse_rule_message, to_rule
 
 DISABLE_RETRY_S = 5.0
@@ -179,10 +178,7 @@ class RulesFeed:
         )
 
     def _dead_letter(self, msg: Any, producer: Producer, reason: str) -> None:
-        ts = msg.timestamp()
-        env = Envelope(msg.key(), msg.value(), msg.topic() or self._topic, msg.partition() or 0, msg.offset() or 0,
-                       datetime.fromtimestamp(ts[1] / 1000, UTC) if ts and ts[1] > 0 else None)
-        send_dead_letter(producer, DeadLetter(env, reason, "rules"), self._dl_topic)
+        send_dead_letter(producer, DeadLetter(envelope_of(msg), reason, "rules"), self._dl_topic)
         producer.flush(10)
         dead_lettered("rules", [reason])
 

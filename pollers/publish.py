@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 from adapters.kafka import Producer, publish_snapshots, send_dead_letter
+from adapters.platform import PollResult, Rejected
 from ground.metrics import dead_lettered
 from schemas.envelope import DEADLETTER_TOPIC, DeadLetter, Envelope
-from schemas.insight import RAW_TOPIC, Snapshot
+from schemas.insight import RAW_TOPIC
 
 log = logging.getLogger(__name__)
 
 POLL_STAGE = "poll"
-
-
-@dataclass
-class Rejected:
-    """One platform row we could not turn into a valid snapshot, and why."""
-
-    provider: str
-    account_id: str
-    raw: dict[str, Any]
-    reason: str
-
-
-@dataclass
-class PollResult:
-    snapshots: list[Snapshot]
-    rejected: list[Rejected]
-    api_calls: int
 
 
 def publish_poll(

@@ -27,19 +27,16 @@ from pydantic import ValidationError
 
 from adapters import connections_store as store
 from adapters.crypto import Keyring
-from adapters.google_ads.client import TOKEN_URL, GoogleApi, credentials_for
+from adapters.google_ads.client import TOKEN_URL, GoogleAccount, GoogleApi, credentials_for
 from adapters.google_ads.logic import Budget, OperationBudget
-from adapters.google_ads.poller import GoogleAccount, GoogleAdsPoller
 from adapters.kafka import Producer
 from adapters.lease import Lease, lease_key
-from adapters.meta.poller import GRAPH_URL, MetaAccount, MetaPoller
-from adapters.meta.throttle import hot_pacing, interval_factor
-from adapters.platform import SyncFailure, redact
+from adapters.platform import Poller, PollResult, SyncFailure, redact
+from adapters.pollers import PollerContext, build_poller
 from domain.backfill_progress import BackfillProgress
 from domain.schedule import (
     BACKFILL_CHUNK_DAYS,
     BACKFILL_DAYS,
-    HOT_YESTERDAY_HOURS,
     Window,
     backfill_chunks,
     backfill_window,
@@ -50,7 +47,8 @@ from domain.schedule import (
 )
 from ground.metrics import API_CALLS, HEALTH, PUBLISHED, SYNCS, THROTTLED
 from ground.resilience import CircuitBreaker
-from pollers.publish import PollResult, publish_poll
+from ground.settings import GRAPH_URL, HOT_YESTERDAY_HOURS
+from pollers.publish import publish_poll
 from schemas.envelope import DEADLETTER_TOPIC
 from schemas.insight import RAW_TOPIC
 
@@ -127,18 +125,10 @@ class Syncer:
     hot_yesterday_hours: float = HOT_YESTERDAY_HOURS
     jitter: Callable[[], float] = random.random  # next runs' jitter draw, in [0, 1)
 
-    def _poller(self, c: store.Connection) -> MetaPoller | GoogleAdsPoller:
-        if c.provider == "meta":
-            t = store.MetaTokens.model_validate(c.tokens)
-            return MetaPoller(MetaAccount(c.workspace_id, c.account_id, t.access_token, t.app_secret),
-                              graph_url=self.endpoints.meta_graph_url, sleep=self.sleep, clock=self.clock)
-        g = store.GoogleTokens.model_validate(c.tokens)
-        acct = GoogleAccount(c.workspace_id, c.account_id, g.developer_token, g.access_token, g.refresh_token,
-                             g.client_id, g.client_secret, c.login_customer_id)
-        budget = self.google_budget_for(g.developer_token) if self.google_budget_for else self.google_budget
-        api = self.endpoints.google
-        return GoogleAdsPoller(acct, api=api, credentials=self._google_credentials(acct, api), budget=budget,
-                               breakers=self.google_breakers, clock=self.clock, sleep=self.sleep)
+    def _context(self) -> PollerContext:
+        budget_for = self.google_budget_for or (lambda _token: self.google_budget)
+        return PollerContext(self.endpoints.meta_graph_url, self.endpoints.google, self.clock, self.sleep, budget_for,
+                             self._google_credentials, self.google_breakers)
 
     def _google_credentials(self, acct: GoogleAccount, api: GoogleApi) -> Credentials:
         """One ``Credentials`` per connection and grant, kept across syncs: an access token
@@ -168,7 +158,7 @@ class Syncer:
         return o
 
     def _guarded(self, c: store.Connection, loop: str,
-                 body: Callable[[psycopg.Connection[Any], MetaPoller | GoogleAdsPoller], Outcome]) -> Outcome:
+                 body: Callable[[psycopg.Connection[Any], Poller], Outcome]) -> Outcome:
         """Run ``body`` under the connection's lease with its own SDK client, and turn every
         failure into the connection's status (a token-free message, never a crash)."""
         lease = Lease(self.redis_client, lease_key(c.workspace_id, c.provider, c.account_id), self.lease_ttl_s)
@@ -177,13 +167,13 @@ class Syncer:
         ctx: dict[str, Any] = {"workspace_id": c.workspace_id, "provider": c.provider, "account_id": c.account_id, "loop": loop}
         try:
             with psycopg.connect(self.db_url, autocommit=True) as conn:
-                poller: MetaPoller | GoogleAdsPoller | None = None
+                poller: Poller | None = None
                 try:
-                    poller = self._poller(c)
+                    poller = build_poller(c, self._context())
                     return body(conn, poller)
                 except SyncFailure as f:
                     # A failed sync's calls count too (a refused call is still a call).
-                    calls = self._calls(poller) if poller is not None else 0
+                    calls = poller.calls if poller is not None else 0
                     if f.loop_only and loop in ("warm", "backfill"):
                         # Our own usage rule stopped an expensive loop: it alone waits, the
                         # connection stays active and today's reads go on.
@@ -204,67 +194,41 @@ class Syncer:
                     # Stored tokens no longer fit the provider's shape; describe() never
                     # echoes input values (pydantic's own message would, truncated).
                     msg = f"stored tokens invalid: {store.describe(err)}"
-                    calls = self._calls(poller) if poller is not None else 0
+                    calls = poller.calls if poller is not None else 0
                     store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S, calls)
                     log.error("sync failed", extra={**ctx, "status": "error", "error": msg})
                     return Outcome(c.account_id, c.provider, loop, "error", message=msg, api_calls=calls)
                 except Exception as exc:  # one connection must never stop the service
                     msg = redact(f"{type(exc).__name__}: {exc}", [str(v) for v in c.tokens.values() if v])
-                    calls = self._calls(poller) if poller is not None else 0
+                    calls = poller.calls if poller is not None else 0
                     store.record_failure(conn, c, self.clock(), "error", msg, ERROR_RETRY_S, calls)
                     log.error("sync failed", extra={**ctx, "status": "error", "error": msg})
                     return Outcome(c.account_id, c.provider, loop, "error", message=msg, api_calls=calls)
         finally:
             lease.release()
 
-    @staticmethod
-    def _account_info(poller: MetaPoller | GoogleAdsPoller) -> tuple[str, str]:
-        return poller.account_info() if isinstance(poller, MetaPoller) else poller.customer_info()
-
-    @staticmethod
-    def _calls(poller: MetaPoller | GoogleAdsPoller) -> int:
-        # Every request of this sync (account info, entities, insights pages): the
-        # poller is built per sync, so its own counter is the sync's total.
-        return poller.api_calls if isinstance(poller, MetaPoller) else poller.operations
-
-    def _sync(self, conn: psycopg.Connection[Any], c: store.Connection, poller: MetaPoller | GoogleAdsPoller,
+    def _sync(self, conn: psycopg.Connection[Any], c: store.Connection, poller: Poller,
               loop: Literal["hot", "warm", "backfill"], window: Window | None) -> Outcome:
         ctx: dict[str, Any] = {"workspace_id": c.workspace_id, "provider": c.provider, "account_id": c.account_id, "loop": loop}
-        tz, cur = self._account_info(poller)
+        tz, cur = poller.account_info()
         store.set_account_info(conn, c.workspace_id, c.provider, c.account_id, tz, cur)
         now = self.clock()
         if window is None:
             window = hot_window(now, tz, self.hot_yesterday_hours) if loop == "hot" else warm_window(now, tz, c.provider)
         if loop == "warm":
             # Names/statuses/hierarchy change rarely: refreshed with the warm loop.
-            if isinstance(poller, MetaPoller):
-                ents, bad = poller.entities()
+            ents, bad = poller.sync_entities()
+            if bad:
                 publish_poll(self.producer, PollResult([], bad, 0), topic=self.topic,
                              deadletter_topic=self.deadletter_topic)
-            else:
-                ents = poller.entities()
             store.upsert_entities(conn, c.workspace_id, c.provider, c.account_id, ents)
-        if isinstance(poller, MetaPoller):
-            # Large reads (restatement window, backfill) through async report runs; today's
-            # few pages are read through the usage pause line (paced below instead).
-            result: PollResult = poller.poll(window.since, window.until, timezone=tz, currency=cur,
-                                             use_async=loop != "hot", stop_at_pause=loop != "hot")
-        else:
-            result = poller.poll(window.since, window.until, timezone=tz, currency=cur)
+        result = poller.read(window.since, window.until, timezone=tz, currency=cur, loop=loop)
         publish_poll(self.producer, result, topic=self.topic, deadletter_topic=self.deadletter_topic)
-        calls = self._calls(poller)
-        advice, factor, note, slowed = 0.0, 1.0, None, False
-        if isinstance(poller, MetaPoller):
-            d = poller.last_decision
-            slowed = d.action != "go"  # the platform's usage headers asked us to slow down or pause
-            if loop == "hot":
-                pacing = hot_pacing(d)
-                factor, note = pacing.factor, pacing.note
-            else:
-                advice = d.delay_s if d.action == "pause" else 0.0
-                factor = interval_factor(d)
-        nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=advice, factor=factor,
-                                                       r=self.jitter())
+        calls = poller.calls
+        pacing = poller.pacing(loop)
+        note, slowed = pacing.note, pacing.slowed
+        nxt = None if loop == "backfill" else next_run(self.clock(), loop, at_least_s=pacing.advice_s,
+                                                       factor=pacing.factor, r=self.jitter())
         store.record_success(conn, c, self.clock(), loop, nxt, calls,
                              done_through=window.until if loop == "backfill" else None,
                              rows=len(result.snapshots) if loop == "backfill" else 0, pacing_note=note)
@@ -277,11 +241,11 @@ class Syncer:
     def account_zone(self, c: store.Connection) -> Outcome:
         """Read the account's zone and currency (stored on the connection); ``timezone`` is
         set on an ok outcome.  A backfill needs the zone before it can name its days."""
-        def body(conn: psycopg.Connection[Any], poller: MetaPoller | GoogleAdsPoller) -> Outcome:
-            tz, cur = self._account_info(poller)
+        def body(conn: psycopg.Connection[Any], poller: Poller) -> Outcome:
+            tz, cur = poller.account_info()
             store.set_account_info(conn, c.workspace_id, c.provider, c.account_id, tz, cur)
-            store.add_calls(conn, c, self.clock(), self._calls(poller))
-            return Outcome(c.account_id, c.provider, "lookup", "ok", api_calls=self._calls(poller), timezone=tz)
+            store.add_calls(conn, c, self.clock(), poller.calls)
+            return Outcome(c.account_id, c.provider, "lookup", "ok", api_calls=poller.calls, timezone=tz)
         return self._guarded(c, "lookup", body)
 
     def backfill(self, c: store.Connection, days: int | None = None, chunk_days: int = BACKFILL_CHUNK_DAYS,

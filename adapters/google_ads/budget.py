@@ -14,7 +14,7 @@ from datetime import date
 
 import redis
 
-from adapters.google_ads.logic import BASIC_DAILY_OPERATIONS
+from ground.settings import BASIC_DAILY_OPERATIONS
 
 _SPEND = """
 local used = redis.call('INCRBY', KEYS[1], ARGV[1])

@@ -32,16 +32,16 @@ from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
 
 from adapters.platform import NeedsReauth, SyncFailure, redact
+from ground.settings import GOOGLE_TOKEN_URL, MAX_CA_FILE_BYTES
 
 API_VERSION = "v26"
-TOKEN_URL = "https://oauth2.googleapis.com/token"
+TOKEN_URL = GOOGLE_TOKEN_URL
 BARE_TOKEN_NOTE = ("google access_token only: Google expires it about an hour after it was issued and it cannot be "
                    "renewed; reconnect with client_id, client_secret and refresh_token")
 # OAuth errors that no retry can fix: the grant or the client is gone.
 _REAUTH_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
 
 
-MAX_CA_FILE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)

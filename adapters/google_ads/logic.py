@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from adapters.entities import Entity
+from ground.settings import BASIC_DAILY_OPERATIONS
 from schemas.insight import InsightV1, InvalidInsight, Snapshot
 
 MICROS = Decimal(1_000_000)
@@ -22,7 +23,6 @@ SIX_PLACES = Decimal("0.000001")
 # Explorer access: 2,880 operations/day; Basic: 15,000.  One Search/SearchStream query is
 # one operation whatever its size.
 EXPLORER_DAILY_OPERATIONS = 2_880
-BASIC_DAILY_OPERATIONS = 15_000
 
 METRICS = "metrics.cost_micros, metrics.impressions, metrics.clicks, metrics.conversions, metrics.conversions_value"
 

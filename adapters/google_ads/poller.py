@@ -39,9 +39,8 @@ from adapters.google_ads.logic import (
     quota_delay,
     row_to_snapshot,
 )
-from adapters.platform import NeedsReauth, SyncFailure, Throttled, redact
+from adapters.platform import Loop, NeedsReauth, Pacing, PollResult, Rejected, SyncFailure, Throttled, redact
 from ground.resilience import CircuitBreaker, backoff_delay
-from pollers.publish import PollResult, Rejected
 from schemas.insight import InvalidInsight, Snapshot
 
 log = logging.getLogger(__name__)
@@ -226,6 +225,24 @@ class GoogleAdsPoller:
         m = r.metrics
         return GoogleRow("asset_group", r.campaign.id, r.asset_group.id, r.asset_group.id, r.segments.date,
                          m.cost_micros, m.impressions, m.clicks, m.conversions, m.conversions_value)
+
+    # -- the Poller protocol (adapters.platform) --------------------------------------
+
+    @property
+    def calls(self) -> int:
+        return self.operations
+
+    def account_info(self) -> tuple[str, str]:
+        return self.customer_info()
+
+    def sync_entities(self) -> tuple[list[Entity], list[Rejected]]:
+        return self.entities(), []
+
+    def read(self, since: date, until: date, *, timezone: str, currency: str, loop: Loop) -> PollResult:
+        return self.poll(since, until, timezone=timezone, currency=currency)
+
+    def pacing(self, loop: Loop) -> Pacing:
+        return Pacing()  # quota errors open the customer's circuit breaker instead
 
     def poll(self, since: date, until: date, *, timezone: str | None = None, currency: str | None = None) -> PollResult:
         """One sync of [since, until]; time zone and currency are read first unless the

@@ -26,15 +26,14 @@ from facebook_business.session import FacebookSession
 from adapters.entities import Entity, Level, meta_entities
 from adapters.meta.insights import INSIGHT_FIELDS, row_to_snapshot
 from adapters.meta.reports import run_state, split
-from adapters.meta.throttle import ThrottleDecision, classify_error, decide
-from adapters.platform import NeedsReauth, SyncFailure, Throttled, redact
+from adapters.meta.throttle import ThrottleDecision, classify_error, decide, hot_pacing, interval_factor
+from adapters.platform import Loop, NeedsReauth, Pacing, PollResult, Rejected, SyncFailure, Throttled, redact
 from ground.resilience import backoff_delay
-from pollers.publish import PollResult, Rejected
+from ground.settings import GRAPH_URL
 from schemas.insight import InvalidInsight, Snapshot
 
 log = logging.getLogger(__name__)
 
-GRAPH_URL = "https://graph.facebook.com"
 API_VERSION = "v24.0"
 PAGE_LIMIT = 500
 # A pause shorter than this is waited out inside the sync; a longer one ends the sync
@@ -217,6 +216,29 @@ class MetaPoller:
             out += ok
             rejected += [Rejected("meta", self.account.account_id, raw, reason) for raw, reason in bad]
         return out, rejected
+
+    # -- the Poller protocol (adapters.platform) --------------------------------------
+
+    @property
+    def calls(self) -> int:
+        return self.api_calls
+
+    def sync_entities(self) -> tuple[list[Entity], list[Rejected]]:
+        return self.entities()
+
+    def read(self, since: date, until: date, *, timezone: str, currency: str, loop: Loop) -> PollResult:
+        """Large reads (restatement window, backfill) through async report runs; today's
+        few pages are read through the usage pause line (paced by :meth:`pacing` instead)."""
+        return self.poll(since, until, timezone=timezone, currency=currency, use_async=loop != "hot",
+                         stop_at_pause=loop != "hot")
+
+    def pacing(self, loop: Loop) -> Pacing:
+        d = self.last_decision
+        slowed = d.action != "go"  # the platform's usage headers asked us to slow down or pause
+        if loop == "hot":
+            hot = hot_pacing(d)
+            return Pacing(factor=hot.factor, note=hot.note, slowed=slowed)
+        return Pacing(advice_s=d.delay_s if d.action == "pause" else 0.0, factor=interval_factor(d), slowed=slowed)
 
     def poll(self, since: date, until: date, *, timezone: str | None = None, currency: str | None = None,
              use_async: bool = False, stop_at_pause: bool = True) -> PollResult:

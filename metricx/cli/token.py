@@ -12,8 +12,10 @@ import sys
 import uuid
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ground import logs
-from ground.settings import ConfigError, load_settings
+import psycopg
+
+from metricx.cli.common import require, settings_and_logs
+from serving.dev_issuer import load_or_create_key, mint
 
 GRANT_SQL = """
 WITH u AS (
@@ -27,13 +29,9 @@ ON CONFLICT (user_id, workspace_id) DO UPDATE SET role = EXCLUDED.role
 """
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    from ground.serving_settings import load_serving_settings
-    from serving.dev_issuer import load_or_create_key, mint
-
-    settings = load_settings()
-    logs.configure(settings.log_level)
-    serving = load_serving_settings()
+def run(args: argparse.Namespace) -> int:
+    settings = settings_and_logs()
+    serving = settings.serving
     if not serving.dev_issuer:
         print("metricx token: refused: the development issuer is disabled (set METRICX_DEV_ISSUER=1; "
               "never in production)", file=sys.stderr)
@@ -52,22 +50,17 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(f"metricx token: --timezone: unknown IANA zone {args.timezone!r}", file=sys.stderr)
         return 2
     if args.grant:
-        import psycopg
-
-        from adapters.timescale import check_reachable
-
-        check_reachable(settings.libpq_url)
-        with psycopg.connect(settings.libpq_url) as conn:
+        require(settings, db=True)
+        with psycopg.connect(settings.database.libpq_url) as conn:
             conn.execute(GRANT_SQL, {"sub": args.user, "ws": ws, "name": args.name, "tz": args.timezone,
                                      "role": args.grant})
-    key = load_or_create_key(serving.dev_dir(), serving.auth_algorithm)
+    key = load_or_create_key(settings.dev_issuer_dir, serving.auth_algorithm)
     print(mint(key, serving.auth_algorithm, issuer=serving.auth_issuer, audience=serving.auth_audience,
                sub=args.user, workspace_id=str(ws), ttl_s=args.ttl))
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("token", help="print a development token (needs METRICX_DEV_ISSUER=1)")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", required=True, help="the token's sub (user id)")
     p.add_argument("--workspace", required=True, help="workspace UUID (the token's default workspace)")
     p.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires")
@@ -75,7 +68,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="also create the user/workspace and this membership in the database")
     p.add_argument("--name", default="Demo workspace", help="workspace name (with --grant, when created)")
     p.add_argument("--timezone", default="UTC", help="workspace IANA timezone (with --grant, when created)")
-    p.set_defaults(func=cmd_token)
+    p.set_defaults(func=run)
 
-
-__all__ = ["ConfigError", "cmd_token", "register"]

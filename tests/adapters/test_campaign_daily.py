@@ -19,8 +19,9 @@ import psycopg
 import pytest
 
 from adapters.timescale import CAMPAIGN_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE, InsightStore, run_move
-from domain.batch import Batch, build_batch
+from domain.batch import build_batch
 from domain.deltas import EntityState, apply_snapshot
+from schemas.batch import Batch
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from adapters import connections_store as store
 from adapters.crypto import Keyring, generate_key
+from pollers.status import status_rows
 from schemas.migrate import downgrade, upgrade
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
 
@@ -37,7 +38,7 @@ def test_tokens_are_stored_encrypted_and_read_back(database: str) -> None:  # no
         assert c is not None and c.tokens == {"access_token": "EAAsecrettoken1"} and c.status == "active"
         assert "EAAsecret" not in repr(c)
         assert store.get(conn, ring, OTHER_WS, "meta", "111").tokens["access_token"] == "EAAothertoken2"  # type: ignore[union-attr]
-        rows = store.status_rows(conn, WS)
+        rows = status_rows(conn, WS)
         assert len(rows) == 1 and "EAA" not in json.dumps(rows, default=str)
 
 
@@ -68,7 +69,7 @@ def test_status_and_due_scheduling(database: str) -> None:  # noqa: F811
         assert [c.account_id for c in store.due(conn, ring, now + timedelta(seconds=1), "hot")] == []
         assert {c.account_id for c in store.due(conn, ring, now + timedelta(minutes=16), "hot")} == {"1", "3"}
         assert [c.account_id for c in store.due(conn, ring, now + timedelta(minutes=11), "hot")] == ["3"]
-        st = {r["account_id"]: r for r in store.status_rows(conn, WS)}
+        st = {r["account_id"]: r for r in status_rows(conn, WS)}
         assert st["2"]["status"] == "needs_reauth" and "190" in st["2"]["last_error"]
         assert st["1"]["api_calls_today"] == 4 and st["1"]["last_error"] is None
         store.add(conn, ring, meta("2", token="EAAnewtoken99"))  # re-connecting clears needs_reauth
@@ -130,6 +131,6 @@ def test_undecryptable_token_marks_only_that_connection(database: str) -> None: 
         store.add(conn, new, meta("2"))
         now = datetime.now(UTC) + timedelta(seconds=1)
         assert [c.account_id for c in store.due(conn, new, now, "hot")] == ["2"]
-        st = {r["account_id"]: r for r in store.status_rows(conn, WS)}
+        st = {r["account_id"]: r for r in status_rows(conn, WS)}
     assert st["1"]["status"] == "error" and "'k1'" in st["1"]["last_error"] and st["2"]["status"] == "active"
     assert st["1"]["throttled_until"] > now + timedelta(minutes=59)

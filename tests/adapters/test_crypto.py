@@ -5,15 +5,17 @@ from __future__ import annotations
 import base64
 
 import pytest
+from pydantic import SecretStr
 
 from adapters.crypto import Keyring, TokenKeyError, aad_for, generate_key
+from ground.settings import TokenKeySettings
 
 K1, K2 = generate_key(), generate_key()
 AAD = aad_for("ws", "meta", "111")
 
 
 def test_round_trip_under_active_key_with_fresh_nonces() -> None:
-    ring = Keyring.from_env({"METRICX_TOKEN_KEYS": f"k1:{K1}"})
+    ring = Keyring.from_settings(TokenKeySettings(keys=SecretStr(f"k1:{K1}"), key_id=None))
     kid, blob = ring.encrypt(b"EAAsecret-token", AAD)
     kid2, blob2 = ring.encrypt(b"EAAsecret-token", AAD)
     assert kid == kid2 == "k1" and blob != blob2

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from adapters.email import EmailSender, message_id, parse_recipients
-from domain.alert_messages import EmailContent
-from ground.notifier_settings import NotifierSettings
+from ground.settings import NotifierSettings
+from schemas.alerts import EmailContent
 from tests.fakes.smtp_server import FakeSmtp, self_signed
 
 FP = "rule|meta:111:ad:2385|2026-11-25|fired"

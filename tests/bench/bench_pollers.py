@@ -26,8 +26,8 @@ from adapters.google_ads.logic import OperationBudget
 from adapters.google_ads.poller import GoogleAccount, GoogleAdsPoller
 from adapters.kafka import encode_snapshot
 from adapters.meta.poller import MetaAccount, MetaPoller
+from adapters.platform import PollResult
 from domain.schedule import GOOGLE_CONVERSION_WINDOW_DAYS, META_RESTATEMENT_DAYS, local_today
-from pollers.publish import PollResult
 from tests.fakes import google_ads_grpc as gfake
 from tests.fakes import graph_api as mfake
 

@@ -106,7 +106,7 @@ def pct(xs: list[float], p: float) -> float:
 
 @contextlib.contextmanager
 def bench_database(flavour: str) -> Iterator[str]:
-    with databases.fresh_database(load_settings().libpq_url, fl.mode(flavour)) as url:
+    with databases.fresh_database(load_settings().database.libpq_url, fl.mode(flavour)) as url:
         yield url
 
 
@@ -376,10 +376,10 @@ def main() -> None:
                                    headers={"Authorization": f"Bearer {token}"})
                     r.raise_for_status()
                     bench_sse(port, r.json()["token"], ws, args.clients, args.rate, args.seconds,
-                              settings.redis_url, proc.pid)
+                              settings.redis.url, proc.pid)
             import redis
 
-            rc = redis.Redis.from_url(settings.redis_url)
+            rc = redis.Redis.from_url(settings.redis.url)
             rc.delete(live_stream_key(str(ws)))
             rc.close()
     if dashboards:

@@ -7,14 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from domain.alert_messages import (
-    DETAILED_ALERTS,
-    MAX_ALERTS_PER_MESSAGE,
-    email_message,
-    format_metric,
-    format_money,
-    slack_message,
-)
+from domain.alert_messages import DETAILED_ALERTS, email_message, format_metric, format_money, slack_message
+from schemas.alerts import MAX_ALERTS_PER_MESSAGE
 from tests.fakes.slack_server import fingerprints_in
 from tests.notifier.factory import alert, payload
 

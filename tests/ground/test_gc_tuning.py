@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from ground.gc_tuning import tune_gc
-from ground.settings import Settings
+from ground.settings import ConfigError, PipelineSettings, load_settings
 
 
 @pytest.fixture
@@ -35,7 +35,12 @@ def test_zero_keeps_pythons_thresholds(restored: None) -> None:
     assert gc.get_threshold() == (700, 10, 10)
 
 
-def test_the_setting_refuses_negative_thresholds() -> None:
-    assert Settings().gc_gen0_threshold == 50_000
+def test_the_setting_refuses_negative_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default is the documented one whatever this machine's environment says.
+    monkeypatch.delenv("METRICX_GC_GEN0_THRESHOLD", raising=False)
+    assert PipelineSettings().gc_gen0_threshold == 50_000
     with pytest.raises(ValidationError, match="must be >= 0"):
-        Settings(gc_gen0_threshold=-1)
+        PipelineSettings(gc_gen0_threshold=-1)
+    monkeypatch.setenv("METRICX_GC_GEN0_THRESHOLD", "-1")
+    with pytest.raises(ConfigError, match="METRICX_GC_GEN0_THRESHOLD: must be >= 0"):
+        load_settings()

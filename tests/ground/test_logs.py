@@ -63,7 +63,7 @@ def test_what_c_code_and_libraries_write_to_stderr_comes_out_as_json() -> None:
     an uncaught exception in a thread."""
     code = (
         "import logging, os, sys, threading, warnings\n"
-        "from metricx import logs\n"
+        "from ground import logs\n"
         "logs.capture_native_stderr('INFO')\n"
         "from google.auth import _helpers\n"
         "_helpers.is_logging_enabled(logging.getLogger('google.auth'))\n"  # google-auth's own initialisation

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ground.poller_settings import load_poller_settings
-from ground.settings import ConfigError
+from ground.settings import ConfigError, PlatformSettings, load_settings
 from tests.fakes.tls import private_ca
 
 NAMES = ("METRICX_GOOGLE_ADS_CA_FILE", "METRICX_GOOGLE_OAUTH_TOKEN_URL", "METRICX_HOT_YESTERDAY_HOURS",
@@ -18,6 +17,10 @@ NAMES = ("METRICX_GOOGLE_ADS_CA_FILE", "METRICX_GOOGLE_OAUTH_TOKEN_URL", "METRIC
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for n in NAMES:
         monkeypatch.delenv(n, raising=False)
+
+
+def load_poller_settings() -> PlatformSettings:
+    return load_settings().platforms
 
 
 def test_defaults_are_googles_and_metas_own(monkeypatch: pytest.MonkeyPatch) -> None:

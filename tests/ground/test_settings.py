@@ -33,9 +33,9 @@ def test_defaults_are_the_documented_local_services(monkeypatch: pytest.MonkeyPa
     for var in ("METRICX_KAFKA_BOOTSTRAP", "METRICX_DATABASE_URL", "METRICX_REDIS_URL"):
         monkeypatch.delenv(var, raising=False)
     s = load_settings()
-    assert s.kafka_bootstrap == "127.0.0.1:9092"
-    assert s.database_url.endswith("@127.0.0.1:5432/metricx")
-    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.kafka.bootstrap == "127.0.0.1:9092"
+    assert s.database.url.endswith("@127.0.0.1:5432/metricx")
+    assert s.redis.url == "redis://127.0.0.1:6379/0"
 
 
 def _closed_port() -> int:

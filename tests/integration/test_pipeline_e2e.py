@@ -41,7 +41,7 @@ def simulated(seed: int, hours: int, ads_per_adset: int = 3) -> list[Snapshot]:
 
 
 def publish(services: Settings, topic: str, snaps: list[Snapshot]) -> None:
-    producer = Producer(services.kafka_bootstrap)
+    producer = Producer(services.kafka.bootstrap)
     publish_snapshots(producer, snaps, topic)
     producer.flush()
 
@@ -91,7 +91,7 @@ def test_simulated_load_gives_exact_totals(
     assert_exact(database, expected)
     assert progress(database, topics.raw) == len(snaps)
 
-    r = redis.Redis.from_url(services.redis_url)
+    r = redis.Redis.from_url(services.redis.url)
     for ws in {s.workspace_id for s in snaps}:
         entries = r.xrevrange(live_stream_key(ws), count=1)
         assert entries, f"no live update for workspace {ws}"

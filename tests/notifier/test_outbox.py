@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from adapters.slack import SlackClient
-from ground.notifier_settings import NotifierSettings
+from ground.settings import NotifierSettings
 from notifier import outbox
 from notifier.service import Sender
 from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in

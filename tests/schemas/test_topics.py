@@ -1,43 +1,45 @@
-"""The topics are sized alike wherever they are created (``deploy/services.sh
-create-topics``, ``metricx topics``, the pipeline at start), and the dead-letter topic
-takes the largest record the raw topic accepts, with the largest headers, whole."""
+"""The topics are listed once (``schemas.topics``) and created from that list wherever
+they are created (``metricx topics``, which ``deploy/services.sh create-topics`` and
+``make topics`` run; the pipeline at start), and the dead-letter topic takes the largest
+record the raw topic accepts, with the largest headers, whole."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
 
-from adapters.kafka import (
+from adapters.kafka import deadletter_producer
+from ground.settings import REPO_ROOT, KafkaSettings
+from schemas.envelope import DeadLetter, Envelope, deadletter_record
+from schemas.topics import (
+    ALERTS_PARTITIONS,
     DEADLETTER_MESSAGE_MAX_BYTES,
     DEADLETTER_TOPIC_MAX_BYTES,
     RAW_MAX_MESSAGE_BYTES,
-    deadletter_producer,
 )
-from ground.settings import REPO_ROOT, Settings
-from metricx.cli import topic_specs
-from schemas.envelope import DeadLetter, Envelope, deadletter_record
 
 RECORD_BATCH_HEADER = 61  # Kafka's v2 record batch header, in bytes (the protocol's number)
 
 
-def services_sh_configs() -> dict[str, dict[str, str]]:
+def test_services_sh_creates_the_topics_through_metricx_topics_and_lists_none_itself() -> None:
     text = (REPO_ROOT / "deploy" / "services.sh").read_text()
-    block = text[text.index("local specs=("):]
-    block = block[: block.index(")\n")]
-    out: dict[str, dict[str, str]] = {}
-    for line in re.findall(r'"([^"]+)"', block):
-        name, _parts, *cfg = line.split()
-        out[name] = dict(c.split("=", 1) for c in cfg)
-    return out
+    body = text[text.index("cmd_create_topics() {"):]
+    body = body[: body.index("\n}\n")]
+    assert re.search(r"-m metricx\.cli topics\b", body)
+    # no second list: no topic name, size or policy of its own
+    assert not re.search(r"metricx\.(insights|deadletter|alerts|rules)|max\.message\.bytes|cleanup\.policy", body)
 
 
-def test_services_sh_and_metricx_topics_create_the_same_configs() -> None:
-    settings = Settings()
-    sh = services_sh_configs()
-    py = {s.name: dict(s.config) for s in topic_specs(settings, 4)}
-    assert sh == py
-    assert sh[settings.raw_topic]["max.message.bytes"] == str(RAW_MAX_MESSAGE_BYTES)
-    assert sh[settings.deadletter_topic]["max.message.bytes"] == str(DEADLETTER_TOPIC_MAX_BYTES)
+def test_every_topic_has_one_spec_with_the_documented_sizes() -> None:
+    kafka = KafkaSettings(raw_topic="r", deadletter_topic="d", alerts_topic="a", rules_topic="q", raw_partitions=6)
+    specs = {s.name: s for s in kafka.topics()}
+    assert sorted(specs) == ["a", "d", "q", "r"]
+    assert (specs["r"].partitions, dict(specs["r"].config)) == (6, {"max.message.bytes": "1048588"})
+    assert (specs["d"].partitions, dict(specs["d"].config)) == (1, {"max.message.bytes": str(2 * 1024 * 1024 + 65536)})
+    assert (specs["q"].partitions, dict(specs["q"].config)) == (1, {"cleanup.policy": "compact"})
+    # one alerts partition count, whatever the input topic's
+    assert specs["a"].partitions == ALERTS_PARTITIONS == 1 and not specs["a"].config
+    assert {s.name: s.partitions for s in kafka.topics(2)}["r"] == 2
 
 
 def test_the_dead_letter_producer_and_topic_take_the_largest_raw_record_whole() -> None:

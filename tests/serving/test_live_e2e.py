@@ -35,7 +35,7 @@ def test_kafka_snapshot_reaches_stream_and_dashboard(services: Settings, topics:
     with open_stream(server.base, stream_token(server.base, issuer, tenants), tenants) as r:
         sse = Sse(r)
         sse.next_event("ready")
-        producer = Producer(services.kafka_bootstrap)
+        producer = Producer(services.kafka.bootstrap)
         publish_snapshots(producer, snaps, topics.raw)
         producer.flush()
         pipeline.start()

@@ -25,10 +25,10 @@ from tests.serving.stoploss_fixtures import VICTOR, add_member
 
 @pytest.fixture
 def publisher(services: Settings, tenants: Tenants) -> Iterator[LivePublisher]:
-    p = LivePublisher(services.redis_url)
+    p = LivePublisher(services.redis.url)
     yield p
     p.close()
-    r = redis.Redis.from_url(services.redis_url)
+    r = redis.Redis.from_url(services.redis.url)
     r.delete(live_stream_key(str(tenants.ws_a)), live_stream_key(str(tenants.ws_b)))
     r.close()
 
@@ -142,7 +142,7 @@ def test_resume_with_last_event_id_misses_nothing(server: Server, issuer: Issuer
 def test_trimmed_history_asks_for_a_reload(server: Server, issuer: Issuer, tenants: Tenants,
                                            services: Settings, publisher: LivePublisher) -> None:
     publish(publisher, tenants.ws_a, change("1", 1))
-    r0 = redis.Redis.from_url(services.redis_url)
+    r0 = redis.Redis.from_url(services.redis.url)
     entries: Any = r0.xrange(live_stream_key(str(tenants.ws_a)))
     first = entries[0][0].decode()
     publish(publisher, tenants.ws_a, change("2", 2))
@@ -254,7 +254,7 @@ def test_stream_ends_once_its_user_is_removed(make_server: Any, issuer: Issuer, 
     """Before: a member removed from the workspace kept receiving its live stream.  Other
     members' streams of the same workspace go on."""
     srv: Server = make_server(sse_recheck_s=0.05, sse_heartbeat_s=3600)
-    db = srv.settings.libpq_url
+    db = srv.settings.database.libpq_url
     add_member(db, VICTOR, tenants.ws_a, "viewer")
     victor = httpx.post(f"{srv.base}/stream/token", params={"workspace_id": str(tenants.ws_a)},
                         headers={"Authorization": f"Bearer {issuer.token(VICTOR)}"}).json()["token"]

@@ -14,7 +14,7 @@ from tests.integration.conftest import services  # noqa: F401  (fixture)
 
 def test_two_processes_share_one_daily_limit(services: Settings) -> None:  # noqa: F811
     token = f"devtok-{uuid.uuid4()}"
-    r = redis.Redis.from_url(services.redis_url)
+    r = redis.Redis.from_url(services.redis.url)
     a, b = RedisOperationBudget(r, token, daily_limit=5), RedisOperationBudget(r, token, daily_limit=5)
     day, next_day = date(2026, 11, 25), date(2026, 11, 26)
     results = [a.try_spend(day, "111"), b.try_spend(day, "222"), a.try_spend(day, "111", 2), b.try_spend(day, "222", 2),
