@@ -39,12 +39,12 @@ from schemas.columns import (
     DELTA_COLUMNS,
     DELTA_MEASURES,
     IDENTITY,
-    MEASURES,
     SERIES_KEY,
     SNAPSHOT_COLUMNS,
     SNAPSHOT_KEY,
     STAGE_COLUMNS,
 )
+from schemas.measures import MEASURES
 
 log = logging.getLogger(__name__)
 

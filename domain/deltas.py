@@ -24,9 +24,7 @@ operator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from datetime import date, datetime, timedelta
 
 from domain.rollups import bucket_for, local_date
 from schemas.insight import Snapshot
@@ -63,59 +61,6 @@ class EntityState:
             self.closed_through,
             self.latest_local_day,
         )
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        # Bytewax pickles every changed key's state at each snapshot; with 50k entities
-        # the generic dataclass pickle (~60 µs a key) cost more than the deltas. Flat
-        # tuples of ints and Decimals pickle several times faster and smaller.
-        flat: list[object] = []
-        for d, s in self.series.items():
-            flat += (
-                d.toordinal(),
-                _micros(s.captured_at),
-                *_pack(s.cumulative),
-                _micros(s.bucket_start),
-                *_pack(s.bucket_base),
-            )
-        closed = self.closed_through.toordinal() if self.closed_through else 0
-        latest = self.latest_local_day.toordinal() if self.latest_local_day else 0
-        return (_restore_entity, (closed, latest, tuple(flat)))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SERIES_FIELDS = 13
-
-
-def _micros(ts: datetime) -> int:
-    d = ts - _EPOCH  # integer arithmetic: exact, and several times faster than ``// timedelta(microseconds=1)``
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-
-
-def _from_micros(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def _pack(m: Metrics) -> tuple[str, int, int, str, str]:
-    # A Decimal pickles ~10x slower than its string.
-    return (str(m.spend), m.impressions, m.clicks, str(m.conversions), str(m.revenue))
-
-
-def _unpack(f: tuple[Any, ...]) -> Metrics:
-    return Metrics(Decimal(f[0]), f[1], f[2], Decimal(f[3]), Decimal(f[4]))
-
-
-def _restore_entity(closed: int, latest: int, flat: tuple[Any, ...]) -> EntityState:
-    series = {}
-    for i in range(0, len(flat), _SERIES_FIELDS):
-        f = flat[i : i + _SERIES_FIELDS]
-        series[date.fromordinal(f[0])] = SeriesState(
-            _from_micros(f[1]), _unpack(f[2:7]), _from_micros(f[7]), _unpack(f[8:13])
-        )
-    return EntityState(
-        series,
-        date.fromordinal(closed) if closed else None,
-        date.fromordinal(latest) if latest else None,
-    )
 
 
 @dataclass(slots=True)

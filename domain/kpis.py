@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final, TypeVar
 
+from schemas.measures import RATIO_PARTS
+
 # Ratios are reported with this many decimals, rounded half away from zero, which is what
 # PostgreSQL's ``round(numeric, 6)`` does: an analyst can reproduce them exactly.
 RATIO_DECIMALS: Final = 6
 _QUANT: Final = Decimal(1).scaleb(-RATIO_DECIMALS)
 
-MEASURES: Final = ("spend", "impressions", "clicks", "conversions", "revenue")
-RATIOS: Final = ("roas", "cpa", "cpc", "ctr", "cpm")
-KPI_NAMES: Final = MEASURES + RATIOS
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +50,6 @@ def ratio(numerator: Decimal | int, denominator: Decimal | int, scale: int = 1) 
     return (Decimal(scale) * Decimal(numerator) / Decimal(denominator)).quantize(
         _QUANT, rounding=ROUND_HALF_UP
     )
-
-
-# ratio -> (numerator, denominator, scale): ROAS = revenue/spend, CPA = spend/conversions,
-# CPC = spend/clicks, CTR = clicks/impressions, CPM = 1000 * spend/impressions.
-RATIO_PARTS: Final[dict[str, tuple[str, str, int]]] = {
-    "roas": ("revenue", "spend", 1),
-    "cpa": ("spend", "conversions", 1),
-    "cpc": ("spend", "clicks", 1),
-    "ctr": ("clicks", "impressions", 1),
-    "cpm": ("spend", "impressions", 1000),
-}
 
 
 def ratio_of(s: object, name: str) -> Decimal | None:

@@ -38,6 +38,7 @@ from bytewax.outputs import Sink
 from domain.deltas import RESTATEMENT_WINDOW_DAYS, Applied, Outcome
 from domain.rulebook import RuleBook
 from domain.stoploss.watch import DEFAULT_WARMUP
+from pipelines import codecs
 from pipelines.idle_state import idle_expiring_flat_map, idle_expiring_map
 from pipelines.steps import (
     SinkItem,
@@ -99,6 +100,7 @@ def build_flow(
     """The flow from ``source`` (Kafka messages) to ``sink`` (what the commit point takes).
     ``book``: the stop-loss rules side input (``pipelines.rules_feed`` keeps it current);
     without one the flow has no stop-loss step at all."""
+    codecs.register()  # the state's compact pickles, and stores written by earlier versions
     flow = Dataflow("metricx_insights")
     raw = op.input("raw", flow, source)
     checked = op.map("validate", raw, _validate_message)

@@ -15,7 +15,9 @@ from domain.deltas import (
     apply_snapshot,
 )
 from domain.rulebook import RuleBook
-from domain.stoploss.watch import WatchState, forget_rules, watch, watch_key
+from domain.stoploss.state import WatchState
+from domain.stoploss.targets import watch_key
+from domain.stoploss.watch import forget_rules, watch
 from schemas.alerts import Alert
 from schemas.envelope import DeadLetter, Envelope
 from schemas.insight import InvalidInsight, Snapshot, parse_insight

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 ZERO = Decimal(0)
-METRIC_NAMES = ("spend", "impressions", "clicks", "conversions", "revenue")
 
 
 @dataclass(slots=True)

@@ -39,6 +39,10 @@ class AppServices:
         return self.hub
 
 
-def services_of(app: FastAPI) -> AppServices:
-    services: AppServices = app.state.services
+def services_of(app: FastAPI | object) -> AppServices:
+    """The services of an app ``serving.app.create_app`` built (a test client's ``app``
+    is typed as any ASGI app)."""
+    services = getattr(getattr(app, "state", None), "services", None)
+    if not isinstance(services, AppServices):
+        raise TypeError("not an app built by serving.app.create_app")
     return services

@@ -34,6 +34,7 @@ import psycopg
 
 from domain import kpis as k
 from schemas.api import CampaignRow, KpiValue, MixRow, ProviderSeries, SeriesPoint
+from schemas.measures import KPI_NAMES
 from serving import campaign_totals
 from serving import queries as q
 from serving.db import ConnectionPool
@@ -184,7 +185,7 @@ def _compute(service: DashboardService, conn: Conn, ws_id: uuid.UUID, period: Pe
             prev_s += s
     now_k, prev_k = k.kpis(now_s), k.kpis(prev_s)
     kpis = {name: KpiValue(value=now_k[name], previous=prev_k[name], change=k.change(now_k[name], prev_k[name]))
-            for name in k.KPI_NAMES}
+            for name in KPI_NAMES}
     totals = campaign_totals.campaign_totals(
         conn, service.campaigns, ws_id, cur,
         [(days, daily.accounts(cur, part)) for days, part in ((settled, q.SETTLED), (hot, q.HOT)) if days])

@@ -22,7 +22,7 @@ from typing import Any, Final
 import psycopg
 
 from domain.kpis import Sums
-from domain.stoploss.watch import judge
+from domain.stoploss.conditions import judge
 from schemas.api_rules import DryRunEntity, DryRunOut
 from schemas.rules import Rule
 

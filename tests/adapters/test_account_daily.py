@@ -124,7 +124,11 @@ def test_the_interleaving_where_the_last_writer_would_win_stale(database: str, l
               "T2 never waited")
         sums = threading.Thread(target=run_move, args=(t1, t1_rows, sep + rest))
         sums.start()
-        sums.join(timeout=0.5)  # done at once when locked first; maybe blocked on T2 otherwise
+        if locked:
+            # T1 holds its account-day: its sums finish while the third session still
+            # holds T2 back (they never wait for T2).
+            sums.join(timeout=60)
+            assert not sums.is_alive(), "T1's sums waited although T1 locked first"
         holder.rollback()
         sums.join(timeout=10)
         assert not sums.is_alive()

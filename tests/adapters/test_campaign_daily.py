@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+import adapters.timescale as ts
 from adapters.timescale import CAMPAIGN_DAILY, CREATE_STAGE, INSERT_STAGE, MOVE, InsightStore, run_move
 from domain.batch import build_batch
 from domain.deltas import EntityState, apply_snapshot
@@ -161,46 +162,68 @@ def until(cond: Any, what: str) -> None:
         time.sleep(0.01)
 
 
-def test_the_interleaving_where_the_last_writer_would_win_stale(database: str) -> None:  # noqa: F811
+UNLOCKED = MOVE.replace(CAMPAIGN_DAILY[0] + ";\n", "")
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["locked-first", "without-the-lock"])
+def test_the_interleaving_where_the_last_writer_would_win_stale(database: str, locked: bool,  # noqa: F811
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The race, forced: T2 sums campaign C and then waits (on a row of C' held by a
     third session); T1 sums C before T2 commits and writes after it.  Summing before
     locking, T1's sum would miss T2's ad and T1 would win; locked in key order first, T2
-    waits for T1 (or T1 for T2) and whoever sums last sees the other's rows."""
+    waits for T1 and T1 sums at once, without waiting for anyone: exact.  The same
+    interleaving without the lock statement (the control, proving the test can fail)
+    leaves a campaign-day sum that misses the other writer's ad."""
+    assert UNLOCKED != MOVE
     ws = uuid.uuid4()
     rng = random.Random(11)
     day = datetime.now(UTC).date()
-    t0 = datetime.now(UTC) - timedelta(hours=1)
+    t0 = datetime.combine(day, datetime.min.time(), UTC) + timedelta(minutes=1)  # buckets of `day`, any hour
     p1, p2 = Writer(database, 0), Writer(database, 1)
     # Campaign 1 has ad 1 (partition 0) and ad 2 (partition 1); campaign 2 has ad 3 (partition 1).
     p1.store.write(p1.batch([snap(ws, 1, 1, day, t0, rng, 1)]))
     p2.store.write(p2.batch([snap(ws, 2, 1, day, t0, rng, 1), snap(ws, 3, 2, day, t0, rng, 1)]))
+    assert_rollup_exact(database)
+    if not locked:  # the campaign-day rows exist now: without the lock, only the order changes
+        monkeypatch.setattr(ts, "MOVE", UNLOCKED)
+    move = ts.MOVE
     t1_batch = p1.batch([snap(ws, 1, 1, day, t0 + timedelta(minutes=1), rng, 5)])
-    t2_batch = p2.batch([snap(ws, 2, 1, day, t0 + timedelta(minutes=1), rng, 7),
-                         snap(ws, 3, 2, day, t0 + timedelta(minutes=1), rng, 7)])
-    first = MOVE.split(";\n" + CAMPAIGN_DAILY[1])[0]
-    assert first != MOVE
+    # T2 polls a quarter of an hour later: in another 15-minute bucket, whose account
+    # bucket rows T1 does not hold (else T2 would wait for T1 there, before any
+    # campaign-day, and this interleaving could not happen).
+    t2_batch = p2.batch([snap(ws, 2, 1, day, t0 + timedelta(minutes=16), rng, 7),
+                         snap(ws, 3, 2, day, t0 + timedelta(minutes=16), rng, 7)])
+    first, sep, _ = move.partition(CAMPAIGN_DAILY[1])
+    assert sep
     with psycopg.connect(database) as holder, psycopg.connect(database) as t1:
         holder.execute("SELECT 1 FROM metrics_campaign_daily WHERE campaign_id = 'cmp-2' FOR UPDATE")
         t1.execute(CREATE_STAGE)
         t1_rows = p1.store._ws(t1_batch.rows)
         t1.cursor().executemany(INSERT_STAGE, t1_rows)
-        run_move(t1, t1_rows, first)  # everything up to the campaign-day sums (its locks included)
+        run_move(t1, t1_rows, first.removesuffix(";\n"))  # up to the campaign-day sums (its locks, if locked)
         t2 = threading.Thread(target=p2.store.write, args=(t2_batch,))
         t2.start()
         until(lambda: p2.store._conn is not None and waiting_on_a_lock(database, p2.store._conn.info.backend_pid),
               "T2 never waited")
         sums = threading.Thread(target=run_move, args=(t1, t1_rows, ";\n".join(CAMPAIGN_DAILY[1:])))
         sums.start()
-        sums.join(timeout=0.5)  # done at once when locked first; blocked on T2 otherwise
+        if locked:
+            # T1 holds its campaign-day: its sums finish while the third session still
+            # holds T2 back (they never wait for T2).
+            sums.join(timeout=60)
+            assert not sums.is_alive(), "T1's sums waited although T1 locked first"
         holder.rollback()
-        sums.join(timeout=10)
+        sums.join(timeout=60)
         assert not sums.is_alive()
         t1.commit()
-        t2.join(timeout=10)
+        t2.join(timeout=60)
         assert not t2.is_alive()
     p1.store.close()
     p2.store.close()
-    assert_rollup_exact(database)
+    if locked:
+        assert_rollup_exact(database)
+    else:
+        assert rows(database, FROM_ROLLUP) != rows(database, FROM_DAILY)
 
 
 def test_a_replayed_batch_changes_nothing(database: str) -> None:  # noqa: F811

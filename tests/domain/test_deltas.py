@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 
 from domain.deltas import Applied, EntityState, Ignored, Refused, apply_snapshot
 from domain.rollups import day_bounds
+from pipelines import codecs
 from schemas.insight import Snapshot
 from schemas.metrics import NO_METRICS, Metrics
 from tests.factories import metrics, snap
+
+codecs.register()  # recovery snapshots pickle series states with the pipeline's codec
 
 T0 = datetime(2026, 3, 7, 20, 0, tzinfo=UTC)  # a day before US DST starts
 

@@ -14,7 +14,7 @@ import pytest
 from domain.deltas import Applied, apply_snapshot
 from domain.metering import Budget, CostMeter
 from domain.rulebook import RuleBook
-from domain.stoploss.watch import WatchState
+from domain.stoploss.state import WatchState
 from pipelines.steps import watch_step, watch_target
 from schemas.rules import Rule, RuleV1, to_rule
 from tests.factories import metrics, snap

@@ -34,7 +34,8 @@ from domain.sim.generator import (
 )
 from domain.sim.world import Ad, World, build_world
 from schemas.insight import Snapshot, parse_insight
-from schemas.metrics import METRIC_NAMES, Metrics
+from schemas.measures import MEASURES
+from schemas.metrics import Metrics
 
 SEED = 11
 # Spans 2024-03-10, the 23-hour spring-forward day in New York, and every zone's
@@ -79,7 +80,7 @@ def full_day(ad: Ad, day: date, seed: int = SEED) -> Metrics:
 
 def metric_le(a: Metrics, b: Metrics) -> bool:
     """Every measure of ``a`` is at most that of ``b``."""
-    return all(getattr(a, m) <= getattr(b, m) for m in METRIC_NAMES)
+    return all(getattr(a, m) <= getattr(b, m) for m in MEASURES)
 
 
 # -- determinism ------------------------------------------------------------------------
@@ -381,7 +382,7 @@ def test_restatements_happen_and_move_values_both_ways() -> None:
         assert 1 <= back <= 29
         assert after != before
         assert after.clicks <= after.impressions
-        diffs = [getattr(after, m) - getattr(before, m) for m in METRIC_NAMES]
+        diffs = [getattr(after, m) - getattr(before, m) for m in MEASURES]
         ups += any(d > 0 for d in diffs)
         downs += any(d < 0 for d in diffs)
         conv_up += after.conversions > before.conversions

@@ -19,12 +19,18 @@ from hypothesis import strategies as st
 from domain.deltas import Applied, EntityState, apply_snapshot
 from domain.kpis import Sums
 from domain.rulebook import RuleBook
-from domain.stoploss.watch import Target, WatchState, judge, targets_for, watch, watch_key
+from domain.stoploss.conditions import judge
+from domain.stoploss.state import WatchState
+from domain.stoploss.targets import Target, targets_for, watch_key
+from domain.stoploss.watch import watch
+from pipelines import codecs
 from pipelines.steps import watch_step, watch_target
 from schemas.alerts import Alert
 from schemas.insight import Snapshot
 from schemas.rules import Condition, Group, Rule, RuleV1, to_rule
 from tests.factories import WS, metrics, snap
+
+codecs.register()  # recovery snapshots pickle watches with the pipeline's codec
 
 DAY = date(2026, 3, 10)
 T0 = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
@@ -150,7 +156,8 @@ def test_ratio_conditions_compare_the_rounded_ratio_even_at_the_threshold(
     """A ratio condition compares the ratio as reported (rounded half up to 6 decimals),
     including thresholds a rounding step or two from it, where the fast comparison of
     products must give way to the exact one."""
-    from domain.kpis import RATIO_PARTS, ratio
+    from domain.kpis import ratio
+    from schemas.measures import RATIO_PARTS
     top, bottom, scale = RATIO_PARTS[metric]
     money = Decimal(10) ** -6 if cents else Decimal(1)
     s = Sums(spend=Decimal(num if top == "spend" else den) * money, impressions=den,
@@ -411,17 +418,14 @@ def test_aggregate_totals_always_equal_the_sum_of_their_ads(steps: list[tuple[in
 
 class _SnapshotOfTheFirstVersion:
     """What a recovery store written before the watch kept totals holds: every ad's
-    values per day, the ads' aggregate keys, no totals (``_restore_watch``'s layout)."""
+    values per day, the ads' aggregate keys, no totals (``codecs.restore_watch_v1``'s layout)."""
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        from domain.deltas import _micros, _pack
-        from domain.stoploss import watch as stoploss
-
-        days = ((DAY.toordinal(), (("ad-1", *_pack(metrics("90", 9000, 180))),
-                                   ("ad-2", *_pack(metrics("30", 3000, 60, "1"))))),)
-        marks = (("ad-1", "rule-1", DAY.toordinal(), _micros(T0), "fp|fired", DAY.toordinal()),)
+        days = ((DAY.toordinal(), (("ad-1", *codecs.pack(metrics("90", 9000, 180))),
+                                   ("ad-2", *codecs.pack(metrics("30", 3000, 60, "1"))))),)
+        marks = (("ad-1", "rule-1", DAY.toordinal(), codecs.micros(T0), "fp|fired", DAY.toordinal()),)
         contributes = {"ad-1": ("adset:set-1", "campaign:cmp-1"), "ad-2": ("adset:set-2", "campaign:cmp-1")}
-        return (stoploss._restore_watch, (_micros(T0), days, {"ad-1": "set-1", "ad-2": "set-2"}, (), marks,
+        return (codecs.restore_watch_v1, (codecs.micros(T0), days, {"ad-1": "set-1", "ad-2": "set-2"}, (), marks,
                                           DAY.toordinal(), 3, None, contributes))
 
 

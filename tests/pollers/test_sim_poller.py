@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -146,18 +145,28 @@ def test_run_live_keeps_captured_at_increasing_when_the_clock_stalls(world: Worl
     assert instants == [T0, T0 + timedelta(milliseconds=1), T0 + timedelta(milliseconds=2)]
 
 
+class SignalledDuringTheWait(threading.Event):
+    """A stop flag that a signal sets while the poller waits for its next poll: the wait
+    returns at once, set (as ``threading.Event.wait`` does when another thread sets it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        self.set()
+        return True
+
+
 def test_run_live_stops_on_the_event(world: World) -> None:
-    stop = threading.Event()
+    """Between polls the loop waits on the stop flag itself (never a sleep), so a stop
+    during the 30 s wait ends it after the poll in hand."""
+    stop = SignalledDuringTheWait()
     _, ticks = ticking_clock(T0, timedelta(seconds=1))
     producer = FakeProducer()
-    timer = threading.Timer(0.5, stop.set)
-    timer.start()
-    started = time.monotonic()
-    try:
-        run_live(producer, world, interval_s=30, seed=1, clock=lambda: next(ticks), stop=stop)
-    finally:
-        timer.cancel()
-    assert time.monotonic() - started < 10  # the wait is interrupted, not slept through
+    run_live(producer, world, interval_s=30, seed=1, clock=lambda: next(ticks), stop=stop)
+    assert len(stop.waits) == 1 and 0 < (stop.waits[0] or 0) <= 30  # it waited for the next poll on the flag
     assert len(producer.flush_marks) == 1
 
 

@@ -125,8 +125,8 @@ def serving_settings(issuer: Issuer, **extra: Any) -> ServingSettings:
 
 def app_settings(services: Settings, database: str, serving: ServingSettings, **sections: Any) -> Settings:  # noqa: F811
     """The services' settings, on the test's own database, with this serving section."""
-    return Settings(database=DatabaseSettings(url=database), redis=services.redis, kafka=services.kafka,
-                    serving=serving, **sections)
+    given: dict[str, Any] = {"kafka": services.kafka, **sections}
+    return Settings(database=DatabaseSettings(url=database), redis=services.redis, serving=serving, **given)
 
 
 @pytest.fixture

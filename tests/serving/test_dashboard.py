@@ -369,7 +369,7 @@ def test_without_a_free_side_connection_the_answer_is_the_same(client: TestClien
                                                               tenants: Tenants, populated: str) -> None:
     """With every side-read slot taken, the dashboard reads on its own connection, in
     turn, and answers the same (never waits for a connection it might itself hold)."""
-    side = services_of(client.app).dashboard  # type: ignore[arg-type]
+    side = services_of(client.app).dashboard
     expected = {tf: get(client, issuer, tenants, "/dashboard", timeframe=tf) for tf in ("today", "last_30_days")}
     taken = 0
     while side.slots.acquire(blocking=False):
@@ -405,7 +405,7 @@ def test_settled_days_are_reused_until_one_of_them_changes(client: TestClient, i
     shows at once, re-reading only that account's hot days; a restatement of a settled
     day shows at once too, even one that leaves the account's sums unchanged (two
     campaigns swap figures), re-reading only that account's settled days."""
-    cache = services_of(client.app).dashboard.campaigns  # type: ignore[arg-type]
+    cache = services_of(client.app).dashboard.campaigns
     assert cache is not None
     start, end = days_ago(29), today_utc()
     # A second campaign on the settled day of cmp-g (days_ago(10)), in the same account.

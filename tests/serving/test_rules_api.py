@@ -24,6 +24,7 @@ from adapters.kafka import delete_topics, ensure_topics
 from adapters.rules_topic import disable_rules, publish_ids
 from schemas.rules import RuleBody, RuleIn, RuleV1, definition, parse_rule_message, rule_message
 from schemas.topics import TopicSpec
+from serving.container import services_of
 from serving.rules_store import RulePublisher
 from tests.serving.conftest import snapshot, write
 from tests.serving.stoploss_fixtures import CAROL, VICTOR, Api, api, read_topic, rules_topic  # noqa: F401
@@ -173,15 +174,15 @@ def test_rules_are_invisible_and_unmodifiable_across_workspaces(api: Api) -> Non
 
 def test_failed_publish_is_503_and_a_repeated_put_repairs_it(api: Api) -> None:  # noqa: F811
     app = api.client.app
-    good = app.state.rules_publisher  # type: ignore[attr-defined]
-    app.state.rules_publisher = RulePublisher("127.0.0.1:1", api.settings.kafka.rules_topic, timeout_s=1.0)  # type: ignore[attr-defined]
+    good = services_of(app).rules_publisher
+    services_of(app).rules_publisher = RulePublisher("127.0.0.1:1", api.settings.kafka.rules_topic, timeout_s=1.0)
     r = api.alice("POST", "/rules", RULE)
     assert (r.status_code, r.json()) == (503, {"detail": "saved but not yet live; retry"})
     location = r.headers["location"]
     rid = location.rsplit("/", 1)[1]
     stored = api.alice("GET", location)
     assert stored.status_code == 200 and stored.json()["version"] == 1  # saved
-    app.state.rules_publisher = good  # type: ignore[attr-defined]
+    services_of(app).rules_publisher = good
     r = api.alice("PUT", location, RULE)
     assert r.status_code == 200 and r.json()["version"] == 1
     [(key, value)] = published(api, 1)
@@ -258,17 +259,17 @@ def test_a_broker_refusing_the_rule_is_a_503(api: Api) -> None:  # noqa: F811
     small = f"metricx.rules.t{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, [TopicSpec(small, 1, {"cleanup.policy": "compact", "max.message.bytes": "600"})])
     app = api.client.app
-    good = app.state.rules_publisher  # type: ignore[attr-defined]
-    app.state.rules_publisher = RulePublisher(bootstrap, small, timeout_s=5.0)  # type: ignore[attr-defined]
+    good = services_of(app).rules_publisher
+    services_of(app).rules_publisher = RulePublisher(bootstrap, small, timeout_s=5.0)
     try:
         r = api.alice("POST", "/rules", RULE)
         assert (r.status_code, r.json()) == (503, {"detail": "saved but not yet live; retry"})
         rid = r.headers["location"].rsplit("/", 1)[1]
         assert api.alice("GET", f"/rules/{rid}").status_code == 200
-        app.state.rules_publisher = good  # type: ignore[attr-defined]
+        services_of(app).rules_publisher = good
         assert api.alice("PUT", f"/rules/{rid}", RULE).status_code == 200  # the retry, on a topic that fits
     finally:
-        app.state.rules_publisher = good  # type: ignore[attr-defined]
+        services_of(app).rules_publisher = good
         delete_topics(bootstrap, [small])
 
 

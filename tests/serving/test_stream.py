@@ -146,14 +146,19 @@ def test_trimmed_history_asks_for_a_reload(server: Server, issuer: Issuer, tenan
     entries: Any = r0.xrange(live_stream_key(str(tenants.ws_a)))
     first = entries[0][0].decode()
     publish(publisher, tenants.ws_a, change("2", 2))
+    before: Any = r0.xrange(live_stream_key(str(tenants.ws_a)))
+    ids = [e[0].decode() for e in before]
+    assert ids[0] == first and len(ids) == 2
     r0.xtrim(live_stream_key(str(tenants.ws_a)), maxlen=1, approximate=False)
+    after: Any = r0.xrange(live_stream_key(str(tenants.ws_a)))
+    kept = [e[0].decode() for e in after]
     r0.close()
+    assert kept == ids[1:]  # trimmed: the first entry after "1-0" is gone, so the resume has a gap
     with open_stream(server.base, stream_token(server.base, issuer, tenants), tenants, last_event_id="1-0") as r:
         sse = Sse(r)
         assert sse.next()["event"] == "reset"
         changes, _ = collect_updates(sse, 1)
     assert [c["clicks"] for c in changes] == [2]
-    assert first  # the trimmed entry existed
 
 
 def test_bad_last_event_id_is_422(server: Server, issuer: Issuer, tenants: Tenants) -> None:
