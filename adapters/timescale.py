@@ -27,9 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-from schemas.alerts import Alert, alert_payload
+from adapters.alerts_store import INSERT_ALERT, alert_row
 from schemas.batch import Batch, Row
 from schemas.columns import (
     BUCKET_COLUMNS,
@@ -266,22 +265,6 @@ UPSERT_PROGRESS = (
     "ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
     "committed_at = clock_timestamp() WHERE pipeline_progress.next_offset <= EXCLUDED.next_offset"
 )
-
-# Stop-loss alerts, in the same transaction as the rows that made them fire; the
-# fingerprint is the key, so a replayed batch inserts nothing (schemas.alerts).
-INSERT_ALERT = (
-    "INSERT INTO alerts (fingerprint, workspace_id, rule_id, kind, provider, account_id, entity_level, "
-    "entity_id, campaign_id, report_date, currency, captured_at, payload) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (fingerprint) DO NOTHING"
-)
-
-
-def alert_row(a: Alert) -> tuple[Any, ...]:
-    return (
-        a.fingerprint, a.workspace_id, a.rule_id, a.kind, a.provider, a.account_id, a.entity_level,
-        a.entity_id, a.campaign_id, a.report_date, a.currency, a.captured_at, Jsonb(alert_payload(a)),
-    )
-
 
 class InsightStore:
     """Owns one connection; :meth:`write` is one transaction per batch."""

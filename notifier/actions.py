@@ -11,7 +11,7 @@ Meta: ``status`` PAUSED / ACTIVE on the ad, ad set or campaign (facebook-busines
 Google Ads: ``status`` PAUSED / ENABLED (update mask ``status``) on the ad
 (``adGroupAds/{ad group}~{ad}``, the alert's ``adset_id`` is the ad group), the ad group
 (level ``adset``), the campaign or the Performance Max asset group, through the google-ads
-SDK (:mod:`adapters.google_ads.status`).  Both use the connection's own tokens; errors
+SDK (:mod:`adapters.google_ads.status`; Meta's: :mod:`adapters.meta.status`).  Both use the connection's own tokens; errors
 are audited as 'failed' with the platform's codes and message, tokens redacted.
 """
 
@@ -22,25 +22,18 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from facebook_business.adobjects.ad import Ad
-from facebook_business.adobjects.adset import AdSet
-from facebook_business.adobjects.campaign import Campaign
-from facebook_business.api import FacebookAdsApi
 from facebook_business.exceptions import FacebookRequestError
-from facebook_business.session import FacebookSession
 
 from adapters import connections_store as store
 from adapters.crypto import Keyring
 from adapters.google_ads.poller import GoogleAccount
 from adapters.google_ads.status import GoogleStatusError
-from adapters.meta.poller import API_VERSION
 from adapters.platform import redact
 from schemas.alerts import AlertV1
 
 log = logging.getLogger("metricx.notifier")
 
 IN_FLIGHT = "started; the platform call was not confirmed (notifier stopped?) — check the entity"
-_META_CLASSES: dict[str, Callable[..., Any]] = {"ad": Ad, "adset": AdSet, "campaign": Campaign}
 
 
 def fired_fingerprint(fingerprint: str) -> str:
@@ -56,25 +49,6 @@ def wanted(alert: AlertV1) -> tuple[str, bool] | None:
         # A resume is only as real as the pause it undoes: a dry-run pause resumes in dry run.
         return "resume", alert.actions.pause.dry_run
     return None
-
-
-class MetaStatusSetter:
-    """Sets ``status`` on a Meta ad / ad set / campaign with the connection's own token."""
-
-    def __init__(self, graph_url: str, api_version: str = API_VERSION, timeout_s: float = 30.0) -> None:
-        self.graph_url = graph_url.rstrip("/")
-        self.api_version = api_version
-        self.timeout_s = timeout_s
-
-    def __call__(self, tokens: dict[str, Any], level: str, entity_id: str, status: str) -> None:
-        cls = _META_CLASSES.get(level)
-        if cls is None:
-            raise ValueError(f"meta cannot set status on level {level!r}")
-        session = FacebookSession(app_secret=tokens.get("app_secret"), access_token=tokens["access_token"],
-                                  timeout=self.timeout_s)
-        session.GRAPH = self.graph_url  # per-instance, as in the poller: never the global API
-        api = FacebookAdsApi(session, api_version=self.api_version)
-        cls(entity_id, api=api).api_update(params={"status": status})
 
 
 StatusSetter = Callable[[dict[str, Any], str, str, str], None]

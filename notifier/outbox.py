@@ -21,7 +21,6 @@ Functions take a connection in autocommit mode; each unit of work is its own tra
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from adapters import channels_store as channels
+from adapters.alerts_store import INSERT_ALERT, message_row
 from ground.metrics import DELIVERIES
 from schemas.alerts import AlertV1
 
@@ -66,18 +66,9 @@ def _idle(conn: psycopg.Connection[Any]) -> None:
 def ingest(conn: psycopg.Connection[Any], alert: AlertV1) -> IngestResult:
     """Record the alert (if the pipeline did not already) and one delivery per channel it
     names in its own workspace.  Idempotent: a duplicate message changes nothing."""
-    payload = alert.model_dump(mode="json", by_alias=True)
     ws = alert.workspace_id
     with conn.transaction():
-        cur = conn.execute(
-            """INSERT INTO alerts (fingerprint, workspace_id, rule_id, kind, provider, account_id, entity_level,
-                                   entity_id, campaign_id, report_date, currency, captured_at, payload)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (fingerprint) DO NOTHING""",
-            (alert.fingerprint, ws, alert.rule_id, alert.kind, alert.provider, alert.account_id,
-             alert.entity_level, alert.entity_id, alert.campaign_id, alert.report_date, alert.currency,
-             alert.captured_at, json.dumps(payload)),
-        )
+        cur = conn.execute(INSERT_ALERT, message_row(alert))
         created = cur.rowcount == 1
         wanted = list(dict.fromkeys(alert.actions.notify))
         # FOR SHARE: a sender disabling one of these channels (Slack 410) waits until this

@@ -33,13 +33,14 @@ from adapters.email import EmailSender, parse_recipients
 from adapters.google_ads.client import GoogleApi
 from adapters.google_ads.status import GoogleStatusSetter
 from adapters.kafka import Producer, deadletter_producer, envelope_of, flush_until_delivered, send_dead_letter
+from adapters.meta.status import MetaStatusSetter
 from adapters.slack import SlackClient
 from domain.alert_messages import email_message, slack_message
 from ground.metrics import CONSUMER_LAG, DELIVERIES, HEALTH, KAFKA_ERRORS, NOTIFIER_ALERTS, dead_lettered
 from ground.resilience import backoff_delay
 from ground.retry import Backoff
 from ground.settings import ConfigError, NotifierSettings, Settings
-from notifier import actions, outbox
+from notifier import outbox
 from notifier.action_pool import ActionPool
 from schemas.alerts import AlertV1, EmailContent, InvalidAlert, parse_alert
 from schemas.envelope import DeadLetter
@@ -340,7 +341,7 @@ def run_notifier(settings: Settings, stop: threading.Event) -> int:
     producer = deadletter_producer(settings.kafka.bootstrap, client_id="metricx-notifier",
                                    extra={"message.timeout.ms": 0})
     platforms = settings.platforms
-    pool = ActionPool(settings.database.libpq_url, keyring, actions.MetaStatusSetter(platforms.meta_graph_url),
+    pool = ActionPool(settings.database.libpq_url, keyring, MetaStatusSetter(platforms.meta_graph_url),
                       GoogleStatusSetter(api=GoogleApi(platforms.google_ads_endpoint, platforms.google_oauth_token_url,
                                                        platforms.google_ca_path)),
                       ns.notifier_action_workers)

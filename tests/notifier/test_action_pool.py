@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from notifier import actions
+from adapters.meta.status import MetaStatusSetter
 from notifier.action_pool import ActionPool, by_entity
 from tests.fakes.graph_api import FakeAccount, FakeGraphApi
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
@@ -50,7 +50,7 @@ def test_calls_overlap_up_to_the_worker_count_and_keep_each_entitys_order(
 ) -> None:
     fired = [alert(i, pause=True, dry_run=False) for i in range(8)]
     back = alert(0, kind="recovered", pause=True, dry_run=False, resume=True)
-    pool = ActionPool(database, keyring(), actions.MetaStatusSetter(graph.url), None, workers)
+    pool = ActionPool(database, keyring(), MetaStatusSetter(graph.url), None, workers)
     try:
         pool.run([*fired, back])
     finally:

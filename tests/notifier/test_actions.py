@@ -10,6 +10,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from adapters.meta.status import MetaStatusSetter
 from notifier import actions
 from tests.fakes.graph_api import FakeAccount, FakeGraphApi, ScriptedError
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
@@ -38,7 +39,7 @@ def audit(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 
 def test_dry_run_is_recorded_and_calls_nothing(conn: psycopg.Connection[Any], graph: FakeGraphApi) -> None:
     a = alert(1, pause=True, dry_run=True)
-    meta = actions.MetaStatusSetter(graph.url)
+    meta = MetaStatusSetter(graph.url)
     assert actions.apply(conn, keyring(), a, meta) == "would"
     assert actions.apply(conn, keyring(), a, meta) is None
     assert audit(conn) == [("pause", True, "would", None)]
@@ -46,7 +47,7 @@ def test_dry_run_is_recorded_and_calls_nothing(conn: psycopg.Connection[Any], gr
 
 
 def test_real_pause_once_then_resume_on_recovery(conn: psycopg.Connection[Any], graph: FakeGraphApi) -> None:
-    meta = actions.MetaStatusSetter(graph.url)
+    meta = MetaStatusSetter(graph.url)
     a = alert(1, pause=True, dry_run=False)
     assert actions.apply(conn, keyring(), a, meta) == "done"
     assert actions.apply(conn, keyring(), a, meta) is None  # a redelivered alert never pauses twice
@@ -58,7 +59,7 @@ def test_real_pause_once_then_resume_on_recovery(conn: psycopg.Connection[Any], 
 
 
 def test_campaign_level_and_no_action_when_not_asked(conn: psycopg.Connection[Any], graph: FakeGraphApi) -> None:
-    meta = actions.MetaStatusSetter(graph.url)
+    meta = MetaStatusSetter(graph.url)
     c = alert(2, pause=True, dry_run=False, entity_level="campaign", entity="cmp-777")
     assert actions.apply(conn, keyring(), c, meta) == "done"
     assert actions.apply(conn, keyring(), alert(3), meta) is None
@@ -69,10 +70,10 @@ def test_campaign_level_and_no_action_when_not_asked(conn: psycopg.Connection[An
 def test_platform_refusal_is_recorded_failed_without_the_token(conn: psycopg.Connection[Any], graph: FakeGraphApi) -> None:
     graph.fail_next(ScriptedError(code=100, status=400))
     a = alert(1, pause=True, dry_run=False)
-    assert actions.apply(conn, keyring(), a, actions.MetaStatusSetter(graph.url)) == "failed"
+    assert actions.apply(conn, keyring(), a, MetaStatusSetter(graph.url)) == "failed"
     [(_, _, outcome, error)] = audit(conn)
     assert outcome == "failed" and "meta error 100" in error and TOKEN not in error
-    assert actions.apply(conn, keyring(), a, actions.MetaStatusSetter(graph.url)) is None  # not retried
+    assert actions.apply(conn, keyring(), a, MetaStatusSetter(graph.url)) is None  # not retried
 
 
 def test_crash_mid_call_stays_visible_and_is_not_retried(conn: psycopg.Connection[Any]) -> None:
@@ -106,7 +107,7 @@ def test_missing_connections_fail_visibly(conn: psycopg.Connection[Any]) -> None
 
 
 def test_resume_only_what_metricx_paused(conn: psycopg.Connection[Any], graph: FakeGraphApi) -> None:
-    meta = actions.MetaStatusSetter(graph.url)
+    meta = MetaStatusSetter(graph.url)
     rec = alert(5, kind="recovered", pause=True, dry_run=False, resume=True)
     assert actions.apply(conn, keyring(), rec, meta) is None  # never paused: a person's pause stays
     graph.fail_next(ScriptedError(code=100, status=400))
