@@ -43,6 +43,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# `make topics` (deploy/services.mk) runs `metricx topics`: the one list of topics
+topics: python
+
 migrate: python services-up
 	$(METRICX) migrate
 
@@ -74,10 +77,10 @@ test: setup
 test-faults: setup
 	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
-## pure-logic tests only (no services), for a quick loop while editing
+## every test that needs no service (marked by the fixtures it uses: tests/conftest.py),
+## for a quick loop while editing; passes with every service down
 test-unit: python
-	$(BIN)/python -m pytest -q tests/domain tests/pipelines tests/schemas tests/deploy tests/connectors/test_sim_world.py tests/connectors/test_sim_generator.py tests/connectors/test_sim_poller.py tests/connectors/test_topic_sizes.py tests/copilot tests/fakes/test_anthropic_fake.py \
-		tests/serving/test_body_limit.py tests/serving/test_stream_guard.py
+	$(BIN)/python -m pytest -q -m "not services and not timescale and not browser and not faults" $(PYTEST_ARGS)
 
 ## figures only, never pass/fail: the backbone (throughput, latency, memory), the pollers, serving,
 ## stop-loss, then recovery after faults (runs the fault suite with Redis down 30 s)
@@ -88,8 +91,11 @@ bench: setup services-up migrate topics
 	$(BIN)/python -m tests.bench.bench_stoploss
 	$(BIN)/python -m tests.bench.bench_recovery --run
 
+## ruff, and the layers (import-linter contracts in pyproject.toml: arrows point down,
+## services independent, no import circle)
 lint: python
-	$(BIN)/ruff check metricx domain pipelines connectors schemas serving copilot tests
+	$(BIN)/ruff check metricx ground schemas adapters domain copilot pipelines notifier pollers serving tests
+	$(BIN)/lint-imports
 
 typecheck: python
 	$(BIN)/mypy

@@ -4,7 +4,7 @@ exactly to the change shown.
 Sums (spend, impressions, clicks, conversions, revenue): a group's contribution is its
 own change; the parts add up exactly (decimal addition is exact).
 
-Ratios (roas, cpa, cpc, ctr, cpm: ``scale * N / D`` from ``pipelines.kpis.RATIO_PARTS``,
+Ratios (roas, cpa, cpc, ctr, cpm: ``scale * N / D`` from ``schemas.measures.RATIO_PARTS``,
 the dashboard's definitions): with totals ``N0/D0`` before and ``N1/D1`` after and a
 group's changes ``dn = n1 - n0``, ``dd = d1 - d0``, the group contributes
 
@@ -31,7 +31,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Final, Generic, TypeVar
 
-from pipelines.kpis import MEASURES, RATIO_DECIMALS, RATIO_PARTS, Sums, ratio
+from domain.kpis import RATIO_DECIMALS, Sums, ratio
+from schemas.measures import MEASURES, RATIO_PARTS
 
 K = TypeVar("K", bound=Hashable)
 _UNIT: Final = Decimal(1).scaleb(-RATIO_DECIMALS)
@@ -120,7 +121,7 @@ def decompose(metric: str, previous: Mapping[K, Sums], current: Mapping[K, Sums]
 
 
 def _half_up(x: Fraction) -> int:
-    """Round half away from zero, as ``pipelines.kpis.ratio`` does."""
+    """Round half away from zero, as ``domain.kpis.ratio`` does."""
     n, d = abs(x.numerator), x.denominator
     r = (2 * n + d) // (2 * d)
     return r if x >= 0 else -r

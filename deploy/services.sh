@@ -652,47 +652,14 @@ cmd_one() {
 }
 
 cmd_create_topics() {
-    [[ -f $KAFKA_LIBS/.fetched ]] || die "Kafka jars missing: run deploy/services.sh up"
+    # The topics, their partitions and sizes are listed once, in schemas/topics.py:
+    # `metricx topics` creates them (and grows or aligns existing ones), so this script
+    # keeps no list of its own (tests/schemas/test_topics.py checks it).
+    [[ -x $REPO_ROOT/.venv/bin/python ]] || die "the Python environment is missing: run make python"
     port_open "$KAFKA_PORT" || die "kafka is not running on $KAFKA_BOOTSTRAP: run deploy/services.sh up"
     [[ $RAW_PARTITIONS =~ ^[1-9][0-9]*$ ]] || die "METRICX_RAW_PARTITIONS must be a positive integer"
-    # Record sizes as in connectors/kafka.py (RAW_MAX_MESSAGE_BYTES, DEADLETTER_TOPIC_MAX_BYTES;
-    # tests/connectors/test_topic_sizes.py checks they agree): the dead-letter topic takes
-    # the largest raw record plus its dead-letter headers.
-    local specs=(
-        "metricx.insights.raw $RAW_PARTITIONS max.message.bytes=1048588"
-        "metricx.deadletter 1 max.message.bytes=2162688"
-        "metricx.alerts 1"
-        "metricx.rules 1 cleanup.policy=compact"
-    )
-    local spec topic parts cfg args pids=() rc=0
-    for spec in "${specs[@]}"; do
-        read -r topic parts cfg <<<"$spec"
-        args=(--bootstrap-server "$KAFKA_BOOTSTRAP" --create --if-not-exists
-              --topic "$topic" --partitions "$parts" --replication-factor 1)
-        [[ -z $cfg ]] || args+=(--config "$cfg")
-        # two JVMs at a time is what two cores take
-        kafka_tool org.apache.kafka.tools.TopicCommand "${args[@]}" >/dev/null &
-        pids+=($!)
-        if (( ${#pids[@]} == 2 )); then
-            wait "${pids[0]}" || rc=1
-            pids=("${pids[@]:1}")
-        fi
-    done
-    for p in "${pids[@]}"; do wait "$p" || rc=1; done
-    (( rc == 0 )) || die "creating topics failed"
-    # a topic that exists with fewer partitions than asked for is grown
-    local have
-    have=$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
-        --describe --topic metricx.insights.raw 2>/dev/null \
-        | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | head -n1)
-    if [[ -n $have ]] && (( have < RAW_PARTITIONS )); then
-        say "metricx.insights.raw: growing from $have to $RAW_PARTITIONS partitions"
-        kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" \
-            --alter --topic metricx.insights.raw --partitions "$RAW_PARTITIONS" >/dev/null
-    elif [[ -n $have ]] && (( have > RAW_PARTITIONS )); then
-        warn "metricx.insights.raw has $have partitions (> METRICX_RAW_PARTITIONS=$RAW_PARTITIONS); partitions cannot shrink"
-    fi
-    say "topics: metricx.insights.raw (${have:-$RAW_PARTITIONS} partitions), metricx.deadletter, metricx.alerts, metricx.rules (compacted)"
+    METRICX_KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP "$REPO_ROOT/.venv/bin/python" -m metricx.cli topics \
+        --partitions "$RAW_PARTITIONS" || die "creating topics failed"
 }
 
 cmd_env() {

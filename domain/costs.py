@@ -69,7 +69,7 @@ from schemas.costs import MonthlyCostIn, OneOffCostIn, PercentCostIn, SpreadCost
 from schemas.currencies import minor_units
 
 ONE_DAY: Final = timedelta(days=1)
-RATIO_DECIMALS: Final = 6  # as pipelines.kpis (TODO(lead): share its ratio() once it moves to domain/)
+RATIO_DECIMALS: Final = 6  # as domain.kpis (TODO(lead): share its ratio() once it moves to domain/)
 _RATIO_QUANT: Final = Decimal(1).scaleb(-RATIO_DECIMALS)
 
 # ---- costs as plain data -------------------------------------------------------------

@@ -17,9 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import dict_row
 
-from metricx.settings import Settings
-from metricx.stopping import stop_on_signals
+from adapters.crypto import generate_key
+from domain.sim.world import build_world
+from ground.settings import Settings
+from ground.stopping import stop_on_signals
+from schemas.rules import RuleIn
+from serving.rules_store import PublishFailed, RulePublisher, insert_rule, publish_ids, update_rule
 
 DEMO_SUMMARY = """
 SELECT d.workspace_id, d.provider, d.account_id, d.currency, count(*) AS entities,
@@ -53,18 +58,16 @@ def storage_line(ts_version: str | None, preloaded: bool, mode: str) -> str:
 
 def storage(settings: Settings) -> str:
     try:
-        with psycopg.connect(settings.libpq_url) as conn:
+        with psycopg.connect(settings.database.libpq_url) as conn:
             row = conn.execute(STORAGE_FACTS).fetchone()
     except psycopg.Error as exc:
         return f"unknown ({exc})"
     assert row is not None
-    return storage_line(row[0], bool(row[1]), settings.timescaledb)
+    return storage_line(row[0], bool(row[1]), settings.database.timescaledb)
 
 
 def demo_token(env: dict[str, str], seed: int) -> tuple[str, str]:
     """(workspace id, token) for the first simulated workspace, owner membership granted."""
-    from connectors.sim.world import build_world
-
     world = build_world(seed)
     ws = world.workspaces[0]
     tz = next(a.timezone for a in world.accounts if a.workspace_id == ws.id)
@@ -94,13 +97,8 @@ def ensure_demo_rule(settings: Settings, ws: str) -> None:
     """One stop-loss rule for the demo workspace, saved and published the way the Rules
     API does it, so the alert feed has something to show and the notifier audits a
     dry-run pause.  Rules the user made are left alone."""
-    from psycopg.rows import dict_row
-
-    from schemas.rules import RuleIn
-    from serving.rules_store import PublishFailed, RulePublisher, insert_rule, publish_ids, update_rule
-
     body = RuleIn.model_validate(DEMO_RULE)
-    with psycopg.connect(settings.libpq_url, autocommit=True, row_factory=dict_row) as conn:
+    with psycopg.connect(settings.database.libpq_url, autocommit=True, row_factory=dict_row) as conn:
         row = conn.execute("SELECT id FROM rules WHERE workspace_id = %s AND created_by = 'demo' LIMIT 1",
                            (ws,)).fetchone()
         if row is None:
@@ -108,7 +106,7 @@ def ensure_demo_rule(settings: Settings, ws: str) -> None:
         else:
             rule_id = row["id"]
             update_rule(conn, uuid.UUID(ws), rule_id, body)
-        publisher = RulePublisher(settings.kafka_bootstrap, settings.rules_topic)
+        publisher = RulePublisher(settings.kafka.bootstrap, settings.kafka.rules_topic)
         result = publish_ids(conn, publisher, [rule_id])
         publisher.close()
     if result.failed:
@@ -116,8 +114,6 @@ def ensure_demo_rule(settings: Settings, ws: str) -> None:
 
 
 def demo_key(path: Path) -> str:
-    from connectors.connections.crypto import generate_key
-
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(generate_key())
@@ -127,7 +123,7 @@ def demo_key(path: Path) -> str:
 
 def _print_summary(settings: Settings) -> None:
     try:
-        with psycopg.connect(settings.libpq_url) as conn:
+        with psycopg.connect(settings.database.libpq_url) as conn:
             rows = conn.execute(DEMO_SUMMARY).fetchall()
     except psycopg.Error as exc:
         print(f"(summary unavailable: {exc})")
@@ -146,11 +142,12 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
     exe = [sys.executable, "-m", "metricx.cli"]
     logs_dir: Path = settings.data_dir / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
-    # The demo signs in with the local development issuer; never enable it in production.
+    # The children inherit this process's environment (the same settings), plus: the demo
+    # signs in with the local development issuer; never enable it in production.
     env = {**os.environ, "METRICX_DEV_ISSUER": "1"}
     ws, token = demo_token(env, seed)
     ensure_demo_rule(settings, ws)
-    if not env.get("METRICX_TOKEN_KEYS"):
+    if not settings.tokens.keys.get_secret_value():
         # The notifier opens channel secrets with the token keyring: a local demo key.
         env["METRICX_TOKEN_KEYS"] = "demo:" + demo_key(settings.data_dir / "demo-token-key")
     procs: list[subprocess.Popen[bytes]] = []
@@ -172,9 +169,9 @@ def run_demo(settings: Settings, *, interval: float, every: float, duration: flo
         f"  storage:   {storage(settings)}\n"
         f"  dashboard: http://127.0.0.1:{port}/#token={token}\n"
         f"             (workspace {ws}, development token valid 7 days)\n"
-        f"  tables:    psql {settings.libpq_url} -c 'SELECT * FROM metrics_daily LIMIT 5'\n"
+        f"  tables:    psql {settings.database.libpq_url} -c 'SELECT * FROM metrics_daily LIMIT 5'\n"
         f"  live:      redis-cli XREVRANGE metricx:live:{ws} + - COUNT 1\n"
-        f"  bad input: topic {settings.deadletter_topic}\n"
+        f"  bad input: topic {settings.kafka.deadletter_topic}\n"
         f"  rules:     a demo stop-loss rule (dry-run pause); alerts: psql ... -c 'SELECT * FROM alerts'\n"
         f"  logs:      {logs_dir}/{{pipeline,poller,serve,notifier}}.log (JSON lines)\n"
         f"  metrics:   http://127.0.0.1:{port}/metrics, pipeline :{DEMO_METRICS_PORTS['pipeline']}, "

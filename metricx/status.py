@@ -22,11 +22,11 @@ import httpx
 import psycopg
 from confluent_kafka import KafkaException
 
-from connectors.kafka import check_reachable as kafka_reachable
-from connectors.lag import BrokerProbe, lag, pipeline_committed
-from connectors.redis_live import check_reachable as redis_reachable
-from connectors.timescale import check_reachable as db_reachable
-from metricx.settings import Settings
+from adapters.kafka import check_reachable as kafka_reachable
+from adapters.lag import BrokerProbe, lag, pipeline_committed
+from adapters.redis_live import check_reachable as redis_reachable
+from adapters.timescale import check_reachable as db_reachable
+from ground.settings import Settings
 
 
 @dataclass
@@ -124,9 +124,9 @@ def gather(settings: Settings, *, endpoints: Sequence[tuple[str, str]], notifier
            stale_after_s: float) -> Report:
     report = Report(datetime.now(UTC))
     report.services = [
-        _service("kafka", lambda: kafka_reachable(settings.kafka_bootstrap)),
-        _service("postgres", lambda: db_reachable(settings.libpq_url)),
-        _service("redis", lambda: redis_reachable(settings.redis_url)),
+        _service("kafka", lambda: kafka_reachable(settings.kafka.bootstrap)),
+        _service("postgres", lambda: db_reachable(settings.database.libpq_url)),
+        _service("redis", lambda: redis_reachable(settings.redis.url)),
         *(_readyz(name, url) for name, url in endpoints),
     ]
     up = {s.name for s in report.services if s.ok}
@@ -137,11 +137,11 @@ def gather(settings: Settings, *, endpoints: Sequence[tuple[str, str]], notifier
         except psycopg.errors.UndefinedTable as exc:
             report.schema_error = str(exc).splitlines()[0]
     if "kafka" in up:
-        probe = BrokerProbe(settings.kafka_bootstrap)
+        probe = BrokerProbe(settings.kafka.bootstrap)
         try:
-            report.pipeline_lag = _lag(settings.raw_topic, lambda: committed or {}, probe)
-            report.notifier_lag = _lag(settings.alerts_topic,
-                                       lambda: probe.group_committed(notifier_group, settings.alerts_topic), probe)
+            report.pipeline_lag = _lag(settings.kafka.raw_topic, lambda: committed or {}, probe)
+            report.notifier_lag = _lag(settings.kafka.alerts_topic,
+                                       lambda: probe.group_committed(notifier_group, settings.kafka.alerts_topic), probe)
         finally:
             probe.close()
     return report
@@ -149,8 +149,8 @@ def gather(settings: Settings, *, endpoints: Sequence[tuple[str, str]], notifier
 
 def _from_database(settings: Settings, report: Report, stale_after_s: float) -> dict[int, int]:
     """Fill in what the database knows; returns the pipeline's committed offsets."""
-    with psycopg.connect(settings.libpq_url, connect_timeout=5) as conn:
-        committed = pipeline_committed(conn, "pipeline", settings.raw_topic)
+    with psycopg.connect(settings.database.libpq_url, connect_timeout=5) as conn:
+        committed = pipeline_committed(conn, "pipeline", settings.kafka.raw_topic)
         row = conn.execute("SELECT max(committed_at) FROM pipeline_progress WHERE consumer = 'pipeline'").fetchone()
         report.last_commit = row[0] if row else None
         report.deliveries = dict(conn.execute("SELECT status, count(*) FROM alert_deliveries GROUP BY status"

@@ -20,16 +20,17 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from connectors.kafka import (
+from adapters.kafka import (
     MessageTooLarge,
     Producer,
     deadletter_producer,
     flush_until_delivered,
     send_dead_letter,
 )
-from connectors.redis_live import LivePublisher
-from connectors.timescale import InsightStore
-from metricx.metrics import (
+from adapters.redis_live import LivePublisher
+from adapters.timescale import InsightStore
+from domain.batch import build_batch, live_messages
+from ground.metrics import (
     COMMIT_BATCH,
     COMMIT_RETRIES,
     COMMIT_SECONDS,
@@ -39,30 +40,30 @@ from metricx.metrics import (
     SNAPSHOTS,
     dead_lettered,
 )
-from metricx.settings import Settings
-from pipelines.batch import Batch, build_batch, live_messages
+from ground.settings import Settings
 from pipelines.steps import SinkItem
 from schemas.alerts import alert_payload
+from schemas.batch import Batch
 
 log = logging.getLogger("metricx.pipeline")
 
 
 class Committer:
     def __init__(self, settings: Settings, *, consumer: str = "pipeline", worker: int | str = 0) -> None:
-        self._store = InsightStore(settings.libpq_url, consumer=consumer)
-        self._live = LivePublisher(settings.redis_url, maxlen=settings.live_stream_maxlen,
+        self._store = InsightStore(settings.database.libpq_url, consumer=consumer)
+        self._live = LivePublisher(settings.redis.url, maxlen=settings.redis.live_stream_maxlen,
                                    retry_max_s=settings.retry_max_s)
         # Two producers: dead letters may be as large as the largest raw record (their
         # own size limit, ``deadletter_producer``); alerts are small and go to a topic
         # with Kafka's default limit.  Neither has a delivery timeout: while the broker is
         # away a commit waits for it (the input is back-pressured meanwhile) instead of
         # failing the epoch after two minutes.
-        self._dl_producer = deadletter_producer(settings.kafka_bootstrap, client_id="metricx-deadletter",
+        self._dl_producer = deadletter_producer(settings.kafka.bootstrap, client_id="metricx-deadletter",
                                                 extra={"message.timeout.ms": 0})
-        self._producer = Producer(settings.kafka_bootstrap, client_id="metricx-alerts",
+        self._producer = Producer(settings.kafka.bootstrap, client_id="metricx-alerts",
                                   extra={"message.timeout.ms": 0})
-        self._dl_topic = settings.deadletter_topic
-        self._alerts_topic = settings.alerts_topic
+        self._dl_topic = settings.kafka.deadletter_topic
+        self._alerts_topic = settings.kafka.alerts_topic
         self._retry_max_s = settings.retry_max_s
         self._worker = worker
         self._counts: Counter[str] = Counter()

@@ -1,8 +1,10 @@
-"""The same flow as a plain Python consumer loop: no framework, one process.
+"""The same steps as a plain Python consumer loop: no framework, one process.
 
 It exists as the benchmark's ceiling (what the logic costs without Bytewax) and as
-proof that the steps are engine-agnostic.  It has no recovery: state lives in memory
-and the loop reads its partitions from the beginning, so it is not for production.
+proof that the steps are engine-agnostic.  It runs validation, the series state and the
+commit point only: no stop-loss watch (so no alerts) and no idle eviction.  It has no
+recovery: state lives in memory and the loop reads its partitions from the beginning,
+so it is not for production.
 """
 
 from __future__ import annotations
@@ -10,33 +12,37 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from metricx.settings import Settings
+from adapters.kafka import envelope_of
+from domain.deltas import EntityState
+from ground import logs
+from ground.gc_tuning import tune_gc
+from ground.settings import Settings, load_settings
+from ground.stopping import stop_on_signals
 from pipelines.commit import BackgroundCommitter, Committer
-from pipelines.deltas import EntityState
 from pipelines.steps import SinkItem, fold, is_refused, to_dead_letter, validate
-from schemas.envelope import DeadLetter, Envelope
+from schemas.envelope import DeadLetter
 
 
 def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "plain") -> None:
     c = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": "metricx-plain-ignored",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 20,
             "queued.min.messages": 20000,
         }
     )
-    parts = c.list_topics(settings.raw_topic, timeout=10).topics[settings.raw_topic].partitions
-    c.assign([TopicPartition(settings.raw_topic, p, OFFSET_BEGINNING) for p in parts])
+    parts = c.list_topics(settings.kafka.raw_topic, timeout=10).topics[settings.kafka.raw_topic].partitions
+    c.assign([TopicPartition(settings.kafka.raw_topic, p, OFFSET_BEGINNING) for p in parts])
     committer = BackgroundCommitter(Committer(settings, consumer=consumer))
     states: dict[str, EntityState] = {}
-    window = settings.restatement_window_days
+    window = settings.pipeline.restatement_window_days
     try:
         while not stop():
-            msgs = c.consume(settings.kafka_batch_size, 0.05)
+            msgs = c.consume(settings.kafka.batch_size, 0.05)
             if not msgs:
                 continue
             now = datetime.now(UTC)
@@ -44,10 +50,7 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
             for m in msgs:
                 if m.error() is not None:
                     raise RuntimeError(str(m.error()))
-                ts_type, ts = m.timestamp()
-                produced = None if ts_type == TIMESTAMP_NOT_AVAILABLE else datetime.fromtimestamp(ts / 1000, UTC)
-                env = Envelope(m.key(), m.value(), m.topic() or "", m.partition() or 0, m.offset() or 0, produced)
-                checked = validate(env, now)
+                checked = validate(envelope_of(m), now)
                 if isinstance(checked, DeadLetter):
                     items.append(checked)
                     continue
@@ -63,14 +66,9 @@ def run_plain(settings: Settings, *, stop: Callable[[], bool], consumer: str = "
 
 def main() -> None:
     """``python -m pipelines.plain``: run until SIGINT/SIGTERM (benchmarks start it)."""
-    from metricx import logs
-    from metricx.gc_tuning import tune_gc
-    from metricx.settings import load_settings
-    from metricx.stopping import stop_on_signals
-
     settings = load_settings()
     logs.configure(settings.log_level)
-    tune_gc(settings.gc_gen0_threshold)  # as the Bytewax pipeline does: the comparison stays fair
+    tune_gc(settings.pipeline.gc_gen0_threshold)  # as the Bytewax pipeline does: the comparison stays fair
     run_plain(settings, stop=stop_on_signals().is_set)
 
 

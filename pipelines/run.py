@@ -1,4 +1,6 @@
-"""Start the insight dataflow with Bytewax recovery (the ``metricx pipeline`` command)."""
+"""Start the insight dataflow with Bytewax recovery (the ``metricx pipeline`` command):
+the topics it writes, the rules feed, the lag gauge, the Kafka source and the commit
+sink around :func:`pipelines.flow.build_flow`."""
 
 from __future__ import annotations
 
@@ -9,15 +11,18 @@ from pathlib import Path
 
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
+from confluent_kafka import OFFSET_BEGINNING
 
-from connectors.kafka import TopicSpec, deadletter_topic_spec, ensure_topics
-from connectors.lag import LagMonitor
-from metricx.gc_tuning import tune_gc
-from metricx.settings import Settings
-from metricx.stopping import stop_on_signals
+from adapters.kafka import ensure_topics
+from adapters.lag import LagMonitor
+from domain.metering import Budget, CostMeter
+from domain.rulebook import RuleBook
+from ground.gc_tuning import tune_gc
+from ground.settings import Settings
 from pipelines.flow import build_flow
-from pipelines.metering import Budget, CostMeter
-from pipelines.rulebook import RuleBook
+from pipelines.rules_feed import RulesFeed
+from pipelines.sink import CommitSink
+from pipelines.source import LoggingKafkaSource
 
 log = logging.getLogger("metricx.pipeline")
 
@@ -37,40 +42,38 @@ def ensure_recovery_dir(path: Path, partitions: int = RECOVERY_PARTITIONS) -> No
 def run_pipeline(
     settings: Settings,
     *,
+    stop: threading.Event,
     workers: int = 1,
     process_id: int | None = None,
     addresses: list[str] | None = None,
     recovery: bool = True,
     consumer: str = "pipeline",
 ) -> None:
-    tune_gc(settings.gc_gen0_threshold)
+    """Run until ``stop`` is set (then the input ends and the last epoch is committed and
+    snapshotted) or the input fails."""
+    tune_gc(settings.pipeline.gc_gen0_threshold)
+    kafka = settings.kafka
     processes = len(addresses) if addresses else 1
     # What the flow writes to, created (or, for an existing dead-letter topic, sized) here
-    # so a fresh broker works without `metricx topics` (which creates the same specs): a
+    # so a fresh broker works without `metricx topics` (the same specs, schemas.topics): a
     # dead-letter topic with Kafka's default size would refuse the largest dead letters.
-    specs = [deadletter_topic_spec(settings.deadletter_topic)]
-    if settings.rules_enabled:
-        # The flow's side input and output.
-        specs += [TopicSpec(settings.rules_topic, 1, {"cleanup.policy": "compact"}), TopicSpec(settings.alerts_topic, 1)]
-    ensure_topics(settings.kafka_bootstrap, specs)
+    writes = {kafka.deadletter_topic} | ({kafka.rules_topic, kafka.alerts_topic} if settings.rules.enabled else set())
+    ensure_topics(kafka.bootstrap, [s for s in kafka.topics() if s.name in writes])
     feed = None
     book = None
-    if settings.rules_enabled:
-        from connectors.rules_feed import RulesFeed
-
-        book = RuleBook(meter=CostMeter(Budget(per_snapshot_ns=int(settings.rules_budget_ms * 1_000_000))))
+    if settings.rules.enabled:
+        book = RuleBook(meter=CostMeter(Budget(per_snapshot_ns=int(settings.rules.budget_ms * 1_000_000))))
         feed = RulesFeed(
-            book, bootstrap=settings.kafka_bootstrap, topic=settings.rules_topic,
-            deadletter_topic=settings.deadletter_topic, dsn=settings.libpq_url,
-            names_refresh_s=settings.rules_names_refresh_s,
+            book, bootstrap=kafka.bootstrap, topic=kafka.rules_topic, deadletter_topic=kafka.deadletter_topic,
+            dsn=settings.database.libpq_url, names_refresh_s=settings.rules.names_refresh_s,
         ).start()
-    stop = _stop_on_signals()
-    monitor = LagMonitor(settings.kafka_bootstrap, settings.libpq_url, consumer=consumer, topic=settings.raw_topic,
-                         interval_s=settings.lag_interval_s).start()
-    flow = build_flow(
-        settings, consumer=consumer, commit_partitions=processes * workers, book=book,
-        warmup=timedelta(seconds=settings.rules_warmup_s), stop=stop,
-    )
+    monitor = LagMonitor(kafka.bootstrap, settings.database.libpq_url, consumer=consumer, topic=kafka.raw_topic,
+                         interval_s=settings.metrics.lag_interval_s).start()
+    source = LoggingKafkaSource(kafka.brokers, [kafka.raw_topic], tail=True, starting_offset=OFFSET_BEGINNING,
+                                batch_size=kafka.batch_size, stop=stop)
+    sink = CommitSink(settings, consumer, processes * workers)
+    flow = build_flow(source, sink, window_days=settings.pipeline.restatement_window_days, book=book,
+                      warmup=timedelta(seconds=settings.rules.warmup_s))
     recovery_config = None
     if recovery:
         ensure_recovery_dir(settings.recovery_dir)
@@ -78,11 +81,11 @@ def run_pipeline(
     log.info(
         "pipeline starting",
         extra={
-            "topic": settings.raw_topic,
+            "topic": kafka.raw_topic,
             "workers": workers,
             "process_id": process_id,
             "recovery_dir": str(settings.recovery_dir) if recovery else None,
-            "snapshot_interval_s": settings.snapshot_interval_s,
+            "snapshot_interval_s": settings.pipeline.snapshot_interval_s,
         },
     )
     try:
@@ -91,7 +94,7 @@ def run_pipeline(
             workers_per_process=workers,
             process_id=process_id,
             addresses=addresses,
-            epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+            epoch_interval=timedelta(seconds=settings.pipeline.snapshot_interval_s),
             recovery_config=recovery_config,
         )
     finally:
@@ -100,12 +103,3 @@ def run_pipeline(
             feed.stop()
     if stop.is_set():
         log.info("pipeline stopped: its last epoch is committed and snapshotted; the next start resumes there")
-
-
-def _stop_on_signals() -> threading.Event:
-    """SIGINT / SIGTERM end the input (see ``flow._StoppablePartition``); a second one
-    interrupts at once, as Ctrl-C always did (the next start replays the open epoch)."""
-    if threading.current_thread() is not threading.main_thread():
-        return threading.Event()  # signals reach only the main thread: nothing to install
-    return stop_on_signals(second_interrupts=True, on_stop=lambda name: log.info(
-        "stopping: ending the input, committing the last epoch", extra={"signal": name}))

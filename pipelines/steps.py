@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pipelines.deltas import (
+from domain.deltas import (
     RESTATEMENT_WINDOW_DAYS,
     Applied,
     EntityState,
@@ -14,8 +14,10 @@ from pipelines.deltas import (
     Refused,
     apply_snapshot,
 )
-from pipelines.rulebook import RuleBook
-from pipelines.stoploss import WatchState, forget_rules, watch, watch_key
+from domain.rulebook import RuleBook
+from domain.stoploss.state import WatchState
+from domain.stoploss.targets import watch_key
+from domain.stoploss.watch import forget_rules, watch
 from schemas.alerts import Alert
 from schemas.envelope import DeadLetter, Envelope
 from schemas.insight import InvalidInsight, Snapshot, parse_insight
@@ -83,7 +85,7 @@ def watch_step(
     track_hours, track_ad_days = book.needs(s.workspace_id, s.account_id)
     state, alerts = watch(state, applied, rules, name_of, warmup, track_hours, track_ad_days)
     state.rules_seen = book.generation
-    # What this workspace's rules cost the shared step (pipelines.metering): a book
+    # What this workspace's rules cost the shared step (domain.metering): a book
     # that is slow on most snapshots is taken out before it stalls every tenant.
     book.charge(s.workspace_id, clock() - started)
     return state, alerts

@@ -26,8 +26,19 @@ from schemas.edge import Invalid, first_error
 
 ALERT_SCHEMA = "metricx.alert.v1"
 ALERTS_TOPIC = "metricx.alerts"
+# The most alerts one Slack message carries (domain.alert_messages lays them out; the
+# notifier's batch size is bounded by it).
+MAX_ALERTS_PER_MESSAGE = 100
 
 AlertKind = Literal["fired", "recovered"]
+
+
+@dataclass(frozen=True, slots=True)
+class EmailContent:
+    """One alert as an email (``domain.alert_messages`` writes it, ``adapters.email`` sends it)."""
+
+    subject: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)

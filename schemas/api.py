@@ -1,7 +1,7 @@
 """Response models of the HTTP API (OpenAPI is generated from these).
 
 Field names are the storage column names (``spend``, ``report_date``, ``bucket_start``,
-``campaign_id`` ...) and the ratio names of ``pipelines.kpis``.  Money, conversions and
+``campaign_id`` ...) and the ratio names of ``domain.kpis``.  Money, conversions and
 ratios are exact decimals serialised as strings (as in the event contract); counts are
 integers; an undefined ratio or change is ``null``.
 """

@@ -1,7 +1,10 @@
 """Column order of every table the pipeline writes, shared by the pure row builder and
-the database writer (and checked against the migrations by a test).  No I/O here."""
+the database writer (checked against the migrations by ``tests/schemas/test_migrations.py``).
+No I/O here."""
 
 from __future__ import annotations
+
+from schemas.measures import MEASURES
 
 IDENTITY = (
     "workspace_id",
@@ -13,7 +16,6 @@ IDENTITY = (
     "adset_id",
     "report_date",
 )
-MEASURES = ("spend", "impressions", "clicks", "conversions", "revenue")
 
 SNAPSHOT_COLUMNS = (
     *IDENTITY,

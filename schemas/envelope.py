@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 @dataclass(slots=True)
@@ -16,6 +16,24 @@ class Envelope:
     partition: int
     offset: int
     produced_at: datetime | None  # the Kafka message timestamp
+
+
+# Kafka's timestamp types (librdkafka's TIMESTAMP_NOT_AVAILABLE is 0, CREATE_TIME 1,
+# LOG_APPEND_TIME 2), as the clients hand them over: (type, milliseconds since the epoch).
+TIMESTAMP_NOT_AVAILABLE = 0
+
+
+def envelope(key: bytes | None, value: bytes | None, topic: str | None, partition: int | None,
+             offset: int | None, timestamp: tuple[int, int] | None) -> Envelope:
+    """The envelope of one consumed Kafka message, from the parts every client exposes
+    (confluent-kafka's ``Message`` through ``adapters.kafka.envelope_of``, Bytewax's
+    ``KafkaSourceMessage`` in the flow).  One rule for the time: ``produced_at`` is the
+    message's timestamp when it has one (a type other than not-available and a
+    non-negative value), else None."""
+    produced_at = None
+    if timestamp is not None and timestamp[0] != TIMESTAMP_NOT_AVAILABLE and timestamp[1] >= 0:
+        produced_at = datetime.fromtimestamp(timestamp[1] / 1000, UTC)
+    return Envelope(key, value, topic or "", partition or 0, offset or 0, produced_at)
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """The five additive measures every insight carries.
 
 Only sums are stored anywhere; ratios (ROAS, CPA, ...) are derived after aggregation
-by ``pipelines.kpis`` so that they are never averaged.
+by ``domain.kpis`` so that they are never averaged.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 ZERO = Decimal(0)
-METRIC_NAMES = ("spend", "impressions", "clicks", "conversions", "revenue")
 
 
 @dataclass(slots=True)

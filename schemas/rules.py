@@ -37,7 +37,7 @@ MAX_CONDITION_DEPTH = 3
 # conditions and fits in well under 2 KB, a large agency account meets a dozen rules —
 # and far below what stalls others: three rules of 8,000 conditions took ~25 ms of
 # pipeline time per snapshot.  At these limits a worst-case book costs ~0.4 ms per
-# snapshot (measured), under the evaluation budget (pipelines.metering).
+# snapshot (measured), under the evaluation budget (domain.metering).
 MAX_CONDITIONS = 50  # conditions in one rule, counted across its groups
 MAX_RULE_BYTES = 16 * 1024  # the rule's definition as compact JSON (what is stored and published)
 MAX_RULES_PER_WORKSPACE = 200  # stored rules, whatever their status

@@ -1,6 +1,6 @@
 """SQLAlchemy Core definitions of the storage, for queries (serving, tests, analysts'
 tools).  The DDL itself lives in the Alembic migrations, which also create the
-TimescaleDB-specific parts; ``tests/schemas/test_migrations.py`` checks the two agree."""
+TimescaleDB-specific parts; ``tests/schemas/test_migrations.py`` checks they agree."""
 
 from __future__ import annotations
 

@@ -17,11 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from metricx.settings import Settings, load_settings
+from ground.settings import Settings, load_settings
 from serving import access_log, observability
 from serving.auth import Verifier
 from serving.body_limit import BodyLimit
-from serving.config import ServingSettings, load_serving_settings
+from serving.container import AppServices
+from serving.dashboard_service import DashboardService
 from serving.db import ConnectionPool, PoolExhausted
 from serving.deps import is_member
 from serving.routes import alerts, analytics, channels, dashboard, entities, health, rules, stream
@@ -36,18 +37,30 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(settings: Settings | None = None, serving: ServingSettings | None = None, *,
-               clock: Clock = time.time) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Clock = time.time) -> FastAPI:
     """``clock``: wall time in seconds, for what ends with a token's ``exp`` (injectable:
     tests move it instead of waiting)."""
     settings = settings or load_settings()
-    serving = serving or load_serving_settings()
+    serving = settings.serving
+    serving.require_key_source()
+    pool = ConnectionPool(settings.database.libpq_url, max_size=serving.db_pool_size)
+    services = AppServices(
+        settings=settings,
+        verifier=Verifier.from_settings(serving, settings.dev_issuer_dir),
+        pool=pool,
+        write_pool=ConnectionPool(settings.database.libpq_url, max_size=4, read_only=False),
+        rules_publisher=RulePublisher(settings.kafka.bootstrap, settings.kafka.rules_topic),
+        memberships=MembershipCache(lambda sub, ws: is_member(pool, sub, ws), ttl_s=serving.sse_recheck_s),
+        dashboard=DashboardService(settings.database.libpq_url),
+        clock=clock,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        hub = Hub(settings.redis_url, queue_size=serving.sse_queue_size, block_ms=serving.sse_block_ms)
-        app.state.hub = hub
+        hub = Hub(settings.redis.url, queue_size=serving.sse_queue_size, block_ms=serving.sse_block_ms)
+        services.hub = hub
         observability.watch_hub(hub)
+        services.dashboard.start()
         await hub.start()
         log.info("serving", extra={"issuer": serving.auth_issuer, "algorithm": serving.auth_algorithm,
                                    "dev_issuer": serving.dev_issuer})
@@ -55,22 +68,15 @@ def create_app(settings: Settings | None = None, serving: ServingSettings | None
             yield
         finally:
             await hub.stop()
-            app.state.pool.close()
-            app.state.write_pool.close()
-            app.state.rules_publisher.close()
+            services.hub = None
+            services.dashboard.close()
+            services.pool.close()
+            services.write_pool.close()
+            services.rules_publisher.close()
 
     app = FastAPI(title="metricx", version="0.1.0", lifespan=lifespan,
                   description="Real-time ad analytics. Authenticate with `Authorization: Bearer <JWT>`.")
-    app.state.settings = settings
-    app.state.serving = serving
-    app.state.verifier = Verifier.from_settings(serving)
-    app.state.pool = ConnectionPool(settings.libpq_url, max_size=serving.db_pool_size)
-    # Rules and channels are written rarely: a few read-write connections suffice.
-    app.state.write_pool = ConnectionPool(settings.libpq_url, max_size=4, read_only=False)
-    app.state.rules_publisher = RulePublisher(settings.kafka_bootstrap, settings.rules_topic)
-    app.state.clock = clock
-    pool = app.state.pool
-    app.state.memberships = MembershipCache(lambda sub, ws: is_member(pool, sub, ws), ttl_s=serving.sse_recheck_s)
+    app.state.services = services
 
     @app.exception_handler(PoolExhausted)
     def _busy(request: Request, exc: PoolExhausted) -> JSONResponse:

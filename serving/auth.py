@@ -21,13 +21,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from serving.config import ServingSettings
+from ground.settings import ServingSettings
 from serving.dev_issuer import load_or_create_key, public_jwk
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,12 @@ class Verifier:
         self.jwks = jwks
 
     @classmethod
-    def from_settings(cls, settings: ServingSettings) -> Verifier:
+    def from_settings(cls, settings: ServingSettings, dev_dir: Path) -> Verifier:
+        """``dev_dir``: where the development issuer keeps its key (used without a JWKS)."""
         if settings.auth_jwks_url:
             fetch = http_fetcher(settings.auth_jwks_url)
-        else:  # dev issuer (the settings refuse to start with neither)
-            key = load_or_create_key(settings.dev_dir(), settings.auth_algorithm)
+        else:  # dev issuer (the server refuses to start with neither: require_key_source)
+            key = load_or_create_key(dev_dir, settings.auth_algorithm)
             doc = {"keys": [public_jwk(key, settings.auth_algorithm)]}
 
             def fetch() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from pipelines.kpis import Sums, accumulate
+from domain.kpis import Sums, accumulate
 from serving import queries as q
 from serving.timeframes import Period
 from serving.versioned_cache import VersionedCache

@@ -1,5 +1,6 @@
-"""Request dependencies: settings, a database connection, the authenticated caller and
-the workspace they may read.  Routes declare what they need as ``Annotated`` types.
+"""Request dependencies: the app's services (``serving.container``), a database
+connection, the authenticated caller and the workspace they may read.  Routes declare
+what they need as ``Annotated`` types.
 
 Every tenant-data route depends on :data:`CurrentWorkspace`, which resolves only if the
 token's ``sub`` has a membership row for the requested workspace; queries then filter
@@ -19,10 +20,12 @@ import psycopg
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import APIKeyCookie, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
-from metricx.settings import Settings
-from serving.auth import AuthError, Caller, Verifier, verify_stream_token
-from serving.config import ServingSettings
+from ground.settings import ServingSettings, Settings
+from serving.auth import AuthError, Caller, verify_stream_token
+from serving.container import AppServices, services_of
+from serving.dashboard_service import DashboardService
 from serving.db import ConnectionPool
+from serving.stream import Hub
 
 log = logging.getLogger(__name__)
 
@@ -35,28 +38,45 @@ def unauthenticated() -> HTTPException:
     return HTTPException(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def get_services(request: Request) -> AppServices:
+    return services_of(request.app)
 
 
-def get_serving_settings(request: Request) -> ServingSettings:
-    s: ServingSettings = request.app.state.serving
-    return s
+Services = Annotated[AppServices, Depends(get_services)]
 
 
-def get_conn(request: Request) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def get_settings(services: Services) -> Settings:
+    return services.settings
+
+
+def get_serving_settings(services: Services) -> ServingSettings:
+    return services.settings.serving
+
+
+def get_dashboard(services: Services) -> DashboardService:
+    return services.dashboard
+
+
+def get_hub(services: Services) -> Hub:
+    return services.live_hub()
+
+
+AppSettings = Annotated[Settings, Depends(get_settings)]
+ServingConfig = Annotated[ServingSettings, Depends(get_serving_settings)]
+Dashboard = Annotated[DashboardService, Depends(get_dashboard)]
+LiveHub = Annotated[Hub, Depends(get_hub)]
+
+
+def get_conn(services: Services) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A pooled autocommit, read-only connection for the request (reads only)."""
-    pool: ConnectionPool = request.app.state.pool
-    with pool.connection() as conn:
+    with services.pool.connection() as conn:
         yield conn
 
 
-def get_write_conn(request: Request) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def get_write_conn(services: Services) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A pooled autocommit connection that may write, from the separate write pool;
     routes open an explicit ``conn.transaction()`` around what must be atomic."""
-    pool: ConnectionPool = request.app.state.write_pool
-    with pool.connection() as conn:
+    with services.write_pool.connection() as conn:
         yield conn
 
 
@@ -71,7 +91,7 @@ def get_caller(request: Request, credentials: BearerCredentials) -> Caller:
     if credentials is None or not credentials.credentials.strip():
         log.info("request refused", extra={"reason": "no bearer token", "path": request.url.path})
         raise unauthenticated()
-    verifier: Verifier = request.app.state.verifier
+    verifier = services_of(request.app).verifier
     try:
         return verifier.verify(credentials.credentials.strip())
     except AuthError as exc:
@@ -100,7 +120,7 @@ def get_stream_caller(
         log.info("stream refused", extra={"reason": "no token"})
         raise unauthenticated()
     try:
-        return verify_stream_token(request.app.state.serving, token)
+        return verify_stream_token(services_of(request.app).settings.serving, token)
     except AuthError as exc:
         log.info("stream refused", extra={"reason": str(exc)})
         raise unauthenticated() from None
@@ -169,8 +189,7 @@ def get_stream_workspace(request: Request, caller: StreamCaller, workspace_id: W
     bound = caller.claims.get("workspace_id") if caller.claims.get("aud") == "metricx-stream" else None
     if bound is not None and str(bound) != str(ws):
         raise HTTPException(403, FORBIDDEN)
-    pool: ConnectionPool = request.app.state.pool
-    with pool.connection() as conn:
+    with services_of(request.app).pool.connection() as conn:
         return resolve_workspace(conn, caller, ws)
 
 

@@ -2,7 +2,7 @@
 
 The stream evaluates rules on each new delta against state it keeps; a dry-run cannot
 replay that, so it sums the stored tables over the rule's window per target entity and
-asks the same pure judge (``pipelines.stoploss.judge``) — same ratios of sums, same
+asks the same pure judge (``domain.stoploss.watch.judge``) — same ratios of sums, same
 guards, same "an undefined ratio satisfies nothing".  Targets mirror the pipeline's:
 an ad level rule looks at leaf entities (ads, asset groups); an ad set at its ads
 grouped by ``adset_id`` (or an ad set row itself); a campaign at everything under it.
@@ -21,8 +21,8 @@ from typing import Any, Final
 
 import psycopg
 
-from pipelines.kpis import Sums
-from pipelines.stoploss import judge
+from domain.kpis import Sums
+from domain.stoploss.conditions import judge
 from schemas.api_rules import DryRunEntity, DryRunOut
 from schemas.rules import Rule
 

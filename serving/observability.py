@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metricx.metrics import HTTP_SECONDS
+from ground.metrics import HTTP_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The SQL behind the API.  Every statement filters ``workspace_id = %(ws)s`` (the
 caller's resolved workspace) and ``currency = %(cur)s`` (sums never mix currencies);
 identifiers are chosen from fixed maps, never from input.  Sums only: ratios are made by
-``pipelines.kpis`` after aggregation, exactly like the analysts' queries in the README.
+``domain.kpis`` after aggregation, exactly like the analysts' queries in the README.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import psycopg
 
-from pipelines.kpis import Sums
+from domain.kpis import Sums
 from serving.timeframes import Grain, Period
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -78,7 +78,7 @@ def currencies(conn: Conn, ws: uuid.UUID, periods: Sequence[Period]) -> list[str
 
 
 # A version of an account-day row: the commit rewrites the row (a new xmin) whenever
-# anything beneath it changed in that transaction (connectors.timescale.ACCOUNT_DAILY),
+# anything beneath it changed in that transaction (adapters.timescale.ACCOUNT_DAILY),
 # and deletes it when nothing is left, so the versions of an account's rows over some
 # days change exactly when any campaign-day, ad-day or 15-minute bucket of that account
 # on those days changes.  Hashed with the row's key, xor-combined (order-free), counted.

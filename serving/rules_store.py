@@ -16,7 +16,7 @@ under a per-rule advisory lock.  So:
 - a DELETE racing an update ends as a tombstone.
 
 Every function takes the workspace id and filters on it in SQL.  Publishing lives in
-``connectors.rules_publish`` (the pipeline's rules feed publishes rules it disables).
+``adapters.rules_topic`` (the pipeline's rules feed publishes rules it disables).
 
 A create or an update also holds the workspace's rule counts to the limits of
 ``schemas.rules`` (rules per workspace, rules an ad account meets), under a
@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from connectors.rules_publish import (
+from adapters.rules_topic import (
     COLUMNS,
     Conn,
     Published,

@@ -36,7 +36,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from sse_starlette import ServerSentEvent
 
-from connectors.redis_live import live_stream_key
+from adapters.redis_live import live_stream_key
 from serving.stream_guard import StreamGuard
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class Live:
 
 def is_gap(entry: Entry) -> bool:
     """The pipeline could not publish some updates (Redis was away) and says so once it
-    can (``connectors.redis_live``): the client must reload its totals."""
+    can (``adapters.redis_live``): the client must reload its totals."""
     return entry[1].get("gap") is True
 
 

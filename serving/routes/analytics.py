@@ -6,13 +6,13 @@ from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query
 
-from pipelines import kpis as k
+from domain import kpis as k
 from schemas.api import PeriodOut, Timeseries, TimeseriesGroup, TimeseriesPoint
 from schemas.edge import ApiDate, Text
 from serving import queries as q
 from serving.deps import Conn, CurrentWorkspace
 from serving.json_route import api_router
-from serving.routes.dashboard import Currency, period_for, pick_currency
+from serving.periods import Currency, period_for, pick_currency
 from serving.timeframes import Grain, Timeframe, grain_for
 
 router = api_router(tags=["analytics"])

@@ -1,7 +1,7 @@
 """``/channels``: where a workspace's alerts go (Slack incoming webhooks, email).
 
 The secret (a webhook URL is a bearer credential; recipients are personal data) is
-encrypted at rest by ``connectors.notify.channels`` and never returned: a channel shows
+encrypted at rest by ``adapters.channels_store`` and never returned: a channel shows
 its kind, name, status and ``last_error``, so a channel the notifier disabled after a
 permanent Slack error is visible and can be re-enabled once fixed.
 
@@ -20,14 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, Response
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.connections.crypto import Keyring, TokenKeyError
-from connectors.notify import channels as store
-from metricx.settings import ENV_PREFIX
+from adapters import channels_store as store
+from adapters.crypto import Keyring, TokenKeyError
 from schemas.api_rules import ChannelIn, ChannelList, ChannelOut, EmailChannelIn
 from serving import rules_store
+from serving.container import services_of
 from serving.deps import Conn, CurrentWorkspace, WritableWorkspace, WriteConn
 from serving.json_route import api_router
 
@@ -38,30 +36,13 @@ SLACK_HOST = "hooks.slack.com"
 NOT_FOUND = "channel not found"
 
 
-class ChannelSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
-
-    # Comma-separated extra webhook hosts (tests, development); http is allowed for them.
-    slack_webhook_hosts: str = Field(default="")
-
-    @property
-    def extra_hosts(self) -> frozenset[str]:
-        return frozenset(h.strip().lower() for h in self.slack_webhook_hosts.split(",") if h.strip())
-
-
-def _settings(request: Request) -> ChannelSettings:
-    s: ChannelSettings | None = getattr(request.app.state, "channel_settings", None)
-    if s is None:
-        s = request.app.state.channel_settings = ChannelSettings()
-    return s
-
-
 def _keyring(request: Request) -> Keyring:
     """Loaded on first use: a server without channel keys still serves dashboards."""
-    ring: Keyring | None = getattr(request.app.state, "keyring", None)
+    services = services_of(request.app)
+    ring = services.keyring
     if ring is None:
         try:
-            ring = request.app.state.keyring = Keyring.from_env()
+            ring = services.keyring = Keyring.from_settings(services.settings.tokens)
         except TokenKeyError as exc:
             log.error("channel secrets cannot be encrypted", extra={"error": str(exc)})
             raise HTTPException(503, "channels need METRICX_TOKEN_KEYS configured on the server") from None
@@ -113,7 +94,7 @@ def create_channel(request: Request, body: ChannelIn, ws: WritableWorkspace, wco
     if isinstance(body, EmailChannelIn):
         secret = ",".join(body.recipients)
     else:
-        check_webhook(body.webhook_url, _settings(request).extra_hosts)
+        check_webhook(body.webhook_url, services_of(request.app).settings.serving.extra_webhook_hosts)
         secret = body.webhook_url
     ring = _keyring(request)
     with wconn.transaction():

@@ -10,7 +10,8 @@ import redis
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from metricx.settings import Settings
+from ground.settings import Settings
+from serving.container import services_of
 from serving.json_route import api_router
 
 router = api_router(tags=["health"])
@@ -20,7 +21,7 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
     checks: dict[str, Any] = {}
     ok = True
     try:
-        with psycopg.connect(settings.libpq_url, connect_timeout=3) as conn:
+        with psycopg.connect(settings.database.libpq_url, connect_timeout=3) as conn:
             row = conn.execute(
                 "SELECT max(committed_at), sum(next_offset) FROM pipeline_progress WHERE consumer = 'pipeline'"
             ).fetchone()
@@ -34,7 +35,7 @@ def readiness(settings: Settings) -> tuple[bool, dict[str, Any]]:
         ok = False
         checks["database"] = f"error: {str(exc).strip()}"
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        client = redis.Redis.from_url(settings.redis.url, socket_timeout=3, socket_connect_timeout=3)
         client.ping()
         client.close()
         checks["redis"] = "ok"
@@ -51,5 +52,5 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    ok, checks = readiness(request.app.state.settings)
+    ok, checks = readiness(services_of(request.app).settings)
     return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)

@@ -21,6 +21,7 @@ from schemas.api_rules import DryRunOut, RuleList, RuleOut
 from schemas.rules import RuleIn, RuleV1, to_rule
 from serving import rules_store as store
 from serving.auth import Caller
+from serving.container import services_of
 from serving.deps import Conn, CurrentCaller, CurrentWorkspace, WritableWorkspace, WriteConn
 from serving.dryrun import dry_run
 from serving.json_route import api_router
@@ -39,8 +40,7 @@ _422: Responses = {422: {"description": "invalid rule, a rule over the limits (c
 
 
 def _publisher(request: Request) -> store.RulePublisher:
-    p: store.RulePublisher = request.app.state.rules_publisher
-    return p
+    return services_of(request.app).rules_publisher
 
 
 def _check_channels(conn: Conn, ws: uuid.UUID, body: RuleIn) -> None:

@@ -10,24 +10,30 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from schemas.api import StreamToken
 from serving.auth import expires_at, mint_stream_token
-from serving.config import ServingSettings
-from serving.deps import STREAM_COOKIE, CurrentCaller, CurrentWorkspace, StreamCaller, StreamWorkspace
+from serving.deps import (
+    STREAM_COOKIE,
+    CurrentCaller,
+    CurrentWorkspace,
+    Services,
+    StreamCaller,
+    StreamWorkspace,
+)
 from serving.json_route import api_router
-from serving.stream import Hub, events, is_stream_id
-from serving.stream_guard import Clock, MembershipCache, StreamGuard
+from serving.stream import events, is_stream_id
+from serving.stream_guard import StreamGuard
 
 log = logging.getLogger(__name__)
 router = api_router(tags=["stream"])
 
 
 @router.post("/stream/token", response_model=StreamToken)
-def stream_token(request: Request, response: Response, caller: CurrentCaller, ws: CurrentWorkspace) -> StreamToken:
+def stream_token(request: Request, response: Response, services: Services, caller: CurrentCaller,
+                 ws: CurrentWorkspace) -> StreamToken:
     """A short-lived token for one workspace's stream (EventSource cannot send an
     Authorization header): returned in the body for ``?token=`` and set as an HttpOnly,
     SameSite=Strict cookie scoped to ``/stream``."""
-    s: ServingSettings = request.app.state.serving
-    clock: Clock = request.app.state.clock
-    now = clock()
+    s = services.settings.serving
+    now = services.clock()
     minted = mint_stream_token(s, caller.sub, str(ws.id), now=now, not_after=int(caller.claims["exp"]))
     ttl = max(0, minted.exp - int(now))
     response.set_cookie(STREAM_COOKIE, minted.token, max_age=ttl, httponly=True,
@@ -40,6 +46,7 @@ def stream_token(request: Request, response: Response, caller: CurrentCaller, ws
                              "description": "events: ready, update, reset, dropped, expired, revoked, heartbeat"}})
 async def stream(
     request: Request,
+    services: Services,
     caller: StreamCaller,
     ws: StreamWorkspace,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
@@ -53,15 +60,15 @@ async def stream(
     if resume is not None and not is_stream_id(resume):
         raise HTTPException(422, "Last-Event-ID must be a Redis stream id like 1700000000000-0 "
                                  "(two numbers below 2**64)")
-    s: ServingSettings = request.app.state.serving
-    hub: Hub = request.app.state.hub
-    memberships: MembershipCache = request.app.state.memberships
+    s = services.settings.serving
+    hub = services.live_hub()
+    memberships = services.memberships
     memberships.remember(caller.sub, ws.id, True)  # just resolved by StreamWorkspace
 
     async def still_member() -> bool:
         return await memberships.is_member(caller.sub, ws.id)
 
-    guard = StreamGuard(expires_at(s, caller), s.sse_recheck_s, still_member, request.app.state.clock)
+    guard = StreamGuard(expires_at(s, caller), s.sse_recheck_s, still_member, services.clock)
     client = await hub.subscribe(str(ws.id))
     return EventSourceResponse(
         events(hub, client, last_event_id=resume, coalesce_ms=s.sse_coalesce_ms, guard=guard),

@@ -22,12 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from connectors.connections.publish import PollResult
-from connectors.connections.schedule import GOOGLE_CONVERSION_WINDOW_DAYS, META_RESTATEMENT_DAYS, local_today
-from connectors.google_ads.logic import OperationBudget
-from connectors.google_ads.poller import GoogleAccount, GoogleAdsPoller
-from connectors.kafka import encode_snapshot
-from connectors.meta.poller import MetaAccount, MetaPoller
+from adapters.google_ads.logic import OperationBudget
+from adapters.google_ads.poller import GoogleAccount, GoogleAdsPoller
+from adapters.kafka import encode_snapshot
+from adapters.meta.poller import MetaAccount, MetaPoller
+from adapters.platform import PollResult
+from domain.schedule import GOOGLE_CONVERSION_WINDOW_DAYS, META_RESTATEMENT_DAYS, local_today
 from tests.fakes import google_ads_grpc as gfake
 from tests.fakes import graph_api as mfake
 

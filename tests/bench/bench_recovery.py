@@ -19,7 +19,7 @@ import subprocess
 import sys
 from typing import Any
 
-from metricx.settings import REPO_ROOT, load_settings
+from ground.settings import REPO_ROOT, load_settings
 
 RECOVERY_FILE = load_settings().data_dir / "bench" / "recovery.json"
 

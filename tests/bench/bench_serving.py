@@ -38,11 +38,11 @@ import httpx
 import psutil
 import psycopg
 
-from connectors.redis_live import LivePublisher, live_stream_key
-from connectors.timescale import InsightStore
-from metricx.settings import REPO_ROOT, load_settings
-from pipelines.batch import build_batch
-from pipelines.deltas import EntityState, apply_snapshot
+from adapters.redis_live import LivePublisher, live_stream_key
+from adapters.timescale import InsightStore
+from domain.batch import build_batch
+from domain.deltas import EntityState, apply_snapshot
+from ground.settings import REPO_ROOT, load_settings
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
@@ -61,7 +61,7 @@ SELECT %(ws)s, CASE WHEN c %% 3 = 0 THEN 'google' ELSE 'meta' END, 'act-' || (c 
 FROM generate_series(0, %(ads)s - 1) a, LATERAL (SELECT a %% %(campaigns)s AS c) cc,
      generate_series(current_date - (%(days)s - 1), current_date, interval '1 day') d
 """
-# What the pipeline's commit keeps in metrics_campaign_daily (connectors.timescale
+# What the pipeline's commit keeps in metrics_campaign_daily (adapters.timescale
 # CAMPAIGN_DAILY), computed here in one pass: the dashboard reads it.  Stored in date
 # order, as the pipeline stores it (a day's rows are created during that day).
 FILL_CAMPAIGN = """
@@ -106,7 +106,7 @@ def pct(xs: list[float], p: float) -> float:
 
 @contextlib.contextmanager
 def bench_database(flavour: str) -> Iterator[str]:
-    with databases.fresh_database(load_settings().libpq_url, fl.mode(flavour)) as url:
+    with databases.fresh_database(load_settings().database.libpq_url, fl.mode(flavour)) as url:
         yield url
 
 
@@ -376,10 +376,10 @@ def main() -> None:
                                    headers={"Authorization": f"Bearer {token}"})
                     r.raise_for_status()
                     bench_sse(port, r.json()["token"], ws, args.clients, args.rate, args.seconds,
-                              settings.redis_url, proc.pid)
+                              settings.redis.url, proc.pid)
             import redis
 
-            rc = redis.Redis.from_url(settings.redis_url)
+            rc = redis.Redis.from_url(settings.redis.url)
             rc.delete(live_stream_key(str(ws)))
             rc.close()
     if dashboards:

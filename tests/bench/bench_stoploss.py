@@ -32,18 +32,12 @@ from typing import Any
 
 import psycopg
 
-from connectors.kafka import (
-    Producer,
-    TopicSpec,
-    deadletter_topic_spec,
-    delete_topics,
-    ensure_topics,
-    raw_topic_spec,
-)
-from connectors.sim.poller import run_bulk
-from connectors.sim.world import World, build_world_for_entities
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from adapters.kafka import Producer, delete_topics, ensure_topics
+from domain.sim.world import World, build_world_for_entities
+from ground.settings import REPO_ROOT, Settings, load_settings
+from pollers.sim import run_bulk
 from schemas.rules import RuleV1, rule_message
+from schemas.topics import TopicSpec, deadletter_topic_spec, raw_topic_spec
 from tests.bench import flavours as fl
 from tests.bench.run_bench import RunResult, drop_database, fresh_database, run_engine
 from tests.integration.totals import progress
@@ -88,7 +82,7 @@ def agency_rules(world: World, total: int, seed: int = 7) -> list[RuleV1]:
 
 
 def publish_rules(settings: Settings, topic: str, rules: Iterable[RuleV1]) -> None:
-    p = Producer(settings.kafka_bootstrap, client_id="bench-rules")
+    p = Producer(settings.kafka.bootstrap, client_id="bench-rules")
     for r in rules:
         p.send(topic, rule_message(r), str(r.id))
     p.flush()
@@ -110,13 +104,13 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
     """Snapshot produced into Kafka -> Slack webhook request received, per alert, with
     the pipeline, the notifier and a local Slack (one webhook per workspace) running
     while simulated polls arrive at a steady ``rate``."""
-    from connectors.notify import channels
-    from tests.connectors.notify.factory import KEY, keyring, workspace
+    from adapters import channels_store as channels
     from tests.fakes.slack_server import FakeSlack, fingerprints_in
+    from tests.notifier.factory import KEY, keyring, workspace
 
     suffix = uuid.uuid4().hex[:6]
     topic, dl, rules_topic, alerts_topic = (f"metricx.bench.lat{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
-    ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
+    ensure_topics(settings.kafka.bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
                                              TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
     url = fresh_database(settings, "slat", flavour)
     procs: list[subprocess.Popen[bytes]] = []
@@ -152,7 +146,7 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
             # The load is produced from another process: in this one it would hold the
             # GIL against the local Slack and delay (and mis-time) its answers.
             producer = multiprocessing.get_context("fork").Process(
-                target=_produce, args=(settings.kafka_bootstrap, world, total, rate, topic))
+                target=_produce, args=(settings.kafka.bootstrap, world, total, rate, topic))
             producer.start()
             producer.join()
             if producer.exitcode != 0:
@@ -208,7 +202,7 @@ def alert_latency(settings: Settings, workdir: Path, world: World, rules_total: 
             except subprocess.TimeoutExpired:
                 p.kill()
         drop_database(settings, url)
-        delete_topics(settings.kafka_bootstrap, [topic, dl, rules_topic, alerts_topic])
+        delete_topics(settings.kafka.bootstrap, [topic, dl, rules_topic, alerts_topic])
 
 
 def main() -> None:
@@ -228,7 +222,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-stoploss-"))
     suffix = uuid.uuid4().hex[:6]
     topic, dl, rules_topic, alerts_topic = (f"metricx.bench.{n}.{suffix}" for n in ("raw", "dl", "rules", "alerts"))
-    ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
+    ensure_topics(settings.kafka.bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl), TopicSpec(alerts_topic, 1),
                                              TopicSpec(rules_topic, 1, {"cleanup.policy": "compact"})])
     results: dict[str, Any] = {"snapshots": args.snapshots, "entities": args.entities, "rules": args.rules,
                                "flavours": flavours, "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
@@ -239,7 +233,7 @@ def main() -> None:
             raise _Skip
         print(f"producing {args.snapshots:,} snapshots over {args.entities:,} ads ...", flush=True)
         world = build_world_for_entities(7, args.entities)
-        run_bulk(Producer(settings.kafka_bootstrap, client_id="bench-load"), world, snapshots=args.snapshots,
+        run_bulk(Producer(settings.kafka.bootstrap, client_id="bench-load"), world, snapshots=args.snapshots,
                  seed=7, end_utc=datetime.now(UTC), topic=topic)
         publish_rules(settings, rules_topic, agency_rules(world, args.rules))
         base = {**os.environ, "METRICX_RAW_TOPIC": topic, "METRICX_DEADLETTER_TOPIC": dl,
@@ -266,7 +260,7 @@ def main() -> None:
     except _Skip:
         pass
     finally:
-        delete_topics(settings.kafka_bootstrap, [topic, dl, rules_topic, alerts_topic])
+        delete_topics(settings.kafka.bootstrap, [topic, dl, rules_topic, alerts_topic])
 
     def fig(label: str, attr: str) -> dict[str, float | None]:
         return {f: next((getattr(r, attr) for r in runs if r.engine == label and r.flavour == f), None)

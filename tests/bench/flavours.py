@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from metricx.settings import Settings
+from ground.settings import Settings
 from tests.databases import FLAVOURS, timescale_problem
 
 LABELS = {"timescaledb": "TimescaleDB", "postgresql": "PostgreSQL"}
@@ -30,7 +30,7 @@ def chosen(settings: Settings, arg: str) -> list[str]:
     for f in (x.strip() for x in arg.split(",") if x.strip()):
         if f not in FLAVOURS:
             raise SystemExit(f"--flavours: unknown flavour {f!r} (timescaledb, postgresql)")
-        if f == "timescaledb" and (problem := timescale_problem(settings.libpq_url)):
+        if f == "timescaledb" and (problem := timescale_problem(settings.database.libpq_url)):
             print(f"TimescaleDB left out: {problem}", flush=True)
             continue
         out.append(f)

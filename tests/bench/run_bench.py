@@ -33,18 +33,12 @@ from typing import Any
 import psutil
 import psycopg
 
-from connectors.kafka import (
-    Producer,
-    TopicSpec,
-    deadletter_topic_spec,
-    delete_topics,
-    ensure_topics,
-    raw_topic_spec,
-)
-from connectors.sim.poller import run_bulk
-from connectors.sim.world import build_world_for_entities
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from adapters.kafka import Producer, delete_topics, ensure_topics
+from domain.sim.world import build_world_for_entities
+from ground.settings import REPO_ROOT, Settings, load_settings
+from pollers.sim import run_bulk
 from schemas.migrate import upgrade
+from schemas.topics import TopicSpec, deadletter_topic_spec, raw_topic_spec
 from tests.bench import flavours as fl
 from tests.integration.totals import progress
 
@@ -63,17 +57,17 @@ class RunResult:
 def fresh_database(settings: Settings, tag: str, flavour: str | None = None) -> str:
     """An empty database migrated into ``flavour`` (default: METRICX_TIMESCALEDB's choice)."""
     name = f"metricx_bench_{tag}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
+    with psycopg.connect(settings.database.libpq_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = settings.libpq_url.rsplit("/", 1)[0] + "/" + name
+    url = settings.database.libpq_url.rsplit("/", 1)[0] + "/" + name
     upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1),
-            fl.mode(flavour) if flavour else settings.timescaledb)
+            fl.mode(flavour) if flavour else settings.database.timescaledb)
     return url
 
 
 def drop_database(settings: Settings, url: str) -> None:
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(settings.libpq_url, autocommit=True) as admin:
+    with psycopg.connect(settings.database.libpq_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -120,7 +114,7 @@ def run_engine(engine: str, cmd: list[str], env: dict[str, str], url: str, topic
 def latency(settings: Settings, env: dict[str, str], workdir: Path, rate: float, seconds: float,
             entities: int, flavour: str) -> dict[str, Any]:
     topic = f"metricx.bench.lat.{uuid.uuid4().hex[:6]}"
-    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, 4)])
+    ensure_topics(settings.kafka.bootstrap, [TopicSpec(topic, 4)])
     url = fresh_database(settings, "lat", flavour)
     total = int(rate * seconds)
     try:
@@ -137,7 +131,7 @@ def latency(settings: Settings, env: dict[str, str], workdir: Path, rate: float,
                         raise RuntimeError(f"pipeline did not start; see {log}")
                     time.sleep(0.2)
                 time.sleep(1)
-                producer = Producer(settings.kafka_bootstrap, client_id="bench-latency", linger_ms=1)
+                producer = Producer(settings.kafka.bootstrap, client_id="bench-latency", linger_ms=1)
                 world = build_world_for_entities(7, entities)
                 began = time.monotonic()
                 run_bulk(producer, world, snapshots=total, seed=7, end_utc=datetime.now(UTC),
@@ -163,7 +157,7 @@ def latency(settings: Settings, env: dict[str, str], workdir: Path, rate: float,
                 "max_ms": round(pmax * 1000, 1)}
     finally:
         drop_database(settings, url)
-        delete_topics(settings.kafka_bootstrap, [topic])
+        delete_topics(settings.kafka.bootstrap, [topic])
 
 
 def main() -> None:
@@ -182,7 +176,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="metricx-bench-"))
     topic = f"metricx.bench.raw.{uuid.uuid4().hex[:6]}"
     dl_topic = f"metricx.bench.dl.{uuid.uuid4().hex[:6]}"
-    ensure_topics(settings.kafka_bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl_topic)])
+    ensure_topics(settings.kafka.bootstrap, [raw_topic_spec(topic, 4), deadletter_topic_spec(dl_topic)])
     results: dict[str, Any] = {"snapshots": args.snapshots, "entities": args.entities, "flavours": flavours,
                                "cpus": os.cpu_count(), "started": datetime.now(UTC).isoformat()}
     runs: list[RunResult] = []
@@ -190,7 +184,7 @@ def main() -> None:
     try:
         print(f"producing {args.snapshots:,} snapshots over {args.entities:,} entities ...", flush=True)
         t0 = time.monotonic()
-        producer = Producer(settings.kafka_bootstrap, client_id="bench-load")
+        producer = Producer(settings.kafka.bootstrap, client_id="bench-load")
         world = build_world_for_entities(7, args.entities)
         run_bulk(producer, world, snapshots=args.snapshots, seed=7, end_utc=datetime.now(UTC), topic=topic)
         produce_s = time.monotonic() - t0
@@ -227,7 +221,7 @@ def main() -> None:
                     print(f"  p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", flush=True)
             results["latency"] = latencies
     finally:
-        delete_topics(settings.kafka_bootstrap, [topic, dl_topic])
+        delete_topics(settings.kafka.bootstrap, [topic, dl_topic])
 
     def run(engine: str, flavour: str) -> RunResult | None:
         return next((r for r in runs if r.engine == engine and r.flavour == flavour), None)

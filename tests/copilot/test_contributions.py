@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from copilot.contributions import decompose, top
-from pipelines.kpis import Sums
+from domain.kpis import Sums
 
 METRICS = ("spend", "impressions", "clicks", "conversions", "revenue", "roas", "cpa", "cpc", "ctr", "cpm")
 # metric -> (numerator, denominator, scale), written out again here

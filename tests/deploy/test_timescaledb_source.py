@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from metricx.settings import REPO_ROOT
+from ground.settings import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "deploy" / "timescaledb.sh"
 VERSION = "2.28.3"

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.kafka import Producer, encode_snapshot, flush_until_delivered
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from adapters.kafka import Producer, encode_snapshot, flush_until_delivered
+from ground.settings import REPO_ROOT, DatabaseSettings, KafkaSettings, RedisSettings, Settings, load_settings
 from schemas.insight import Snapshot
 
 SERVICES_SH = REPO_ROOT / "deploy" / "services.sh"
@@ -66,8 +66,9 @@ def fault_services() -> Iterator[FaultServices]:
     libs = load_settings().data_dir / "kafka" / "libs"
     if (libs / ".fetched").exists():
         env["METRICX_KAFKA_LIBS"] = str(libs)  # the jars `make test` already fetched
-    settings = Settings(kafka_bootstrap=env["METRICX_KAFKA_BOOTSTRAP"], database_url=env["METRICX_DATABASE_URL"],
-                        redis_url=env["METRICX_REDIS_URL"], data_dir=data / "metricx")
+    settings = Settings(kafka=KafkaSettings(bootstrap=env["METRICX_KAFKA_BOOTSTRAP"]),
+                        database=DatabaseSettings(url=env["METRICX_DATABASE_URL"]),
+                        redis=RedisSettings(url=env["METRICX_REDIS_URL"]), data_dir=data / "metricx")
     services = FaultServices(env, settings)
     if data.exists():  # a previous run that could not clean up: its services on other ports
         _down_all(data)

@@ -46,19 +46,17 @@ import psycopg
 import pytest
 import redis
 
-from connectors.kafka import Producer, ensure_topics
-from connectors.redis_live import live_stream_key
-from connectors.sim.generator import expected_totals
-from metricx.cli import topic_specs
-from metricx.settings import load_settings
-from pipelines.deltas import apply_snapshot
-from pipelines.rulebook import RuleBook
+from adapters.kafka import Producer, ensure_topics
+from adapters.redis_live import live_stream_key
+from domain.deltas import apply_snapshot
+from domain.rulebook import RuleBook
+from domain.sim.generator import expected_totals
+from ground.settings import load_settings
 from pipelines.steps import watch_step, watch_target
 from schemas.insight import Snapshot
 from schemas.migrate import upgrade
 from schemas.rules import RuleV1, rule_message, to_rule
 from serving.dev_issuer import public_jwk
-from tests.connectors.notify.factory import KEY, channel
 from tests.fakes.slack_server import FakeSlack, fingerprints_in
 from tests.faults.conftest import (
     FaultServices,
@@ -72,6 +70,7 @@ from tests.faults.conftest import (
 )
 from tests.integration.test_pipeline_e2e import assert_exact, simulated
 from tests.integration.totals import normalise, progress
+from tests.notifier.factory import KEY, channel
 from tests.serving.conftest import AUDIENCE, ISSUER, Issuer
 
 pytestmark = pytest.mark.faults
@@ -177,16 +176,16 @@ def reference_alerts(snaps: list[Snapshot], book: RuleBook) -> set[str]:
 @pytest.fixture(scope="module")
 def stack(fault_services: FaultServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = fault_services.settings
-    upgrade(settings.sqlalchemy_url, "auto")
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings, 4))
+    upgrade(settings.database.sqlalchemy_url, "auto")
+    ensure_topics(settings.kafka.bootstrap, settings.kafka.topics(4))
     snaps = simulated(SEED, hours=36)
     workspaces = sorted({s.workspace_id for s in snaps})
     logs = tmp_path_factory.mktemp("fault-logs")
     with contextlib.ExitStack() as exit_stack:
         slack = exit_stack.enter_context(FakeSlack().running())
         book = RuleBook()
-        producer = Producer(settings.kafka_bootstrap, client_id="fault-rules")
-        with psycopg.connect(settings.libpq_url, autocommit=True) as conn:
+        producer = Producer(settings.kafka.bootstrap, client_id="fault-rules")
+        with psycopg.connect(settings.database.libpq_url, autocommit=True) as conn:
             for i, ws in enumerate(workspaces):
                 ch = channel(conn, "slack", slack.hook(f"ws{i}"), ws=uuid.UUID(ws))
                 rule = RuleV1.model_validate({
@@ -196,7 +195,7 @@ def stack(fault_services: FaultServices, tmp_path_factory: pytest.TempPathFactor
                     "updated_at": datetime.now(UTC).isoformat(),
                     "actions": {"notify": [str(ch)], "notify_recovery": False}})
                 book.put(to_rule(rule))
-                producer.send(settings.rules_topic, rule_message(rule), str(rule.id))
+                producer.send(settings.kafka.rules_topic, rule_message(rule), str(rule.id))
             uid = conn.execute("INSERT INTO users (sub) VALUES (%s) RETURNING id", (USER,)).fetchone()
             assert uid is not None
             conn.execute("INSERT INTO memberships (user_id, workspace_id, role) VALUES (%s, %s, 'owner')",
@@ -236,9 +235,9 @@ def stack(fault_services: FaultServices, tmp_path_factory: pytest.TempPathFactor
         exit_stack.callback(client.close)
         wait_for(lambda: bool(client.connections) and client.connections[0].first_event == "ready",
                  "the stream client's first event")
-        load = Load(settings.kafka_bootstrap, settings.raw_topic, snaps, RATE)
+        load = Load(settings.kafka.bootstrap, settings.kafka.raw_topic, snaps, RATE)
         exit_stack.callback(load.close)
-        st = Stack(fault_services, settings.libpq_url, settings.raw_topic, pipeline, notifier, server, ports,
+        st = Stack(fault_services, settings.database.libpq_url, settings.kafka.raw_topic, pipeline, notifier, server, ports,
                    server_port, load, client, slack, book, token, workspaces[0])
         try:
             yield st
@@ -287,7 +286,7 @@ def logged_outage(proc: Proc, dependency: str, run: int | None = None) -> bool:
 
 
 def stream_entries(st: Stack) -> list[tuple[str, dict[str, Any]]]:
-    r = redis.Redis.from_url(st.services.settings.redis_url)
+    r = redis.Redis.from_url(st.services.settings.redis.url)
     try:
         rows: Any = r.xrange(live_stream_key(st.ws), "-", "+")
     finally:

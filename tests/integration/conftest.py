@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka import check_reachable as kafka_ok
-from connectors.kafka import deadletter_topic_spec, delete_topics, ensure_topics, raw_topic_spec
-from connectors.redis_live import check_reachable as redis_ok
-from connectors.timescale import check_reachable as db_ok
-from metricx.settings import REPO_ROOT, Settings, load_settings
+from adapters.kafka import check_reachable as kafka_ok
+from adapters.kafka import delete_topics, ensure_topics
+from adapters.redis_live import check_reachable as redis_ok
+from adapters.timescale import check_reachable as db_ok
+from ground.settings import REPO_ROOT, Settings, load_settings
+from schemas.topics import deadletter_topic_spec, raw_topic_spec
 from tests.databases import FLAVOURS, fresh_database, timescale_problem
 
 
@@ -29,9 +30,9 @@ from tests.databases import FLAVOURS, fresh_database, timescale_problem
 def services() -> Settings:
     settings = load_settings()
     try:
-        kafka_ok(settings.kafka_bootstrap)
-        db_ok(settings.libpq_url)
-        redis_ok(settings.redis_url)
+        kafka_ok(settings.kafka.bootstrap)
+        db_ok(settings.database.libpq_url)
+        redis_ok(settings.redis.url)
     except ConnectionError as exc:
         pytest.fail(f"{exc}\n(these tests need the real services: `make services-up`, or run `make test`)")
     return settings
@@ -44,12 +45,12 @@ def database(services: Settings, request: pytest.FixtureRequest) -> Iterator[str
     test parametrizes it: ``@pytest.mark.parametrize("database", ["postgresql"],
     indirect=True)`` (or ``"timescaledb"``)."""
     flavour = getattr(request, "param", None)
-    mode = FLAVOURS[flavour] if flavour else services.timescaledb
-    if flavour == "timescaledb" and services.timescaledb == "off":
+    mode = FLAVOURS[flavour] if flavour else services.database.timescaledb
+    if flavour == "timescaledb" and services.database.timescaledb == "off":
         pytest.skip("METRICX_TIMESCALEDB=off: the plain-PostgreSQL lane leaves TimescaleDB out")
-    if flavour == "timescaledb" and (problem := timescale_problem(services.libpq_url)):
+    if flavour == "timescaledb" and (problem := timescale_problem(services.database.libpq_url)):
         pytest.fail(problem)
-    with fresh_database(services.libpq_url, mode) as url:
+    with fresh_database(services.database.libpq_url, mode) as url:
         yield url
 
 
@@ -65,9 +66,9 @@ def topics(services: Settings, request: pytest.FixtureRequest) -> Iterator[Topic
     suffix = uuid.uuid4().hex[:8]
     partitions = getattr(request, "param", 4)
     t = Topics(f"metricx.insights.raw.t{suffix}", f"metricx.deadletter.t{suffix}", partitions)
-    ensure_topics(services.kafka_bootstrap, [raw_topic_spec(t.raw, partitions), deadletter_topic_spec(t.deadletter)])
+    ensure_topics(services.kafka.bootstrap, [raw_topic_spec(t.raw, partitions), deadletter_topic_spec(t.deadletter)])
     yield t
-    delete_topics(services.kafka_bootstrap, [t.raw, t.deadletter])
+    delete_topics(services.kafka.bootstrap, [t.raw, t.deadletter])
 
 
 @dataclass

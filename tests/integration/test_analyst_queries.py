@@ -14,12 +14,12 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from connectors.sim.generator import expected_totals, poll_stream
-from connectors.sim.world import build_world
-from connectors.timescale import InsightStore
-from metricx.settings import REPO_ROOT
-from pipelines.batch import build_batch
-from pipelines.deltas import EntityState, Refused, apply_snapshot
+from adapters.timescale import InsightStore
+from domain.batch import build_batch
+from domain.deltas import EntityState, Refused, apply_snapshot
+from domain.sim.generator import expected_totals, poll_stream
+from domain.sim.world import build_world
+from ground.settings import REPO_ROOT
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from tests.databases import flavour_of, refresh_aggregates

@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from connectors.connections import store
-from connectors.connections.crypto import generate_key
-from metricx.settings import REPO_ROOT, Settings
+from adapters.crypto import generate_key
+from ground.settings import REPO_ROOT, Settings
+from pollers.status import status_rows
 from tests.fakes import graph_api as mfake
 from tests.integration.conftest import Topics
 
@@ -94,11 +94,11 @@ def test_the_readme_spelling_act_123_is_accepted_everywhere(
     added = add(env, "act_4242")
     assert added.returncode == 0, added.stderr
     with psycopg.connect(database) as conn:
-        assert [r["account_id"] for r in store.status_rows(conn, WS)] == ["4242"]  # one canonical form
+        assert [r["account_id"] for r in status_rows(conn, WS)] == ["4242"]  # one canonical form
     again = add(env, "4242")  # the same account, the other spelling: no second row
     assert again.returncode == 0, again.stderr
     with psycopg.connect(database) as conn:
-        assert len(store.status_rows(conn, WS)) == 1
+        assert len(status_rows(conn, WS)) == 1
     done = run(env, "backfill", "--workspace", WS, "--provider", "meta", "--account-id", "act_4242", "--days", "2")
     assert done.returncode == 0, done.stderr
     assert days_read(graph) == last_days(tz, 2)
@@ -122,7 +122,7 @@ def test_each_backfill_reads_the_range_it_asks_for_and_says_so(
         # What it read, in the account's days, with the snapshot count the fake holds there.
         assert f"{first}..{last} ({n} days)" in done.stdout and f"{n} snapshots" in done.stdout, done.stdout
     with psycopg.connect(database) as conn:
-        row = store.status_rows(conn, WS)[0]
+        row = status_rows(conn, WS)[0]
     assert (row["backfill_from"], row["backfill_until"], row["backfill_pct"]) == (first, last, 100)
 
 

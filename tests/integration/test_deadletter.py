@@ -11,17 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import Message
 
-from connectors.kafka import (
+from adapters.kafka import (
     Producer,
-    TopicSpec,
     deadletter_producer,
-    deadletter_topic_spec,
     delete_topics,
     encode_snapshot,
     ensure_topics,
     send_dead_letter,
 )
-from metricx.settings import Settings
+from ground.settings import Settings
 from schemas.envelope import (
     H_OFFSET,
     H_PARTITION,
@@ -33,6 +31,7 @@ from schemas.envelope import (
     deadletter_record,
 )
 from schemas.metrics import Metrics
+from schemas.topics import TopicSpec, deadletter_topic_spec
 from tests.factories import metrics, snap
 from tests.integration.conftest import Pipeline, Topics
 from tests.integration.totals import (
@@ -72,7 +71,7 @@ def test_bad_messages_are_dead_lettered_and_good_ones_counted(
     conflict = snap(last.captured_at, last.report_date, metrics("999"), entity=last.entity_id)
     too_old = snap(now, day - timedelta(days=60), metrics("1"), entity="ad-0")
 
-    producer = Producer(services.kafka_bootstrap)
+    producer = Producer(services.kafka.bootstrap)
     expected_bad: list[tuple[bytes | None, str]] = []
     for s in good:
         k, v = encode_snapshot(s)
@@ -91,7 +90,7 @@ def test_bad_messages_are_dead_lettered_and_good_ones_counted(
     pipeline.start()
     wait_until(lambda: progress(database, topics.raw) >= total, 90, "all messages committed", pipeline.assert_running)
 
-    dead = consume_all(services.kafka_bootstrap, topics.deadletter, len(expected_bad))
+    dead = consume_all(services.kafka.bootstrap, topics.deadletter, len(expected_bad))
     assert len(dead) == len(expected_bad)
     got = sorted(((m.value() or b""), header(m, H_STAGE).decode()) for m in dead)
     assert got == sorted(((v or b""), stage) for v, stage in expected_bad)
@@ -145,14 +144,14 @@ def test_oversized_records_never_stop_the_pipeline(
     # bigger than any dead letter may be, so its copy must be cut.
     compressed = b'{"pad": "' + b"y" * 3_000_000 + b'"}'
 
-    producer = Producer(services.kafka_bootstrap)
+    producer = Producer(services.kafka.bootstrap)
     for s in before:
         k, v = encode_snapshot(s)
         producer.send(topics.raw, v, k)
     producer.send(topics.raw, near_limit, key0)
     producer.send(topics.raw, good_value, huge_key)
     producer.flush()
-    big = Producer(services.kafka_bootstrap, extra={"message.max.bytes": 4_000_000, "compression.type": "lz4"})
+    big = Producer(services.kafka.bootstrap, extra={"message.max.bytes": 4_000_000, "compression.type": "lz4"})
     big.send(topics.raw, compressed, key0)
     big.flush()
     for s in after:
@@ -165,7 +164,7 @@ def test_oversized_records_never_stop_the_pipeline(
     wait_until(lambda: progress(database, topics.raw) >= total, 120, "every record committed", pipeline.assert_running)
     pipeline.assert_running()
 
-    dead = {bytes(m.value() or b"")[:32]: m for m in consume_all(services.kafka_bootstrap, topics.deadletter, 3)}
+    dead = {bytes(m.value() or b"")[:32]: m for m in consume_all(services.kafka.bootstrap, topics.deadletter, 3)}
     assert len(dead) == 3
     whole = dead[near_limit[:32]]
     assert whole.value() == near_limit and whole.key() == key0 and TRUNCATED not in _headers(whole)
@@ -193,10 +192,10 @@ def test_an_existing_deadletter_topic_is_resized_and_takes_the_largest_dead_lett
     the spec's size from ``ensure_topics``; then the broker acknowledges the largest
     dead letter kept whole, and the smallest one cut."""
     name = f"metricx.deadletter.t{uuid.uuid4().hex[:8]}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(name, 1)])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(name, 1)])
     try:
-        ensure_topics(services.kafka_bootstrap, [deadletter_topic_spec(name)])
-        producer = deadletter_producer(services.kafka_bootstrap, "metricx-test")
+        ensure_topics(services.kafka.bootstrap, [deadletter_topic_spec(name)])
+        producer = deadletter_producer(services.kafka.bootstrap, "metricx-test")
 
         def dl(n: int) -> DeadLetter:
             return DeadLetter(Envelope(b"sim:a:b", b"v" * n, "raw", 0, 1, None), "r" * 5000, "validate")
@@ -211,8 +210,8 @@ def test_an_existing_deadletter_topic_is_resized_and_takes_the_largest_dead_lett
         for n in (lo, lo + 1):
             send_dead_letter(producer, dl(n), name)
         producer.flush()  # raises if the broker refused either
-        got = consume_all(services.kafka_bootstrap, name, 2)
+        got = consume_all(services.kafka.bootstrap, name, 2)
         assert len(got) == 2 and len(got[0].value() or b"") == lo
         assert TRUNCATED not in _headers(got[0]) and _headers(got[1])[TRUNCATED] == b"value"
     finally:
-        delete_topics(services.kafka_bootstrap, [name])
+        delete_topics(services.kafka.bootstrap, [name])

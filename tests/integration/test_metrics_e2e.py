@@ -22,20 +22,13 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.connections import store
-from connectors.connections.crypto import Keyring, generate_key
-from connectors.connections.schedule import local_today
-from connectors.kafka import (
-    Producer,
-    TopicSpec,
-    delete_topics,
-    encode_snapshot,
-    ensure_topics,
-    publish_snapshots,
-)
-from metricx.settings import REPO_ROOT, Settings
+from adapters import connections_store as store
+from adapters.crypto import Keyring, generate_key
+from adapters.kafka import Producer, delete_topics, encode_snapshot, ensure_topics, publish_snapshots
+from domain.schedule import local_today
+from ground.settings import REPO_ROOT, Settings
 from schemas.envelope import H_STAGE
-from tests.connectors.notify.factory import channel, payload
+from schemas.topics import TopicSpec
 from tests.fakes import graph_api as mfake
 from tests.fakes.slack_server import FakeSlack, fingerprints_in
 from tests.faults.conftest import free_port
@@ -43,6 +36,7 @@ from tests.integration.conftest import Pipeline, Topics
 from tests.integration.test_notifier_e2e import Notifier, notifier_env, send_alerts, wait_for
 from tests.integration.test_pipeline_e2e import simulated
 from tests.integration.totals import consume_all, header, progress, wait_until
+from tests.notifier.factory import channel, payload
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -67,7 +61,7 @@ def test_pipeline_metrics_match_the_tables_and_the_dead_letter_topic(
     services: Settings, topics: Topics, database: str, pipeline: Pipeline
 ) -> None:
     snaps = simulated(seed=41, hours=6)
-    producer = Producer(services.kafka_bootstrap)
+    producer = Producer(services.kafka.bootstrap)
     publish_snapshots(producer, snaps, topics.raw)
     last = max(snaps, key=lambda s: s.captured_at)  # the newest of its series: applied
     k, _ = encode_snapshot(last)
@@ -85,7 +79,7 @@ def test_pipeline_metrics_match_the_tables_and_the_dead_letter_topic(
 
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT count(*) FROM insight_snapshots").fetchone()
-    dead = consume_all(services.kafka_bootstrap, topics.deadletter, 3)
+    dead = consume_all(services.kafka.bootstrap, topics.deadletter, 3)
     stages = Counter(header(m, H_STAGE).decode() for m in dead)
 
     def settled() -> bool:
@@ -119,9 +113,9 @@ def test_pipeline_metrics_match_the_tables_and_the_dead_letter_topic(
 def alert_topics(services: Settings) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     alerts, dlq = f"metricx.alerts.m{suffix}", f"metricx.deadletter.m{suffix}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(alerts, 2), TopicSpec(dlq, 1)])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(alerts, 2), TopicSpec(dlq, 1)])
     yield alerts, dlq
-    delete_topics(services.kafka_bootstrap, [alerts, dlq])
+    delete_topics(services.kafka.bootstrap, [alerts, dlq])
 
 
 def test_notifier_metrics_match_what_slack_received(
@@ -137,7 +131,7 @@ def test_notifier_metrics_match_what_slack_received(
                                          METRICX_LAG_INTERVAL_S="0.5"), tmp_path)
         try:
             notifier.start()
-            send_alerts(Producer(services.kafka_bootstrap), alert_topics[0], [*payloads, b'{"schema": 1}'])
+            send_alerts(Producer(services.kafka.bootstrap), alert_topics[0], [*payloads, b'{"schema": 1}'])
 
             def sent() -> bool:
                 row = conn.execute("SELECT count(*) FROM alert_deliveries WHERE status = 'sent'").fetchone()
@@ -196,7 +190,7 @@ def test_poller_metrics_count_the_platform_calls_the_fake_received(
             m = scrape(port)
             assert value(m, "metricx_platform_api_calls_total", provider="meta") == len(graph.requests) > 0
             published = value(m, "metricx_poller_snapshots_published_total", provider="meta")
-            on_topic = consume_all(services.kafka_bootstrap, topics.raw, int(published))
+            on_topic = consume_all(services.kafka.bootstrap, topics.raw, int(published))
             assert published == len(on_topic) > 0
             assert value(m, "metricx_platform_throttled_total", provider="meta") == 0
             assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["status"] == "ok"

@@ -24,10 +24,15 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from connectors.kafka import Producer, TopicSpec, deadletter_topic_spec, delete_topics, ensure_topics
-from metricx.settings import REPO_ROOT, Settings
+from adapters.kafka import Producer, delete_topics, ensure_topics
+from ground.settings import REPO_ROOT, Settings
 from schemas.envelope import H_STAGE
-from tests.connectors.notify.factory import (
+from schemas.topics import TopicSpec, deadletter_topic_spec
+from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds
+from tests.fakes.graph_api import FakeAccount, FakeGraphApi
+from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
+from tests.fakes.smtp_server import FakeSmtp
+from tests.notifier.factory import (
     GOOGLE_CID,
     GOOGLE_DEV,
     GOOGLE_TOKEN,
@@ -39,10 +44,6 @@ from tests.connectors.notify.factory import (
     meta_connection,
     payload,
 )
-from tests.connectors.notify.smtp_fake import FakeSmtp
-from tests.fakes.google_ads_grpc import FakeCustomer, FakeGoogleAds
-from tests.fakes.graph_api import FakeAccount, FakeGraphApi
-from tests.fakes.slack_server import FakeSlack, Reply, fingerprints_in
 
 N_ALERTS = 40
 RETRY_AFTER_S = 2.0
@@ -80,9 +81,9 @@ class Notifier:
 def topics(services: Settings) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     alerts, dlq = f"metricx.alerts.t{suffix}", f"metricx.deadletter.t{suffix}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(alerts, 4), deadletter_topic_spec(dlq)])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(alerts, 4), deadletter_topic_spec(dlq)])
     yield alerts, dlq
-    delete_topics(services.kafka_bootstrap, [alerts, dlq])
+    delete_topics(services.kafka.bootstrap, [alerts, dlq])
 
 
 def notifier_env(database: str, topics: tuple[str, str], **extra: str) -> dict[str, str]:
@@ -133,7 +134,7 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
 
         payloads = [payload(i, notify=[ch_a, ch_b, ch_mail] + ([ch_c] if i % 4 == 0 else [])) for i in range(N_ALERTS)]
         fps = {p["fingerprint"] for p in payloads}
-        producer = Producer(services.kafka_bootstrap, client_id="test-alerts")
+        producer = Producer(services.kafka.bootstrap, client_id="test-alerts")
         first, later = payloads[:30], payloads[30:]
         send_alerts(producer, alerts_topic, first)
 
@@ -231,7 +232,7 @@ def test_kill9_mid_burst_every_alert_once_per_channel(
         assert killed_at_requests < len(slack.received)  # the restart did the rest
 
         # -- the invalid message went to the dead-letter topic, marked by this stage ---------
-        c = Consumer({"bootstrap.servers": services.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
+        c = Consumer({"bootstrap.servers": services.kafka.bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
                       "auto.offset.reset": "earliest"})
         c.subscribe([dlq_topic])
         dead: list[Any] = []
@@ -280,7 +281,7 @@ def test_pause_and_resume_on_both_platforms_through_the_notifier_process(
         def slack_texts() -> str:
             return json.dumps([r.body for r in slack.requests_to(hook) if r.answered == 200])
 
-        producer = Producer(services.kafka_bootstrap, client_id="test-alerts")
+        producer = Producer(services.kafka.bootstrap, client_id="test-alerts")
         notifier = Notifier(notifier_env(database, topics, METRICX_META_GRAPH_URL=graph.url,
                                          METRICX_GOOGLE_ADS_ENDPOINT=gads.endpoint,
                                          METRICX_SLACK_MIN_INTERVAL_S="0.2"), tmp_path)
@@ -315,7 +316,7 @@ def test_an_alert_message_as_large_as_the_topic_takes_is_dead_lettered_and_the_n
     alerts_topic, dlq_topic = topics
     big = b'{"schema": "metricx.alert.v1", "pad": "' + b"x" * 999_700 + b'"}'
     after = payload(1)
-    send_alerts(Producer(services.kafka_bootstrap), alerts_topic, [big, after])
+    send_alerts(Producer(services.kafka.bootstrap), alerts_topic, [big, after])
     notifier = Notifier(notifier_env(database, topics), tmp_path)
     with psycopg.connect(database, autocommit=True) as conn:
         try:
@@ -325,7 +326,7 @@ def test_an_alert_message_as_large_as_the_topic_takes_is_dead_lettered_and_the_n
                      "the alert after the large one", notifier)
         finally:
             notifier.kill9()
-    c = Consumer({"bootstrap.servers": services.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
+    c = Consumer({"bootstrap.servers": services.kafka.bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
                   "auto.offset.reset": "earliest"})
     c.subscribe([dlq_topic])
     msg = None

@@ -12,17 +12,18 @@ import json
 import re
 import signal
 import socket
-import time
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
 
-from connectors.kafka import Producer, publish_snapshots
-from connectors.redis_live import live_stream_key
-from connectors.sim.generator import expected_totals, poll_stream
-from connectors.sim.world import build_world
-from metricx.settings import Settings
+from adapters.kafka import Producer, publish_snapshots
+from adapters.redis_live import live_stream_key
+from domain.sim.generator import expected_totals, poll_stream
+from domain.sim.world import build_world
+from ground.settings import Settings
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
 from tests.databases import refresh_aggregates
@@ -41,7 +42,7 @@ def simulated(seed: int, hours: int, ads_per_adset: int = 3) -> list[Snapshot]:
 
 
 def publish(services: Settings, topic: str, snaps: list[Snapshot]) -> None:
-    producer = Producer(services.kafka_bootstrap)
+    producer = Producer(services.kafka.bootstrap)
     publish_snapshots(producer, snaps, topic)
     producer.flush()
 
@@ -58,6 +59,23 @@ def assert_exact(database: str, expected: dict[SeriesKey, Metrics]) -> None:
     assert normalise(latest_snapshots(database)) == expected
     for table in TABLES:
         assert normalise(per_series(database, table)) == expected, table
+
+
+def committed_epoch(recovery_dir: Path) -> int:
+    """The newest epoch the recovery store holds as recoverable (0: none yet): Bytewax
+    commits an epoch once every worker's snapshot of it is written."""
+    newest = 0
+    for part in recovery_dir.glob("part-*.sqlite3"):
+        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT max(commit_epoch) FROM commits").fetchone()
+        newest = max(newest, row[0] or 0)
+    return newest
+
+
+def settled(database: str, topic: str, published: int) -> bool:
+    """Every published message is committed (its Kafka progress recorded): nothing more
+    can arrive, so the totals cannot move any more."""
+    return progress(database, topic) == published
 
 
 def free_port() -> int:
@@ -87,28 +105,33 @@ def test_simulated_load_gives_exact_totals(
         pipeline.start("-i", "0", "-a", addrs)
         pipeline.start("-i", "1", "-a", addrs)
     wait_until(lambda: stored_equals(database, expected), 120, "daily totals to match", pipeline.assert_running)
-    time.sleep(2)  # nothing more may arrive: replays and late batches must not move totals
+    # Replays and late batches must not move the totals: once every message is committed
+    # nothing more can arrive, and they must still be exact.
+    wait_until(lambda: settled(database, topics.raw, len(snaps)), 120, "every message committed",
+               pipeline.assert_running)
     assert_exact(database, expected)
-    assert progress(database, topics.raw) == len(snaps)
 
-    r = redis.Redis.from_url(services.redis_url)
+    r = redis.Redis.from_url(services.redis.url)
     for ws in {s.workspace_id for s in snaps}:
         entries = r.xrevrange(live_stream_key(ws), count=1)
         assert entries, f"no live update for workspace {ws}"
         fields = entries[0][1]
-        assert fields is not None, f"live update without fields for workspace {ws}"
+        assert isinstance(fields, dict) and b"data" in fields, f"live update without its data for {ws}: {fields!r}"
         msg = json.loads(fields[b"data"])
         assert msg["schema"] == "metricx.live.v1" and msg["workspace_id"] == ws and msg["changes"]
 
 
 def restart_with_the_rest(services: Settings, topics: Topics, database: str, pipeline: Pipeline,
-                          rest: list[Snapshot], expected: dict[SeriesKey, Metrics]) -> list[int | None]:
-    """Publish the rest, start the pipeline again, check the totals are exact; the offsets
-    its partitions resumed from (second run's log)."""
+                          rest: list[Snapshot], expected: dict[SeriesKey, Metrics], published: int
+                          ) -> list[int | None]:
+    """Publish the rest, start the pipeline again, check the totals are exact once every
+    one of the ``published`` messages is committed; the offsets its partitions resumed
+    from (second run's log)."""
     publish(services, topics.raw, rest)
     pipeline.start()
     wait_until(lambda: stored_equals(database, expected), 180, "totals after restart", pipeline.assert_running)
-    time.sleep(2)
+    wait_until(lambda: settled(database, topics.raw, published), 120, "every message committed",
+               pipeline.assert_running)
     assert_exact(database, expected)
     resumed = [json.loads(line) for line in pipeline.log(2).splitlines()
                if line.startswith("{") and "kafka partition assigned" in line]
@@ -129,12 +152,17 @@ def test_killed_pipeline_restarts_from_its_snapshot_with_exact_totals(
     pipeline.start()
     # Kill -9 mid-stream: after some batches are committed, before the first half is done.
     wait_until(lambda: progress(database, topics.raw) > half // 5, 120, "first commits", pipeline.assert_running)
-    time.sleep(1.5)  # let at least one recovery snapshot happen (interval: 1 s)
+    # At least one recovery snapshot taken after those commits (the interval is 1 s): the
+    # store then holds every partition's position past its start.
+    recovery = Path(pipeline.env["METRICX_DATA_DIR"]) / "recovery"
+    before = committed_epoch(recovery)
+    wait_until(lambda: committed_epoch(recovery) > before, 60, "a recovery snapshot after the first commits",
+               pipeline.assert_running)
     committed_at_kill = progress(database, topics.raw)
     pipeline.kill()
     assert committed_at_kill < half, "the pipeline finished before it could be killed mid-stream"
 
-    resumed = restart_with_the_rest(services, topics, database, pipeline, snaps[half:], expected)
+    resumed = restart_with_the_rest(services, topics, database, pipeline, snaps[half:], expected, len(snaps))
     # It resumed from its recovery snapshot: no partition was re-read from the start.
     assert all(r is not None and r > 0 for r in resumed), resumed
     assert re.search(r"pipeline starting", pipeline.log(2))
@@ -163,5 +191,5 @@ def test_interrupted_pipeline_commits_its_last_epoch_and_resumes_exactly_there(
     assert "panicked" not in log and "Traceback" not in log, log[-3000:]
     assert "pipeline stopped: its last epoch is committed" in log
 
-    resumed = restart_with_the_rest(services, topics, database, pipeline, snaps[half:], expected)
+    resumed = restart_with_the_rest(services, topics, database, pipeline, snaps[half:], expected, len(snaps))
     assert sum(r or 0 for r in resumed) == stopped_at > 0

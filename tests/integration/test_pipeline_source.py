@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import signal
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics, publish_snapshots
-from metricx.settings import Settings
+from adapters.kafka import Producer, delete_topics, ensure_topics, publish_snapshots
+from ground.settings import Settings
+from schemas.topics import TopicSpec
 from tests.integration.conftest import Pipeline, Topics
 from tests.integration.test_pipeline_e2e import simulated
 from tests.integration.totals import progress, wait_until
@@ -18,7 +19,7 @@ def test_a_resume_offset_beyond_the_log_stops_the_flow_loudly(
     services: Settings, topics: Topics, database: str, pipeline: Pipeline
 ) -> None:
     snaps = simulated(seed=51, hours=1)
-    producer = Producer(services.kafka_bootstrap)
+    producer = Producer(services.kafka.bootstrap)
     publish_snapshots(producer, snaps, topics.raw)
     producer.flush()
     first = pipeline.start()
@@ -28,8 +29,8 @@ def test_a_resume_offset_beyond_the_log_stops_the_flow_loudly(
     pipeline.procs.clear()
 
     # The topic is recreated: three new messages, all below the offsets the flow resumes at.
-    delete_topics(services.kafka_bootstrap, [topics.raw])
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(topics.raw, topics.partitions)])
+    delete_topics(services.kafka.bootstrap, [topics.raw])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(topics.raw, topics.partitions)])
     publish_snapshots(producer, simulated(seed=52, hours=1)[:3], topics.raw)
     producer.flush()
 

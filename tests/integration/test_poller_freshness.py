@@ -19,11 +19,12 @@ import psycopg
 import pytest
 import redis
 
-from connectors.connections import store
-from connectors.connections.crypto import Keyring, generate_key
-from connectors.connections.sync import Endpoints, Syncer
-from connectors.kafka import Producer
-from metricx.settings import Settings
+from adapters import connections_store as store
+from adapters.crypto import Keyring, generate_key
+from adapters.kafka import Producer
+from ground.settings import Settings
+from pollers.status import status_rows
+from pollers.sync import Endpoints, Syncer
 from tests.fakes import graph_api as mfake
 from tests.integration.conftest import Topics
 from tests.integration.totals import consume_all
@@ -58,7 +59,7 @@ def connect(database: str, keys: Keyring, account_id: str) -> store.Connection:
 
 def syncer(services: Settings, topics: Topics, database: str, keys: Keyring, graph: mfake.FakeGraphApi,
            clock: Clock) -> Syncer:
-    return Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+    return Syncer(database, keys, Producer(services.kafka.bootstrap), redis.Redis.from_url(services.redis.url),
                   Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
                   sleep=lambda s: None, clock=clock, jitter=lambda: 0.5)
 
@@ -95,7 +96,7 @@ def test_after_local_midnight_the_hot_loop_rereads_yesterday_for_a_few_hours(
         seen = len(graph.requests)
         assert s.sync(c, "hot").status == "ok"
         assert asked_dates(graph, seen) == ({yesterday, today} if rereads else {today}), minutes_after_midnight
-    snaps = [json.loads(m.value() or b"") for m in consume_all(services.kafka_bootstrap, topics.raw, 1 + 2 + 2 + 1 + 1)]
+    snaps = [json.loads(m.value() or b"") for m in consume_all(services.kafka.bootstrap, topics.raw, 1 + 2 + 2 + 1 + 1)]
     last_of_yesterday = [x for x in snaps if x["report_date"] == yesterday.isoformat()][-1]
     assert (Decimal(str(last_of_yesterday["spend"])), last_of_yesterday["impressions"]) == (Decimal("12.40"), 130)
 
@@ -106,7 +107,7 @@ def usage(pct: float, reset_s: int = 1800) -> dict[str, str]:
 
 def status(database: str, now: datetime) -> dict[str, object]:
     with psycopg.connect(database) as conn:
-        return store.status_rows(conn, WS, now=now)[0]
+        return status_rows(conn, WS, now=now)[0]
 
 
 def test_high_usage_slows_todays_reads_gradually_and_says_so(
@@ -141,7 +142,7 @@ def test_high_usage_slows_todays_reads_gradually_and_says_so(
     assert delays[90] == normal
     assert normal < delays[96] < delays[99] < delays[100] <= 2 * normal
     assert delays[96] < timedelta(minutes=30)
-    snaps = consume_all(services.kafka_bootstrap, topics.raw, 15)
+    snaps = consume_all(services.kafka.bootstrap, topics.raw, 15)
     assert len(snaps) == 15  # every read's rows were published
 
 

@@ -26,13 +26,14 @@ import psycopg
 import pytest
 import redis
 
-from connectors.connections import store
-from connectors.connections.crypto import Keyring, generate_key
-from connectors.connections.progress import BackfillProgress
-from connectors.connections.schedule import local_today
-from connectors.connections.sync import Endpoints, Syncer
-from connectors.kafka import Producer
-from metricx.settings import REPO_ROOT, Settings
+from adapters import connections_store as store
+from adapters.crypto import Keyring, generate_key
+from adapters.kafka import Producer
+from domain.backfill_progress import BackfillProgress
+from domain.schedule import local_today
+from ground.settings import REPO_ROOT, Settings
+from pollers.status import status_rows
+from pollers.sync import Endpoints, Syncer
 from schemas.metrics import Metrics
 from tests.databases import refresh_aggregates
 from tests.fakes import google_ads_grpc as gfake
@@ -116,7 +117,7 @@ def test_fake_platforms_through_pipeline_exact_totals_with_restatement(
         store.add(conn, keys, store.NewConnection(
             workspace_id=UUID(WS), provider="google", account_id="5551234567", login_customer_id="9990001111",
             tokens={"developer_token": gads.developer_token, "access_token": "ya29.e2e"}))
-    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+    syncer = Syncer(database, keys, Producer(services.kafka.bootstrap), redis.Redis.from_url(services.redis.url),
                     Endpoints(meta_graph_url=graph.url, google_endpoint=gads.endpoint),
                     topic=topics.raw, deadletter_topic=topics.deadletter, sleep=lambda s: None)
 
@@ -155,7 +156,7 @@ def test_fake_platforms_through_pipeline_exact_totals_with_restatement(
     with psycopg.connect(database) as conn:
         neg = conn.execute("SELECT count(*) FROM metric_deltas WHERE spend < 0").fetchone()
         assert neg is not None and neg[0] == 4  # three Meta ads + one Google ad restated down
-        st = {r["provider"]: r for r in store.status_rows(conn, WS)}
+        st = {r["provider"]: r for r in status_rows(conn, WS)}
         ents = {e.entity_id: e for e in store.entities_for_account(conn, WS, "meta", "1010")}
     assert len(ents) == 25 and ents["c1"].name == "Retargeting" and ents["c1"].status == "PAUSED"
     assert (ents["9005"].name, ents["9005"].campaign_id, ents["9005"].adset_id) == ("Ad 5", "c1", "s1")
@@ -163,7 +164,7 @@ def test_fake_platforms_through_pipeline_exact_totals_with_restatement(
     assert (st["google"]["timezone"], st["google"]["currency"]) == (GOOGLE_TZ, "JPY")
     assert all(s["hot_next_run_at"] > now + timedelta(minutes=11) for s in st.values())
 
-    dead = consume_all(services.kafka_bootstrap, topics.deadletter, 3)
+    dead = consume_all(services.kafka.bootstrap, topics.deadletter, 3)
     assert len(dead) == 3 and all(b"bad1" in (m.value() or b"") for m in dead)  # once per Meta sync
     assert all(header(m, "metricx.dlq.stage") == b"poll" for m in dead)
     assert all(b"spend" in header(m, "metricx.dlq.reason") for m in dead)
@@ -177,20 +178,20 @@ def test_expired_meta_token_marks_needs_reauth_and_is_not_polled_again(
     with psycopg.connect(database, autocommit=True) as conn:
         store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id="2020",
                                                   tokens={"access_token": "EAAexpiredtoken"}))
-    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+    syncer = Syncer(database, keys, Producer(services.kafka.bootstrap), redis.Redis.from_url(services.redis.url),
                     Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
                     sleep=lambda s: None)
     assert [o.status for o in syncer.run_due()] == ["needs_reauth"]
     calls = len(graph.requests)
     assert syncer.run_due() == [] and len(graph.requests) == calls
     with psycopg.connect(database) as conn:
-        row = store.status_rows(conn, WS)[0]
+        row = status_rows(conn, WS)[0]
     assert row["status"] == "needs_reauth" and "190" in row["last_error"] and "EAAexpired" not in row["last_error"]
 
 
 def test_lease_allows_one_sync_per_connection(services: Settings, topics: Topics, database: str,
                                               graph: mfake.FakeGraphApi) -> None:
-    from connectors.connections.lease import Lease, lease_key
+    from adapters.lease import Lease, lease_key
 
     graph.add_account(mfake.FakeAccount("3030", "EAAleasetoken", META_TZ, "USD"))
     keys = Keyring.parse(f"k1:{generate_key()}", None)
@@ -199,8 +200,8 @@ def test_lease_allows_one_sync_per_connection(services: Settings, topics: Topics
                                                   tokens={"access_token": "EAAleasetoken"}))
         c = store.get(conn, keys, WS, "meta", "3030")
     assert c is not None
-    r = redis.Redis.from_url(services.redis_url)
-    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), r, Endpoints(meta_graph_url=graph.url),
+    r = redis.Redis.from_url(services.redis.url)
+    syncer = Syncer(database, keys, Producer(services.kafka.bootstrap), r, Endpoints(meta_graph_url=graph.url),
                     topic=topics.raw, deadletter_topic=topics.deadletter)
     other = Lease(r, lease_key(WS, "meta", "3030"), ttl_s=30)
     assert other.acquire()
@@ -251,7 +252,7 @@ def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: 
                                                   tokens={"access_token": "EAAbackfilltok"}))
         c = store.get(conn, keys, WS, "meta", "4040")
     assert c is not None
-    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+    syncer = Syncer(database, keys, Producer(services.kafka.bootstrap), redis.Redis.from_url(services.redis.url),
                     Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
                     sleep=lambda s: None, clock=clock)
 
@@ -265,7 +266,7 @@ def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: 
     assert report_dates(graph) == {today - timedelta(days=d) for d in range(15, 22)}
     with psycopg.connect(database, autocommit=True) as conn:
         c = store.get(conn, keys, WS, "meta", "4040")
-        row = store.status_rows(conn, WS, now=clock.t)[0]
+        row = status_rows(conn, WS, now=clock.t)[0]
     assert c is not None and c.backfill_done_through == today - timedelta(days=15)
     # 7 of 21 days in ten minutes: two more chunks of seven, twenty minutes left.
     assert (row["backfill_pct"], row["backfill_rows"]) == (33, 7)
@@ -278,7 +279,7 @@ def test_backfill_is_chunked_resumable_and_recorded(services: Settings, topics: 
     assert report_dates(graph, seen) == {today - timedelta(days=d) for d in range(1, 15)}
     with psycopg.connect(database, autocommit=True) as conn:
         c = store.get(conn, keys, WS, "meta", "4040")
-        row = store.status_rows(conn, WS, now=clock.t)[0]
+        row = status_rows(conn, WS, now=clock.t)[0]
     assert c is not None and c.backfill_done_through == today - timedelta(days=1)
     assert (row["backfill_pct"], row["backfill_rows"], row["backfill_eta"]) == (100, 21, clock.t)
 
@@ -330,7 +331,7 @@ def test_metricx_poller_process_runs_both_loops_against_the_fakes(
         proc.wait(timeout=30)
     assert proc.returncode == 0
     with psycopg.connect(database) as conn:
-        st = store.status_rows(conn, WS)
+        st = status_rows(conn, WS)
     assert all(r["status"] == "active" and r["last_success_at"] is not None for r in st)
     out = (tmp_path / "poller.log").read_text()
     assert "EAAproctoken" not in out and "ya29.proc" not in out
@@ -346,13 +347,13 @@ def test_bad_account_metadata_is_an_error_status_not_a_crash(
         for acct, tok in (("7070", "EAAmarstoken"), ("7071", "EAAearthtoken")):
             store.add(conn, keys, store.NewConnection(workspace_id=UUID(WS), provider="meta", account_id=acct,
                                                       tokens={"access_token": tok}))
-    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+    syncer = Syncer(database, keys, Producer(services.kafka.bootstrap), redis.Redis.from_url(services.redis.url),
                     Endpoints(meta_graph_url=graph.url), topic=topics.raw, deadletter_topic=topics.deadletter,
                     sleep=lambda s: None)
     got = {(o.account_id, o.loop): o.status for o in syncer.run_due()}
     assert got == {("7070", "hot"): "error", ("7071", "hot"): "ok", ("7071", "warm"): "ok"}
     with psycopg.connect(database) as conn:
-        st = {r["account_id"]: r for r in store.status_rows(conn, WS)}
+        st = {r["account_id"]: r for r in status_rows(conn, WS)}
     assert st["7070"]["status"] == "error" and "Mars/Olympus_Mons" in st["7070"]["last_error"]
     assert "EAAmars" not in st["7070"]["last_error"]
 
@@ -379,7 +380,7 @@ def test_status_counts_every_api_call_made(
         m, q, b = (store.get(conn, keys, WS, p, a) for p, a in
                    (("meta", "9090"), ("google", "9191919191"), ("google", "9292929292")))
     assert m is not None and q is not None and b is not None
-    syncer = Syncer(database, keys, Producer(services.kafka_bootstrap), redis.Redis.from_url(services.redis_url),
+    syncer = Syncer(database, keys, Producer(services.kafka.bootstrap), redis.Redis.from_url(services.redis.url),
                     Endpoints(meta_graph_url=graph.url, google_endpoint=gads.endpoint),
                     topic=topics.raw, deadletter_topic=topics.deadletter, sleep=lambda s: None)
     assert syncer.sync(m, "hot").status == "needs_reauth"
@@ -387,7 +388,7 @@ def test_status_counts_every_api_call_made(
     assert syncer.sync(q, "hot").status == "throttled"
     assert syncer.backfill(b, days=3).ok
     with psycopg.connect(database) as conn:
-        calls = {r["account_id"]: r["api_calls_today"] for r in store.status_rows(conn, WS)}
+        calls = {r["account_id"]: r["api_calls_today"] for r in status_rows(conn, WS)}
     served = {cid: sum(1 for x in gads.seen if x.customer_id == cid) for cid in ("9191919191", "9292929292")}
     assert served == {"9191919191": 2, "9292929292": 4}  # backfill: lookup, then customer + ads + asset groups
     assert calls == {"9090": len(graph.requests), **served}
@@ -437,7 +438,7 @@ def test_google_refresh_token_connections_renew_through_the_configured_token_end
 
     def statuses() -> dict[str, dict[str, Any]]:
         with psycopg.connect(database) as conn:
-            return {r["account_id"]: r for r in store.status_rows(conn, WS)}
+            return {r["account_id"]: r for r in status_rows(conn, WS)}
 
     def settled() -> bool:
         assert proc.poll() is None, (tmp_path / "poller.log").read_text()[-3000:]
@@ -503,7 +504,7 @@ def test_every_line_the_poller_process_logs_is_json_without_secrets(
     def settled() -> bool:
         assert proc.poll() is None, (tmp_path / "stderr").read_text()[-3000:]
         with psycopg.connect(database) as conn:
-            st = {r["provider"]: r for r in store.status_rows(conn, WS)}
+            st = {r["provider"]: r for r in status_rows(conn, WS)}
         return bool(st["google"]["status"] == "throttled" and st["meta"]["warm_next_run_at"] > datetime.now(UTC))
     try:
         wait_until(settled, 90, "both connections synced")

@@ -17,12 +17,13 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from connectors.kafka import TopicSpec, delete_topics, ensure_topics
-from connectors.rules_feed import RulesFeed
-from metricx.settings import Settings
-from pipelines.metering import Budget, CostMeter
-from pipelines.rulebook import RuleBook
+from adapters.kafka import delete_topics, ensure_topics
+from domain.metering import Budget, CostMeter
+from domain.rulebook import RuleBook
+from ground.settings import Settings
+from pipelines.rules_feed import RulesFeed
 from schemas.rules import RuleIn, RuleV1, parse_rule_message
+from schemas.topics import TopicSpec
 from serving import rules_store as store
 from tests.factories import metrics, snap
 from tests.integration.conftest import Pipeline, Topics
@@ -38,9 +39,9 @@ RULE = {"name": "burn", "scope": {"level": "ad"}, "conditions": BURN}
 @pytest.fixture
 def rules_topic(services: Settings) -> Iterator[str]:
     name = f"metricx.rules.t{uuid.uuid4().hex[:8]}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(name, 1, {"cleanup.policy": "compact"})])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(name, 1, {"cleanup.policy": "compact"})])
     yield name
-    delete_topics(services.kafka_bootstrap, [name])
+    delete_topics(services.kafka.bootstrap, [name])
 
 
 def workspace(database: str) -> uuid.UUID:
@@ -76,12 +77,12 @@ def test_the_feed_records_a_workspace_over_budget_as_disabled(
     services: Settings, database: str, topics: Topics, rules_topic: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="metricx.rules")
-    publisher = store.RulePublisher(services.kafka_bootstrap, rules_topic)
+    publisher = store.RulePublisher(services.kafka.bootstrap, rules_topic)
     slow, other = workspace(database), workspace(database)
     slow_ids = sorted(save(database, publisher, slow, {**RULE, "name": n}) for n in ("a", "b"))
     other_id = save(database, publisher, other, RULE)
     book = RuleBook(meter=CostMeter(Budget(per_snapshot_ns=2 * MS, window=32)))
-    feed = RulesFeed(book, bootstrap=services.kafka_bootstrap, topic=rules_topic,
+    feed = RulesFeed(book, bootstrap=services.kafka.bootstrap, topic=rules_topic,
                      deadletter_topic=topics.deadletter, dsn=database).start()
     try:
         assert book.rule_ids() == {*slow_ids, other_id}
@@ -95,7 +96,7 @@ def test_the_feed_records_a_workspace_over_budget_as_disabled(
         assert rows(database, other) == {other_id: ("active", None)}
         assert book.rule_ids() == {other_id}
         # Published: a restarted pipeline loads them as disabled (and so skips them).
-        latest = {bytes(m.key() or b"").decode(): m.value() for m in consume_all(services.kafka_bootstrap, rules_topic, 5)}
+        latest = {bytes(m.key() or b"").decode(): m.value() for m in consume_all(services.kafka.bootstrap, rules_topic, 5)}
         assert {parse_rule_message(latest[i] or b"").status for i in slow_ids} == {"disabled"}
         [record] = [r for r in caplog.records if r.getMessage() == "rules recorded as disabled"]
         assert record.workspace_id == str(slow)  # type: ignore[attr-defined]
@@ -113,21 +114,21 @@ def test_the_feed_records_a_workspace_over_budget_as_disabled(
 def test_a_rule_over_the_limits_published_around_the_api_is_refused_and_disabled(
     services: Settings, database: str, topics: Topics, rules_topic: str,
 ) -> None:
-    publisher = store.RulePublisher(services.kafka_bootstrap, rules_topic)
+    publisher = store.RulePublisher(services.kafka.bootstrap, rules_topic)
     ws = workspace(database)
     cond = {"metric": "spend", "operator": ">=", "value": "80"}
     sixty = {"op": "or", "conditions": [{"op": "and", "conditions": [cond] * 20}] * 3}
     legacy = save(database, publisher, ws, {**RULE, "conditions": sixty}, around_the_api=True)
     fine = save(database, publisher, ws, RULE)
     book = RuleBook()
-    feed = RulesFeed(book, bootstrap=services.kafka_bootstrap, topic=rules_topic,
+    feed = RulesFeed(book, bootstrap=services.kafka.bootstrap, topic=rules_topic,
                      deadletter_topic=topics.deadletter, dsn=database).start()
     try:
         assert book.rule_ids() == {fine}
         wait_until(lambda: rows(database, ws)[legacy][0] == "disabled", 30, "the legacy rule to be disabled")
         assert rows(database, ws)[legacy] == ("disabled", "a rule may hold at most 50 conditions; this one has 60")
         assert rows(database, ws)[fine] == ("active", None)
-        [dead] = consume_all(services.kafka_bootstrap, topics.deadletter, 1)
+        [dead] = consume_all(services.kafka.bootstrap, topics.deadletter, 1)
         assert dead.key() == legacy.encode()
         assert header(dead, "metricx.dlq.reason") == b"a rule may hold at most 50 conditions; this one has 60"
         assert RuleV1.model_validate_json(dead.value() or b"").status == "active"  # the original, untouched
@@ -142,7 +143,7 @@ def test_the_pipeline_meters_its_evaluations_and_disables_an_expensive_book(
     """The real ``metricx pipeline`` with a budget no evaluation can meet (1 ns): after
     17 evaluated snapshots the workspace's rules are disabled, recorded with the reason,
     and a later snapshot that would fire them fires nothing."""
-    publisher = store.RulePublisher(services.kafka_bootstrap, rules_topic)
+    publisher = store.RulePublisher(services.kafka.bootstrap, rules_topic)
     ws = workspace(database)
     rule_id = save(database, publisher, ws, RULE)
     publisher.close()

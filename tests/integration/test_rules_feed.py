@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.kafka import Producer, TopicSpec, deadletter_topic_spec, delete_topics, ensure_topics
-from connectors.rules_feed import RulesFeed
-from metricx.settings import Settings
-from pipelines.rulebook import RuleBook
+from adapters.kafka import Producer, delete_topics, ensure_topics
+from domain.rulebook import RuleBook
+from ground.settings import Settings
+from pipelines.rules_feed import RulesFeed
 from schemas.envelope import H_REASON, H_STAGE
 from schemas.rules import RuleV1, rule_message
+from schemas.topics import TopicSpec, deadletter_topic_spec
 from tests.integration.totals import consume_all, header, wait_until
 
 pytestmark = pytest.mark.services
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.services
 def feed_topics(services: Settings) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     rules, dlq = f"metricx.rules.t{suffix}", f"metricx.deadletter.t{suffix}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(rules, 1, {"cleanup.policy": "compact"}),
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(rules, 1, {"cleanup.policy": "compact"}),
                                              deadletter_topic_spec(dlq)])
     yield rules, dlq
-    delete_topics(services.kafka_bootstrap, [rules, dlq])
+    delete_topics(services.kafka.bootstrap, [rules, dlq])
 
 
 def _rule(rule_id: uuid.UUID) -> bytes:
@@ -46,7 +47,7 @@ def test_oversized_rule_messages_are_dead_lettered_and_the_feed_goes_on(
     # As large as a default producer sends: its dead-letter copy, headers included, is not.
     near_limit = b'{"schema": "metricx.rule.v1", "pad": "' + b"x" * 999_700 + b'"}'
     huge_key, keyed = b"k" * 600_000, _rule(uuid.uuid4())  # a valid rule under a 600 KB key
-    p = Producer(services.kafka_bootstrap)
+    p = Producer(services.kafka.bootstrap)
     p.send(rules, _rule(before), str(before))
     near_limit_key = str(uuid.uuid4()).encode()
     p.send(rules, near_limit, near_limit_key)
@@ -55,11 +56,11 @@ def test_oversized_rule_messages_are_dead_lettered_and_the_feed_goes_on(
     p.flush()
 
     book = RuleBook()
-    feed = RulesFeed(book, bootstrap=services.kafka_bootstrap, topic=rules, deadletter_topic=dlq)
+    feed = RulesFeed(book, bootstrap=services.kafka.bootstrap, topic=rules, deadletter_topic=dlq)
     feed.start(wait_s=0)
     try:
         wait_until(lambda: {str(before), str(after)} <= book.rule_ids(), 60, "the rules around the bad ones")
-        dead = consume_all(services.kafka_bootstrap, dlq, 2)
+        dead = consume_all(services.kafka.bootstrap, dlq, 2)
     finally:
         feed.stop()
     assert book.rule_ids() == {str(before), str(after)}

@@ -16,10 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics, publish_snapshots
-from metricx.settings import Settings
+from adapters.kafka import Producer, delete_topics, ensure_topics, publish_snapshots
+from ground.settings import Settings
 from schemas.insight import Snapshot
 from schemas.rules import RuleV1, rule_message
+from schemas.topics import TopicSpec
 from tests.factories import metrics, snap
 from tests.integration.conftest import Pipeline, Topics
 from tests.integration.test_pipeline_e2e import simulated
@@ -36,10 +37,10 @@ BURN = {"op": "and", "conditions": [
 def stoploss_topics(services: Settings, pipeline: Pipeline) -> Iterator[tuple[str, str]]:
     suffix = uuid.uuid4().hex[:8]
     rules, alerts = f"metricx.rules.t{suffix}", f"metricx.alerts.t{suffix}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(rules, 1, {"cleanup.policy": "compact"}), TopicSpec(alerts, 2)])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(rules, 1, {"cleanup.policy": "compact"}), TopicSpec(alerts, 2)])
     pipeline.env.update({"METRICX_RULES_TOPIC": rules, "METRICX_ALERTS_TOPIC": alerts, "METRICX_RULES_WARMUP_S": "0"})
     yield rules, alerts
-    delete_topics(services.kafka_bootstrap, [rules, alerts])
+    delete_topics(services.kafka.bootstrap, [rules, alerts])
 
 
 def publish_rule(services: Settings, topic: str, rule_id: str, status: str = "active", version: int = 1,
@@ -48,7 +49,7 @@ def publish_rule(services: Settings, topic: str, rule_id: str, status: str = "ac
         "id": rule_id, "workspace_id": WS_RULES, "name": body.pop("name", "burn"), "conditions": BURN,
         "status": status, "version": version, "updated_at": datetime.now(UTC).isoformat(), **body,
     })
-    p = Producer(services.kafka_bootstrap)
+    p = Producer(services.kafka.bootstrap)
     p.send(topic, rule_message(r), rule_id)
     p.flush()
 
@@ -90,11 +91,11 @@ def stored_alerts(database: str) -> set[tuple[str, str]]:
 
 
 def published_alerts(services: Settings, topic: str, at_least: int) -> list[dict[str, Any]]:
-    return [json.loads(m.value() or b"null") for m in consume_all(services.kafka_bootstrap, topic, at_least, timeout=20)]
+    return [json.loads(m.value() or b"null") for m in consume_all(services.kafka.bootstrap, topic, at_least, timeout=20)]
 
 
 def produce(services: Settings, topic: str, snaps: list[Snapshot]) -> None:
-    p = Producer(services.kafka_bootstrap)
+    p = Producer(services.kafka.bootstrap)
     publish_snapshots(p, snaps, topic)
     p.flush()
 

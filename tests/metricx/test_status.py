@@ -14,12 +14,13 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.kafka import Producer, TopicSpec, delete_topics, ensure_topics
-from connectors.notify import outbox
-from metricx.settings import REPO_ROOT, Settings
+from adapters.kafka import Producer, delete_topics, ensure_topics
+from ground.settings import REPO_ROOT, Settings
 from metricx.status import ConsumerLag, Report, Service, parse_endpoints, problems
-from tests.connectors.notify.factory import KEY, alert, channel
+from notifier import outbox
+from schemas.topics import TopicSpec
 from tests.integration.conftest import database, services  # noqa: F401  (fixtures)
+from tests.notifier.factory import KEY, alert, channel
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -66,14 +67,14 @@ def status(services: Settings, database: str, raw: str, alerts: str, *args: str)
 def test_status_command_against_the_real_services(services: Settings, database: str) -> None:  # noqa: F811
     suffix = uuid.uuid4().hex[:8]
     raw, alerts_topic = f"metricx.insights.raw.s{suffix}", f"metricx.alerts.s{suffix}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(raw, 2), TopicSpec(alerts_topic, 1)])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(raw, 2), TopicSpec(alerts_topic, 1)])
     try:
-        p = Producer(services.kafka_bootstrap)
+        p = Producer(services.kafka.bootstrap)
         for i in range(5):
             p.send(raw, b"{}", f"k{i}".encode())
         p.send(alerts_topic, b"{}", b"ws")
         p.flush()
-        with Consumer({"bootstrap.servers": services.kafka_bootstrap, "group.id": "w"}) as c:
+        with Consumer({"bootstrap.servers": services.kafka.bootstrap, "group.id": "w"}) as c:
             marks = {n: c.get_watermark_offsets(TopicPartition(raw, n), timeout=10)[1] for n in (0, 1)}
         # The pipeline committed everything on partition 0, nothing on 1, ten minutes ago.
         with psycopg.connect(database, autocommit=True) as conn:
@@ -111,4 +112,4 @@ def test_status_command_against_the_real_services(services: Settings, database: 
         down = status(services, database, raw, alerts_topic, "--service", "server=http://127.0.0.1:9")
         assert down.returncode == 1 and "server is down" in down.stdout
     finally:
-        delete_topics(services.kafka_bootstrap, [raw, alerts_topic])
+        delete_topics(services.kafka.bootstrap, [raw, alerts_topic])

@@ -1,10 +1,10 @@
 """Idle keys lose their state (``pipelines.idle_state``): the logic on its own with a
-hand-driven clock, a real Bytewax run where an idle key starts over while a busy one
-keeps counting, and a recovery store written by ``op.stateful_map`` resuming in it."""
+hand-driven clock, real Bytewax runs on a clock the source moves (an idle key starts
+over while a busy one keeps counting), and a recovery store written by
+``op.stateful_map`` resuming in it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,53 +70,60 @@ def test_ttls_outlast_what_the_state_serves() -> None:
     assert timedelta(days=MAX_DAYS) < WATCH_IDLE_TTL
 
 
-class _Paced(StatelessSourcePartition[Any]):
-    """Emits its items one per batch; a float is a pause of that many seconds."""
+class _Ticking(StatelessSourcePartition[Any]):
+    """Emits its items one per batch; a float moves ``clock`` on by that many seconds
+    (no real pause: the idle time is measured on the clock the flow is given)."""
 
-    def __init__(self, items: list[Any]) -> None:
-        self._items = list(items)
-        self._awake: datetime | None = None
+    def __init__(self, items: list[Any], clock: Clock) -> None:
+        self._items, self._clock = list(items), clock
 
     def next_batch(self) -> list[Any]:
+        while self._items and isinstance(self._items[0], float):
+            self._clock.t += timedelta(seconds=self._items.pop(0))
         if not self._items:
             raise StopIteration
-        item = self._items.pop(0)
-        if isinstance(item, float):
-            self._awake = datetime.now(UTC) + timedelta(seconds=item)
-            return []
-        self._awake = None
-        return [item]
-
-    def next_awake(self) -> datetime | None:
-        return self._awake
+        return [self._items.pop(0)]
 
 
-class Paced(DynamicSource[Any]):
-    def __init__(self, items: list[Any]) -> None:
-        self._items = items
+class Ticking(DynamicSource[Any]):
+    def __init__(self, items: list[Any], clock: Clock) -> None:
+        self._items, self._clock = items, clock
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Paced:
-        return _Paced(self._items)
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Ticking:
+        return _Ticking(self._items, self._clock)
 
 
-def test_an_idle_key_starts_over_while_a_busy_one_keeps_counting() -> None:
-    """Real Bytewax timers: key ``a`` goes quiet for longer than the idle time, ``b``
-    keeps arriving every 0.1 s; ``a`` counts from 1 again, ``b`` never does."""
-    ttl = timedelta(seconds=0.6)
+def idle_run(ttl: timedelta) -> list[tuple[str, int]]:
+    """Key ``a`` goes quiet for 1.2 s of the flow's clock, ``b`` keeps arriving every
+    0.1 s.  The clock starts in the past, so Bytewax's timers are always due: whether a
+    key is forgotten is decided by the idle time on the flow's clock alone, never by how
+    fast this machine runs the flow."""
+    clock = Clock()
     items: list[Any] = ["a", "b"]
     for _ in range(12):  # 1.2 s of b alone
         items += [0.1, "b"]
     items += ["a"]
     out: list[tuple[str, int]] = []
     flow = Dataflow("idle")
-    keyed = op.key_on("key", op.input("in", flow, Paced(items)), lambda x: x)
-    counted = idle_expiring_map("count", keyed, lambda s, _: ((s or 0) + 1, (s or 0) + 1), ttl)
+    keyed = op.key_on("key", op.input("in", flow, Ticking(items, clock)), lambda x: x)
+    counted = idle_expiring_map("count", keyed, lambda s, _: ((s or 0) + 1, (s or 0) + 1), ttl, now=clock)
     op.output("out", counted, TestingSink(out))
-    started = time.monotonic()
     run_main(flow)  # type: ignore[no-untyped-call]
-    assert time.monotonic() - started >= 1.2
+    return out
+
+
+def test_an_idle_key_starts_over_while_a_busy_one_keeps_counting() -> None:
+    """Real Bytewax timers: ``a`` counts from 1 again, ``b`` never does."""
+    out = idle_run(timedelta(seconds=0.6))
     assert [n for k, n in out if k == "a"] == [1, 1]  # forgotten while idle
     assert [n for k, n in out if k == "b"] == list(range(1, 14))  # never idle that long
+
+
+def test_a_key_idle_for_less_than_the_idle_time_keeps_counting() -> None:
+    """The control: the same run with a longer idle time forgets nothing."""
+    out = idle_run(timedelta(seconds=1.5))
+    assert [n for k, n in out if k == "a"] == [1, 2]
+    assert [n for k, n in out if k == "b"] == list(range(1, 14))
 
 
 def _running_count(step: str, items: list[str], out: list[tuple[str, int]], new: bool) -> Dataflow:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.kafka import encode_snapshot
-from connectors.sim.generator import poll_stream
-from connectors.sim.world import build_world
+from adapters.kafka import encode_snapshot
+from domain.sim.generator import poll_stream
+from domain.sim.world import build_world
 from schemas.fastpath import fast_parse
 from schemas.insight import InvalidInsight, _validate_model
 from tests.schemas.test_insight import GOOD, WRONG_TYPES

@@ -24,15 +24,14 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
-from connectors.timescale import InsightStore
-from metricx.settings import Settings
-from pipelines.batch import build_batch
-from pipelines.deltas import EntityState, apply_snapshot
+from adapters.timescale import InsightStore
+from domain.batch import build_batch
+from domain.deltas import EntityState, apply_snapshot
+from ground.settings import DatabaseSettings, ServingSettings, Settings
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics
 from serving.app import create_app
-from serving.config import ServingSettings
 from serving.dev_issuer import public_jwk
 from tests import databases
 from tests.integration.conftest import database, services  # noqa: F401 - fixtures
@@ -93,7 +92,7 @@ def issuer() -> Iterator[Issuer]:
 @contextlib.contextmanager
 def fresh_database(services: Settings) -> Iterator[str]:  # noqa: F811
     """Like the integration ``database`` fixture, for wider scopes (read-only suites)."""
-    with databases.fresh_database(services.libpq_url, services.timescaledb) as url:
+    with databases.fresh_database(services.database.libpq_url, services.database.timescaledb) as url:
         yield url
 
 
@@ -124,6 +123,12 @@ def serving_settings(issuer: Issuer, **extra: Any) -> ServingSettings:
                            stream_token_secret="test-stream-secret-0123456789abcdef", **extra)
 
 
+def app_settings(services: Settings, database: str, serving: ServingSettings, **sections: Any) -> Settings:  # noqa: F811
+    """The services' settings, on the test's own database, with this serving section."""
+    given: dict[str, Any] = {"kafka": services.kafka, **sections}
+    return Settings(database=DatabaseSettings(url=database), redis=services.redis, serving=serving, **given)
+
+
 @pytest.fixture
 def tenants(database: str) -> Tenants:  # noqa: F811
     return seed_tenants(database)
@@ -131,7 +136,7 @@ def tenants(database: str) -> Tenants:  # noqa: F811
 
 @pytest.fixture
 def client(services: Settings, database: str, issuer: Issuer) -> Iterator[TestClient]:  # noqa: F811
-    app = create_app(Settings(database_url=database, redis_url=services.redis_url), serving_settings(issuer))
+    app = create_app(app_settings(services, database, serving_settings(issuer)))
     with TestClient(app) as c:
         yield c
 
@@ -200,8 +205,8 @@ def make_server(services: Settings, database: str, issuer: Issuer) -> Iterator[A
     started: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(clock: Callable[[], float] = time.time, **extra: Any) -> Server:
-        settings = Settings(database_url=database, redis_url=services.redis_url)
-        app = create_app(settings, serving_settings(issuer, **extra), clock=clock)
+        settings = app_settings(services, database, serving_settings(issuer, **extra))
+        app = create_app(settings, clock=clock)
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                                lifespan="on"))

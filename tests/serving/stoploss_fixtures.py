@@ -15,11 +15,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
-from connectors.connections.crypto import generate_key
-from connectors.kafka import TopicSpec, delete_topics, ensure_topics
-from metricx.settings import Settings
+from adapters.crypto import generate_key
+from adapters.kafka import delete_topics, ensure_topics
+from ground.settings import Settings
+from schemas.topics import TopicSpec
 from serving.app import create_app
-from tests.serving.conftest import Issuer, Tenants, serving_settings
+from tests.serving.conftest import Issuer, Tenants, app_settings, serving_settings
 
 CAROL = "user_carol"  # owner of B
 VICTOR = "user_victor"  # viewer of A
@@ -37,9 +38,9 @@ def add_member(url: str, sub: str, ws: uuid.UUID, role: str) -> None:
 @pytest.fixture
 def rules_topic(services: Settings) -> Iterator[str]:
     name = f"metricx.rules.t{uuid.uuid4().hex[:8]}"
-    ensure_topics(services.kafka_bootstrap, [TopicSpec(name, 1, {"cleanup.policy": "compact"})])
+    ensure_topics(services.kafka.bootstrap, [TopicSpec(name, 1, {"cleanup.policy": "compact"})])
     yield name
-    delete_topics(services.kafka_bootstrap, [name])
+    delete_topics(services.kafka.bootstrap, [name])
 
 
 @dataclass
@@ -77,9 +78,9 @@ def api(services: Settings, database: str, issuer: Issuer, tenants: Tenants, rul
     monkeypatch.setenv("METRICX_SLACK_WEBHOOK_HOSTS", "127.0.0.1, localhost")
     add_member(database, CAROL, tenants.ws_b, "owner")
     add_member(database, VICTOR, tenants.ws_a, "viewer")
-    settings = Settings(database_url=database, redis_url=services.redis_url, kafka_bootstrap=services.kafka_bootstrap,
-                        rules_topic=rules_topic)
-    app = create_app(settings, serving_settings(issuer))
+    settings = app_settings(services, database, serving_settings(issuer),
+                            kafka=services.kafka.model_copy(update={"rules_topic": rules_topic}))
+    app = create_app(settings)
     with TestClient(app) as c:
         yield Api(c, issuer, tenants, settings, database)
 

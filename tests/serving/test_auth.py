@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 
-from metricx.settings import Settings
+from ground.settings import Settings
 from serving.dev_issuer import public_jwk
 from tests.serving.conftest import AUDIENCE, ISSUER, Issuer, Tenants, fresh_database, seed_tenants
 

@@ -10,9 +10,12 @@ import uuid
 import psycopg
 import pytest
 from psycopg.rows import dict_row
+from pydantic import SecretStr
 
-from connectors.connections.crypto import Keyring
-from connectors.notify import channels as store
+from adapters import channels_store as store
+from adapters.crypto import Keyring
+from ground.settings import TokenKeySettings
+from serving.container import services_of
 from tests.serving.stoploss_fixtures import CAROL, KEY, VICTOR, Api, api, rules_topic  # noqa: F401
 from tests.serving.test_rules_api import RULE
 
@@ -116,7 +119,8 @@ def test_roles_and_isolation(api: Api) -> None:  # noqa: F811
     assert len(api.alice("GET", "/channels").json()["channels"]) == 1
 
 
-def test_missing_keys_is_a_clear_503(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    monkeypatch.setenv("METRICX_TOKEN_KEYS", "")
+def test_missing_keys_is_a_clear_503(api: Api) -> None:  # noqa: F811
+    services = services_of(api.client.app)  # a server configured without token keys
+    services.settings = services.settings.model_copy(update={"tokens": TokenKeySettings(keys=SecretStr(""))})
     r = api.alice("POST", "/channels", {"kind": "slack", "name": "s", "webhook_url": HOOK})
     assert (r.status_code, r.json()) == (503, {"detail": "channels need METRICX_TOKEN_KEYS configured on the server"})

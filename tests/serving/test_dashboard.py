@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from serving.container import services_of
 from tests.databases import refresh_aggregates
 from tests.serving.conftest import Issuer, Tenants, days_ago, snapshot, today_utc, utc, write
 
@@ -368,21 +369,20 @@ def test_without_a_free_side_connection_the_answer_is_the_same(client: TestClien
                                                               tenants: Tenants, populated: str) -> None:
     """With every side-read slot taken, the dashboard reads on its own connection, in
     turn, and answers the same (never waits for a connection it might itself hold)."""
-    from serving.routes import dashboard as route
-
+    side = services_of(client.app).dashboard
     expected = {tf: get(client, issuer, tenants, "/dashboard", timeframe=tf) for tf in ("today", "last_30_days")}
     taken = 0
-    while route._SIDE_SLOTS.acquire(blocking=False):
+    while side.slots.acquire(blocking=False):
         taken += 1
     try:
-        assert taken == route.SIDE_CONNECTIONS
+        assert taken == side.side_connections
         with psycopg.connect(populated, autocommit=True) as conn:
             conn.execute("CREATE TABLE tick (n int)")  # moves the WAL: no reuse of figures
         for tf, body in expected.items():
             assert get(client, issuer, tenants, "/dashboard", timeframe=tf) == body
     finally:
         for _ in range(taken):
-            route._SIDE_SLOTS.release()
+            side.slots.release()
 
 
 TOP_SQL = (f"SELECT provider, account_id, campaign_id, {SUMS_SQL} FROM metrics_daily WHERE workspace_id = %(ws)s "
@@ -405,7 +405,8 @@ def test_settled_days_are_reused_until_one_of_them_changes(client: TestClient, i
     shows at once, re-reading only that account's hot days; a restatement of a settled
     day shows at once too, even one that leaves the account's sums unchanged (two
     campaigns swap figures), re-reading only that account's settled days."""
-    cache = client.app.state.dashboard_campaigns  # type: ignore[attr-defined]
+    cache = services_of(client.app).dashboard.campaigns
+    assert cache is not None
     start, end = days_ago(29), today_utc()
     # A second campaign on the settled day of cmp-g (days_ago(10)), in the same account.
     write(populated, [snapshot(tenants.ws_a, provider="google", account="cus-9", campaign="cmp-h", ad="h-1",

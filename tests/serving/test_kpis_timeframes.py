@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipelines.kpis import Sums, change, kpis, ratio
+from domain.kpis import Sums, change, kpis, ratio
 from serving.stream import coalesce, id_key
 from serving.timeframes import Period, TimeframeError, grain_for, local_today, previous, resolve
 

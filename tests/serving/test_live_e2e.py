@@ -10,8 +10,8 @@ from decimal import Decimal
 import httpx
 import psycopg
 
-from connectors.kafka import Producer, publish_snapshots
-from metricx.settings import Settings
+from adapters.kafka import Producer, publish_snapshots
+from ground.settings import Settings
 from tests.integration.conftest import Pipeline, Topics, pipeline, topics  # noqa: F401 - fixtures
 from tests.serving.conftest import Issuer, Server, Tenants, snapshot, today_utc
 from tests.serving.test_stream import Sse, open_stream, stream_token
@@ -35,7 +35,7 @@ def test_kafka_snapshot_reaches_stream_and_dashboard(services: Settings, topics:
     with open_stream(server.base, stream_token(server.base, issuer, tenants), tenants) as r:
         sse = Sse(r)
         sse.next_event("ready")
-        producer = Producer(services.kafka_bootstrap)
+        producer = Producer(services.kafka.bootstrap)
         publish_snapshots(producer, snaps, topics.raw)
         producer.flush()
         pipeline.start()

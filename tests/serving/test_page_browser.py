@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from connectors.kafka import Producer, publish_snapshots
-from connectors.notify import channels
-from connectors.redis_live import LivePublisher
-from metricx.settings import Settings
+from adapters import channels_store as channels
+from adapters.kafka import Producer, publish_snapshots
+from adapters.redis_live import LivePublisher
+from ground.settings import Settings
 from schemas.alerts import Alert, alert_payload
-from tests.connectors.notify.factory import keyring
 from tests.integration.conftest import Pipeline, Topics, pipeline, topics  # noqa: F401 - fixtures
+from tests.notifier.factory import keyring
 from tests.serving.cdp import Browser
 from tests.serving.conftest import Issuer, Server, Tenants, snapshot, today_utc, write
 
@@ -52,7 +52,7 @@ def test_page_loads_and_updates_live(services: Settings, topics: Topics, pipelin
     assert browser.wait_for(session, STATE, lambda v: v == "live") == "live"
     assert "cmp-demo" in browser.evaluate(session, TOP)
     # A snapshot produced into Kafka now: pipeline -> tables + Redis -> /stream -> page.
-    producer = Producer(services.kafka_bootstrap)
+    producer = Producer(services.kafka.bootstrap)
     publish_snapshots(producer, [snapshot(tenants.ws_a, campaign="cmp-new", ad="ad-9", day=day, captured_at=late,
                                           spend="12.5", impressions=100, clicks=2, revenue="5")], topics.raw)
     producer.flush()
@@ -93,7 +93,7 @@ def test_alert_feed_shows_a_new_alert_on_the_next_live_event(services: Settings,
         # A Slack channel the notifier disabled (410): the page must say alerts stopped there.
         hook = channels.create(conn, keyring(), tenants.ws_a, "slack", "#buyers", "https://hooks.slack.com/services/T/B/x")
         channels.disable(conn, tenants.ws_a, hook.id, "410 channel_is_archived")
-    live = LivePublisher(services.redis_url)
+    live = LivePublisher(services.redis.url)
     try:
         live.publish({str(tenants.ws_a): {"committed_at": now.isoformat(), "changes": []}})
     finally:

@@ -20,9 +20,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from connectors.kafka import TopicSpec, delete_topics, ensure_topics
-from connectors.rules_publish import disable_rules, publish_ids
+from adapters.kafka import delete_topics, ensure_topics
+from adapters.rules_topic import disable_rules, publish_ids
 from schemas.rules import RuleBody, RuleIn, RuleV1, definition, parse_rule_message, rule_message
+from schemas.topics import TopicSpec
+from serving.container import services_of
 from serving.rules_store import RulePublisher
 from tests.serving.conftest import snapshot, write
 from tests.serving.stoploss_fixtures import CAROL, VICTOR, Api, api, read_topic, rules_topic  # noqa: F401
@@ -41,7 +43,7 @@ RULE: dict[str, Any] = {
 
 
 def published(a: Api, at_least: int) -> list[tuple[str, bytes | None]]:
-    return read_topic(a.settings.kafka_bootstrap, a.settings.rules_topic, at_least)
+    return read_topic(a.settings.kafka.bootstrap, a.settings.kafka.rules_topic, at_least)
 
 
 def as_v1(body: dict[str, Any]) -> RuleV1:
@@ -172,15 +174,15 @@ def test_rules_are_invisible_and_unmodifiable_across_workspaces(api: Api) -> Non
 
 def test_failed_publish_is_503_and_a_repeated_put_repairs_it(api: Api) -> None:  # noqa: F811
     app = api.client.app
-    good = app.state.rules_publisher  # type: ignore[attr-defined]
-    app.state.rules_publisher = RulePublisher("127.0.0.1:1", api.settings.rules_topic, timeout_s=1.0)  # type: ignore[attr-defined]
+    good = services_of(app).rules_publisher
+    services_of(app).rules_publisher = RulePublisher("127.0.0.1:1", api.settings.kafka.rules_topic, timeout_s=1.0)
     r = api.alice("POST", "/rules", RULE)
     assert (r.status_code, r.json()) == (503, {"detail": "saved but not yet live; retry"})
     location = r.headers["location"]
     rid = location.rsplit("/", 1)[1]
     stored = api.alice("GET", location)
     assert stored.status_code == 200 and stored.json()["version"] == 1  # saved
-    app.state.rules_publisher = good  # type: ignore[attr-defined]
+    services_of(app).rules_publisher = good
     r = api.alice("PUT", location, RULE)
     assert r.status_code == 200 and r.json()["version"] == 1
     [(key, value)] = published(api, 1)
@@ -198,9 +200,9 @@ def test_rules_sync_republishes_and_prunes(api: Api) -> None:  # noqa: F811
                      "VALUES (%s, %s, 'restored', %s, 'paused', 3)",
                      (restored, api.tenants.ws_a, Jsonb(definition(body))))
     gone = RuleV1(**body.model_dump(), id=uuid.uuid4(), workspace_id=api.tenants.ws_a, updated_at=datetime.now(UTC))
-    RulePublisher(api.settings.kafka_bootstrap, api.settings.rules_topic).publish([(gone.id, rule_message(gone))])
-    env = {**os.environ, "METRICX_DATABASE_URL": api.database, "METRICX_RULES_TOPIC": api.settings.rules_topic,
-           "METRICX_KAFKA_BOOTSTRAP": api.settings.kafka_bootstrap}
+    RulePublisher(api.settings.kafka.bootstrap, api.settings.kafka.rules_topic).publish([(gone.id, rule_message(gone))])
+    env = {**os.environ, "METRICX_DATABASE_URL": api.database, "METRICX_RULES_TOPIC": api.settings.kafka.rules_topic,
+           "METRICX_KAFKA_BOOTSTRAP": api.settings.kafka.bootstrap}
     for run in (1, 2):
         out = subprocess.run([sys.executable, "-m", "metricx.cli", "rules", "sync"], env=env, capture_output=True,
                              text=True, timeout=120)
@@ -253,21 +255,21 @@ def test_a_rule_over_the_message_limit_is_a_503_naming_the_stored_rule(api: Api)
 def test_a_broker_refusing_the_rule_is_a_503(api: Api) -> None:  # noqa: F811
     """However small the topic's limit (whatever the API's own size limits), a refused
     publish is the 503 path with the stored rule in ``Location``."""
-    bootstrap = api.settings.kafka_bootstrap
+    bootstrap = api.settings.kafka.bootstrap
     small = f"metricx.rules.t{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, [TopicSpec(small, 1, {"cleanup.policy": "compact", "max.message.bytes": "600"})])
     app = api.client.app
-    good = app.state.rules_publisher  # type: ignore[attr-defined]
-    app.state.rules_publisher = RulePublisher(bootstrap, small, timeout_s=5.0)  # type: ignore[attr-defined]
+    good = services_of(app).rules_publisher
+    services_of(app).rules_publisher = RulePublisher(bootstrap, small, timeout_s=5.0)
     try:
         r = api.alice("POST", "/rules", RULE)
         assert (r.status_code, r.json()) == (503, {"detail": "saved but not yet live; retry"})
         rid = r.headers["location"].rsplit("/", 1)[1]
         assert api.alice("GET", f"/rules/{rid}").status_code == 200
-        app.state.rules_publisher = good  # type: ignore[attr-defined]
+        services_of(app).rules_publisher = good
         assert api.alice("PUT", f"/rules/{rid}", RULE).status_code == 200  # the retry, on a topic that fits
     finally:
-        app.state.rules_publisher = good  # type: ignore[attr-defined]
+        services_of(app).rules_publisher = good
         delete_topics(bootstrap, [small])
 
 
@@ -281,8 +283,8 @@ def test_rules_sync_skips_and_reports_a_bad_rule_and_publishes_the_rest(api: Api
             for i, ws in enumerate((api.tenants.ws_a, api.tenants.ws_b))}
     for rid, ws in good.items():
         _insert(api.database, rid, ws, "fine", definition(RuleIn.model_validate(RULE)))
-    env = {**os.environ, "METRICX_DATABASE_URL": api.database, "METRICX_RULES_TOPIC": api.settings.rules_topic,
-           "METRICX_KAFKA_BOOTSTRAP": api.settings.kafka_bootstrap}
+    env = {**os.environ, "METRICX_DATABASE_URL": api.database, "METRICX_RULES_TOPIC": api.settings.kafka.rules_topic,
+           "METRICX_KAFKA_BOOTSTRAP": api.settings.kafka.bootstrap}
     out = subprocess.run([sys.executable, "-m", "metricx.cli", "rules", "sync"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 1, (out.stdout, out.stderr)  # not everything is live: say so
@@ -380,7 +382,7 @@ def test_a_rule_the_pipeline_disabled_shows_why_and_can_be_resumed(api: Api) -> 
     with psycopg.connect(api.database, autocommit=True, row_factory=dict_row) as conn:
         changed = disable_rules(conn, api.tenants.ws_a, [uuid.UUID(rid)], reason)
         assert changed == [uuid.UUID(rid)]
-        publish_ids(conn, RulePublisher(api.settings.kafka_bootstrap, api.settings.rules_topic), changed)
+        publish_ids(conn, RulePublisher(api.settings.kafka.bootstrap, api.settings.kafka.rules_topic), changed)
         assert disable_rules(conn, api.tenants.ws_a, [uuid.UUID(rid)], reason) == []  # only active rules
     shown = api.alice("GET", f"/rules/{rid}").json()
     assert (shown["status"], shown["last_error"], shown["version"]) == ("disabled", reason, 2)

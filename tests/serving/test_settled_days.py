@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipelines.kpis import Sums, add_sums, top_by_spend
+from domain.kpis import Sums, add_sums, top_by_spend
 from serving.timeframes import Period, split_hot
 from serving.versioned_cache import VersionedCache
 

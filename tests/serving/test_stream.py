@@ -1,5 +1,5 @@
 """/stream over a real uvicorn server and the real Redis: live updates published by the
-pipeline's own publisher (``connectors.redis_live.LivePublisher``), coalescing, resume
+pipeline's own publisher (``adapters.redis_live.LivePublisher``), coalescing, resume
 with Last-Event-ID, heartbeats, the slow-client drop and workspace isolation."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ import psycopg
 import pytest
 import redis
 
-from connectors.redis_live import LivePublisher, live_stream_key
-from metricx.settings import Settings
+from adapters.redis_live import LivePublisher, live_stream_key
+from ground.settings import Settings
 from tests.serving.conftest import Issuer, Server, Tenants
 from tests.serving.stoploss_fixtures import VICTOR, add_member
 
 
 @pytest.fixture
 def publisher(services: Settings, tenants: Tenants) -> Iterator[LivePublisher]:
-    p = LivePublisher(services.redis_url)
+    p = LivePublisher(services.redis.url)
     yield p
     p.close()
-    r = redis.Redis.from_url(services.redis_url)
+    r = redis.Redis.from_url(services.redis.url)
     r.delete(live_stream_key(str(tenants.ws_a)), live_stream_key(str(tenants.ws_b)))
     r.close()
 
@@ -142,18 +142,23 @@ def test_resume_with_last_event_id_misses_nothing(server: Server, issuer: Issuer
 def test_trimmed_history_asks_for_a_reload(server: Server, issuer: Issuer, tenants: Tenants,
                                            services: Settings, publisher: LivePublisher) -> None:
     publish(publisher, tenants.ws_a, change("1", 1))
-    r0 = redis.Redis.from_url(services.redis_url)
+    r0 = redis.Redis.from_url(services.redis.url)
     entries: Any = r0.xrange(live_stream_key(str(tenants.ws_a)))
     first = entries[0][0].decode()
     publish(publisher, tenants.ws_a, change("2", 2))
+    before: Any = r0.xrange(live_stream_key(str(tenants.ws_a)))
+    ids = [e[0].decode() for e in before]
+    assert ids[0] == first and len(ids) == 2
     r0.xtrim(live_stream_key(str(tenants.ws_a)), maxlen=1, approximate=False)
+    after: Any = r0.xrange(live_stream_key(str(tenants.ws_a)))
+    kept = [e[0].decode() for e in after]
     r0.close()
+    assert kept == ids[1:]  # trimmed: the first entry after "1-0" is gone, so the resume has a gap
     with open_stream(server.base, stream_token(server.base, issuer, tenants), tenants, last_event_id="1-0") as r:
         sse = Sse(r)
         assert sse.next()["event"] == "reset"
         changes, _ = collect_updates(sse, 1)
     assert [c["clicks"] for c in changes] == [2]
-    assert first  # the trimmed entry existed
 
 
 def test_bad_last_event_id_is_422(server: Server, issuer: Issuer, tenants: Tenants) -> None:
@@ -254,7 +259,7 @@ def test_stream_ends_once_its_user_is_removed(make_server: Any, issuer: Issuer, 
     """Before: a member removed from the workspace kept receiving its live stream.  Other
     members' streams of the same workspace go on."""
     srv: Server = make_server(sse_recheck_s=0.05, sse_heartbeat_s=3600)
-    db = srv.settings.libpq_url
+    db = srv.settings.database.libpq_url
     add_member(db, VICTOR, tenants.ws_a, "viewer")
     victor = httpx.post(f"{srv.base}/stream/token", params={"workspace_id": str(tenants.ws_a)},
                         headers={"Authorization": f"Bearer {issuer.token(VICTOR)}"}).json()["token"]

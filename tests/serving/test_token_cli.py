@@ -10,9 +10,8 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from metricx.settings import REPO_ROOT, Settings
+from ground.settings import REPO_ROOT, DatabaseSettings, ServingSettings, Settings
 from serving.app import create_app
-from serving.config import ServingSettings
 
 
 def run_token(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,8 +39,9 @@ def test_dev_token_opens_the_granted_workspace_only(services: Settings, database
     token = r.stdout.strip()
     key_files = list((tmp_path / "dev").iterdir())
     assert len(key_files) == 1 and oct(key_files[0].stat().st_mode & 0o777) == "0o600"
-    app = create_app(Settings(database_url=database, redis_url=services.redis_url),
-                     ServingSettings(dev_issuer=True, dev_issuer_dir=tmp_path / "dev", auth_jwks_url=None))
+    app = create_app(Settings(database=DatabaseSettings(url=database), redis=services.redis,
+                              serving=ServingSettings(dev_issuer=True, dev_issuer_dir=tmp_path / "dev",
+                                                      auth_jwks_url=None)))
     with TestClient(app) as c:
         h = {"Authorization": f"Bearer {token}"}
         ok = c.get("/dashboard", headers=h)

@@ -11,8 +11,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ground.settings import ConfigError, ServingSettings
 from serving.auth import AuthError, JwksCache, Verifier
-from serving.config import ServingSettings
 from serving.dev_issuer import mint, public_jwk
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -90,7 +90,8 @@ def test_leeway_bounds_expiry() -> None:
 
 
 def test_settings_refuse_to_start_without_a_key_source() -> None:
-    with pytest.raises(ValueError, match="METRICX_AUTH_JWKS_URL is required"):
-        ServingSettings(dev_issuer=False, auth_jwks_url=None)
+    # The server and `metricx token` ask (the other processes never need auth settings).
+    with pytest.raises(ConfigError, match="METRICX_AUTH_JWKS_URL is required"):
+        ServingSettings(dev_issuer=False, auth_jwks_url=None).require_key_source()
     with pytest.raises(ValueError, match="https"):
         ServingSettings(auth_jwks_url="http://issuer.example/jwks")

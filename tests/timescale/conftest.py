@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.timescale import check_reachable
-from metricx.settings import load_settings
+from adapters.timescale import check_reachable
+from ground.settings import load_settings
 from tests.databases import timescale_problem
 
 
@@ -21,13 +21,13 @@ def timescale_admin_url() -> str:
     """The libpq URL of the services' database, on a server that can give new databases
     the TimescaleDB flavour."""
     settings = load_settings()
-    if settings.timescaledb == "off":
+    if settings.database.timescaledb == "off":
         pytest.skip("METRICX_TIMESCALEDB=off: the plain-PostgreSQL lane leaves TimescaleDB out")
     try:
-        check_reachable(settings.libpq_url)
+        check_reachable(settings.database.libpq_url)
     except ConnectionError as exc:
         pytest.fail(f"{exc}\n(these tests need the real services: `make services-up`, or run `make test`)")
-    problem = timescale_problem(settings.libpq_url)
+    problem = timescale_problem(settings.database.libpq_url)
     if problem:
         pytest.fail(problem)
-    return settings.libpq_url
+    return settings.database.libpq_url

@@ -1,7 +1,7 @@
 """The commit's statements read only the chunks of the days they write.
 
 Inside a data-modifying statement TimescaleDB excludes chunks only on constants, so
-each read of a hypertable in ``connectors.timescale.MOVE`` is bounded by the batch's
+each read of a hypertable in ``adapters.timescale.MOVE`` is bounded by the batch's
 first and last day and bucket.  Without the bounds every staged row probed every chunk
 (``metrics_15m`` keeps 400 days: 58 chunks), a cost that grows with the database's age
 and that no benchmark on a young database shows; so this checks the plans themselves.
@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.timescale import CREATE_STAGE, INSERT_STAGE, MOVE, InsightStore, batch_bounds
-from pipelines.batch import build_batch
-from pipelines.deltas import apply_snapshot
+from adapters.timescale import CREATE_STAGE, INSERT_STAGE, MOVE, InsightStore, batch_bounds
+from domain.batch import build_batch
+from domain.deltas import apply_snapshot
 from schemas.envelope import Envelope
 from schemas.insight import Snapshot
 from schemas.metrics import Metrics

@@ -29,15 +29,9 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from connectors.timescale import InsightStore
-from pipelines.batch import build_batch
-from pipelines.deltas import (
-    RESTATEMENT_WINDOW_DAYS,
-    EntityState,
-    Ignored,
-    Refused,
-    apply_snapshot,
-)
+from adapters.timescale import InsightStore
+from domain.batch import build_batch
+from domain.deltas import RESTATEMENT_WINDOW_DAYS, EntityState, Ignored, Refused, apply_snapshot
 from schemas.envelope import DeadLetter, Envelope
 from schemas.insight import RAW_TOPIC, Snapshot
 from schemas.metrics import Metrics

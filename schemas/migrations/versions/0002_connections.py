@@ -6,7 +6,7 @@ place, and never time-partitioned.
 
 * ``connections``: one row per (workspace, provider, account).  ``token_ciphertext`` is
   AES-256-GCM (nonce || ciphertext+tag) under key ``token_key_id`` (see
-  ``connectors/connections/crypto.py``); plaintext tokens never touch the database.
+  ``adapters/crypto.py``); plaintext tokens never touch the database.
   Status, last error, throttling and the scheduler's next runs / backfill progress live
   here so ``metricx connections status`` can show them.
 * ``entities``: keyed by ids (workspace, provider, account, entity), never by names.

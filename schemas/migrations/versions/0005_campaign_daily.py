@@ -6,7 +6,7 @@ grain, but summing 30-60 days of ``metrics_daily`` for 20,000 ads is over a mill
 per request (seconds).  The same sums at campaign grain are ~20x fewer rows.
 
 The pipeline maintains it in the commit transaction that writes ``metrics_daily``
-(``connectors.timescale.CAMPAIGN_DAILY``): the touched campaign-days are *recomputed*
+(``adapters.timescale.CAMPAIGN_DAILY``): the touched campaign-days are *recomputed*
 from ``metrics_daily``, never incremented by deltas, so replays stay idempotent and the
 rollup always equals the analysts' ``sum(...) FROM metrics_daily``.
 

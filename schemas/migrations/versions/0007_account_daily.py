@@ -8,7 +8,7 @@ cold request's time.  An account has tens to hundreds of campaigns, so the same 
 at account grain are one to two orders of magnitude fewer rows.
 
 The pipeline maintains it in the commit transaction, right after the campaign-day rows
-(``connectors.timescale.ACCOUNT_DAILY``), the same way: the touched account-days are
+(``adapters.timescale.ACCOUNT_DAILY``), the same way: the touched account-days are
 locked in key order, then *recomputed* from ``metrics_campaign_daily`` by a later
 statement (never incremented), so replays are idempotent and the rollup always equals
 the analysts' ``sum(...) FROM metrics_daily``.

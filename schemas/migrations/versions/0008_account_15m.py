@@ -7,7 +7,7 @@ is by provider, yet ``metrics_15m`` is at ad grain: a busy day of 20,000 ads is 
 is at most 96 rows per account and day.
 
 The pipeline maintains it in the commit transaction by *differences* of the ad rows it
-rewrites (``connectors.timescale.ACCOUNT_15M``): before the ``metrics_15m`` upsert, the
+rewrites (``adapters.timescale.ACCOUNT_15M``): before the ``metrics_15m`` upsert, the
 rows it will overwrite are subtracted; after it, the rows it wrote are added.  Both
 sides are read from ``metrics_15m`` itself, so the rollup equals ``sum(...) FROM
 metrics_15m`` whatever the write was (a replay subtracts and adds the same values; an

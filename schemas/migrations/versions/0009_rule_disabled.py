@@ -1,7 +1,7 @@
 """Rules the pipeline stopped evaluating: status ``disabled`` and the reason.
 
 The pipeline disables a rule it must not evaluate — over the per-rule limits, or its
-workspace's rules over the evaluation budget (``pipelines.metering``) — and records why
+workspace's rules over the evaluation budget (``domain.metering``) — and records why
 in ``last_error``, so the merchant sees it in ``GET /rules``; a resume clears it.
 
 Revision ID: 0009

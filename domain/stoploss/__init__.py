@@ -1,0 +1,1 @@
+"""Stop-loss rules judged on the stream (pure)."""

@@ -1,0 +1,7 @@
+"""``python -m metricx.cli``: what the ``metricx`` entry point runs."""
+
+import sys
+
+from metricx.cli import main
+
+sys.exit(main())
